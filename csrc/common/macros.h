@@ -1,0 +1,44 @@
+// Portable qualifiers and primitives shared by the CPU and CUDA launchers.
+// No ATen here: every header under csrc/<family>/<op>.h must compile with plain nvcc.
+#pragma once
+
+#include <stdint.h>
+
+#if defined(__CUDACC__)
+#define RRM_HOST_DEVICE __host__ __device__
+#else
+#define RRM_HOST_DEVICE
+#endif
+
+namespace rrm {
+
+// Compare-and-swap on an int32 slot; returns the value held before the call.
+RRM_HOST_DEVICE inline int32_t atomic_cas_i32(int32_t* address, int32_t expected, int32_t desired) {
+#if defined(__CUDA_ARCH__)
+  return atomicCAS(reinterpret_cast<int*>(address), expected, desired);
+#else
+  __atomic_compare_exchange_n(address, &expected, desired, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+  return expected;
+#endif
+}
+
+RRM_HOST_DEVICE inline void atomic_min_i32(int32_t* address, int32_t value) {
+#if defined(__CUDA_ARCH__)
+  atomicMin(reinterpret_cast<int*>(address), value);
+#else
+  int32_t current = __atomic_load_n(address, __ATOMIC_ACQUIRE);
+  while (value < current &&
+         !__atomic_compare_exchange_n(address, &current, value, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+  }
+#endif
+}
+
+RRM_HOST_DEVICE inline int32_t atomic_load_i32(const int32_t* address) {
+#if defined(__CUDA_ARCH__)
+  return *reinterpret_cast<const volatile int32_t*>(address);
+#else
+  return __atomic_load_n(address, __ATOMIC_ACQUIRE);
+#endif
+}
+
+}  // namespace rrm

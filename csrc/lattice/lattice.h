@@ -1,0 +1,260 @@
+// Permutohedral lattice: per-element kernel bodies shared by the CPU and CUDA launchers.
+//
+// The scheme is the one of Krähenbühl & Koltun's dense CRF code (Adams, Baek, Davis 2010):
+// embed, enclosing simplex and barycentric weights in float32, (1/2, 1, 1/2) blur along the
+// d+1 lattice directions with missing neighbours counted as zero, and the 1/(1+2^-d) scale.
+//
+// Layout of a built lattice for a batch of B items with P points of dimension d (D1 = d+1):
+//   offsets    int32 [B*P*D1]   global vertex id of entry e = (b*P + p)*D1 + r
+//   weights    float [B*P*D1]   barycentric weight of entry e
+//   neighbours int32 [D1, M, 2] vertex ids of the two blur neighbours per axis, -1 if absent
+//   splat_ptr  int32 [M+1]      CSR row pointers: entries of vertex v are
+//   splat_entries int32 [B*P*D1]  splat_entries[splat_ptr[v] .. splat_ptr[v+1]) in ascending order
+// Vertices of one batch item are contiguous and never neighbour another item's vertices.
+// Vertex ids are assigned in order of each vertex's first entry, so the lattice tensors are
+// identical on every device and thread count.
+#pragma once
+
+#include <math.h>
+#include <stdint.h>
+
+#include "common/macros.h"
+
+namespace rrm {
+namespace lattice {
+
+constexpr int kMaxDim = 16;
+
+// Diagonal of the elevation matrix E times the expected filter std (Adams et al. p.5-6).
+struct ElevationScale {
+  float value[kMaxDim];
+};
+
+inline ElevationScale elevation_scale(int d) {
+  ElevationScale scale{};
+  const float inv_std_dev = static_cast<float>(sqrt(2.0 / 3.0) * (d + 1));
+  for (int i = 0; i < d; ++i) {
+    scale.value[i] = static_cast<float>(1.0 / sqrt(static_cast<double>((i + 2) * (i + 1))) * inv_std_dev);
+  }
+  return scale;
+}
+
+// Embeds one feature vector: writes the keys (d ints each) of the D1 enclosing simplex
+// vertices and their barycentric weights. D > 0 fixes d at compile time.
+template <int D>
+RRM_HOST_DEVICE inline void embed_point(const float* feature, int d_runtime, const ElevationScale& scale,
+                                        int32_t* keys, float* weights) {
+  const int d = D > 0 ? D : d_runtime;
+  constexpr int kCap = (D > 0 ? D : kMaxDim) + 2;
+  float elevated[kCap];
+  int32_t rem0[kCap];
+  int rank[kCap];
+  float barycentric[kCap];
+
+  float running_sum = 0.f;
+  for (int j = d; j > 0; --j) {
+    const float cf = feature[j - 1] * scale.value[j - 1];
+    elevated[j] = running_sum - j * cf;
+    running_sum += cf;
+  }
+  elevated[0] = running_sum;
+
+  const float down_factor = 1.0f / (d + 1);
+  const float up_factor = static_cast<float>(d + 1);
+  int coordinate_sum = 0;
+  for (int i = 0; i <= d; ++i) {
+    const float v = down_factor * elevated[i];
+    const float up = ceilf(v) * up_factor;
+    const float down = floorf(v) * up_factor;
+    rem0[i] = (up - elevated[i] < elevated[i] - down) ? static_cast<int32_t>(up) : static_cast<int32_t>(down);
+    coordinate_sum += rem0[i] / (d + 1);
+  }
+
+  for (int i = 0; i <= d; ++i) rank[i] = 0;
+  for (int i = 0; i < d; ++i) {
+    const float di = elevated[i] - static_cast<float>(rem0[i]);
+    for (int j = i + 1; j <= d; ++j) {
+      if (di < elevated[j] - static_cast<float>(rem0[j])) {
+        ++rank[i];
+      } else {
+        ++rank[j];
+      }
+    }
+  }
+
+  // Bring the remainder-0 point back onto the hyperplane Σx = 0.
+  for (int i = 0; i <= d; ++i) {
+    rank[i] += coordinate_sum;
+    if (rank[i] < 0) {
+      rank[i] += d + 1;
+      rem0[i] += d + 1;
+    } else if (rank[i] > d) {
+      rank[i] -= d + 1;
+      rem0[i] -= d + 1;
+    }
+  }
+
+  for (int i = 0; i <= d + 1; ++i) barycentric[i] = 0.f;
+  for (int i = 0; i <= d; ++i) {
+    const float v = (elevated[i] - static_cast<float>(rem0[i])) * down_factor;
+    barycentric[d - rank[i]] += v;
+    barycentric[d - rank[i] + 1] -= v;
+  }
+  // Double precision here reproduces the rounding of the reference implementation.
+  barycentric[0] = static_cast<float>(static_cast<double>(barycentric[0]) +
+                                      (1.0 + static_cast<double>(barycentric[d + 1])));
+
+  for (int r = 0; r <= d; ++r) {
+    for (int i = 0; i < d; ++i) {
+      keys[r * d + i] = rem0[i] + (rank[i] <= d - r ? r : r - (d + 1));
+    }
+    weights[r] = barycentric[r];
+  }
+}
+
+template <int D>
+RRM_HOST_DEVICE inline uint32_t hash_key(const int32_t* key, int d_runtime) {
+  const int d = D > 0 ? D : d_runtime;
+  uint32_t h = 2166136261u;
+  for (int i = 0; i < d; ++i) {
+    h = (h ^ static_cast<uint32_t>(key[i])) * 16777619u;
+    h ^= h >> 15;
+  }
+  h ^= h >> 16;
+  h *= 0x85ebca6bu;
+  h ^= h >> 13;
+  return h;
+}
+
+template <int D>
+RRM_HOST_DEVICE inline bool keys_equal(const int32_t* a, const int32_t* b, int d_runtime) {
+  const int d = D > 0 ? D : d_runtime;
+  for (int i = 0; i < d; ++i) {
+    if (a[i] != b[i]) return false;
+  }
+  return true;
+}
+
+// Inserts entry `entry` (whose key is keys[entry*d ..]) into an open-addressing table of
+// entry indices (-1 = empty, capacity mask+1). Returns the slot holding its key. Lock-free:
+// slots are only ever claimed, never released, so two entries with the same key always
+// meet in the first slot of their common probe sequence that is not taken by another key.
+template <int D>
+RRM_HOST_DEVICE inline int32_t hash_insert(int32_t* table, uint32_t mask, const int32_t* keys, int d_runtime,
+                                           int32_t entry) {
+  const int d = D > 0 ? D : d_runtime;
+  const int32_t* key = keys + static_cast<int64_t>(entry) * d;
+  uint32_t slot = hash_key<D>(key, d) & mask;
+  while (true) {
+    const int32_t held = atomic_cas_i32(table + slot, -1, entry);
+    if (held == -1 || keys_equal<D>(keys + static_cast<int64_t>(held) * d, key, d)) {
+      return static_cast<int32_t>(slot);
+    }
+    slot = (slot + 1) & mask;
+  }
+}
+
+// Returns the entry that owns `key` in the table, or -1.
+template <int D>
+RRM_HOST_DEVICE inline int32_t hash_find(const int32_t* table, uint32_t mask, const int32_t* keys, int d_runtime,
+                                         const int32_t* key) {
+  const int d = D > 0 ? D : d_runtime;
+  uint32_t slot = hash_key<D>(key, d) & mask;
+  while (true) {
+    const int32_t held = table[slot];
+    if (held == -1) return -1;
+    if (keys_equal<D>(keys + static_cast<int64_t>(held) * d, key, d)) return held;
+    slot = (slot + 1) & mask;
+  }
+}
+
+// Finds the two blur neighbours of the vertex with key `key` along lattice axis `axis`
+// (0..d) and writes their vertex ids (or -1). `vertex_of_owner` maps an owner entry to its
+// vertex id.
+template <int D>
+RRM_HOST_DEVICE inline void find_blur_neighbours(const int32_t* table, uint32_t mask, const int32_t* keys,
+                                                 int d_runtime, const int32_t* key, int axis,
+                                                 const int32_t* vertex_of_owner, int32_t* out_pair) {
+  const int d = D > 0 ? D : d_runtime;
+  constexpr int kCap = (D > 0 ? D : kMaxDim);
+  int32_t minus[kCap];
+  int32_t plus[kCap];
+  for (int k = 0; k < d; ++k) {
+    minus[k] = key[k] - 1;
+    plus[k] = key[k] + 1;
+  }
+  if (axis < d) {
+    minus[axis] = key[axis] + d;
+    plus[axis] = key[axis] - d;
+  }
+  const int32_t owner_minus = hash_find<D>(table, mask, keys, d, minus);
+  const int32_t owner_plus = hash_find<D>(table, mask, keys, d, plus);
+  out_pair[0] = owner_minus < 0 ? -1 : vertex_of_owner[owner_minus];
+  out_pair[1] = owner_plus < 0 ? -1 : vertex_of_owner[owner_plus];
+}
+
+// Raw view of a built lattice (see the layout at the top of this file).
+struct LatticeView {
+  const int32_t* offsets;
+  const float* weights;
+  const int32_t* neighbours;
+  const int32_t* splat_ptr;
+  const int32_t* splat_entries;
+  int64_t num_points;  // B*P
+  int32_t num_vertices;
+  int d1;
+};
+
+// Gather splat of vertex v for channels [c_begin, c_end): contributions summed in entry
+// (hence point) order, which makes the result independent of scheduling.
+template <typename scalar_t>
+RRM_HOST_DEVICE inline void splat_vertex(const LatticeView& lat, int32_t v, const scalar_t* values, int64_t channels,
+                                         int64_t c_begin, int64_t c_end, scalar_t* vertex_values) {
+  scalar_t* out = vertex_values + static_cast<int64_t>(v) * channels;
+  for (int64_t c = c_begin; c < c_end; ++c) out[c] = scalar_t(0);
+  for (int32_t k = lat.splat_ptr[v]; k < lat.splat_ptr[v + 1]; ++k) {
+    const int32_t entry = lat.splat_entries[k];
+    const scalar_t w = static_cast<scalar_t>(lat.weights[entry]);
+    const scalar_t* in = values + static_cast<int64_t>(entry / lat.d1) * channels;
+    for (int64_t c = c_begin; c < c_end; ++c) out[c] += w * in[c];
+  }
+}
+
+// One (1/2, 1, 1/2) blur step of vertex v along `axis`.
+template <typename scalar_t>
+RRM_HOST_DEVICE inline void blur_vertex(const LatticeView& lat, int32_t v, int axis, const scalar_t* src,
+                                        int64_t channels, int64_t c_begin, int64_t c_end, scalar_t* dst) {
+  const int32_t* pair = lat.neighbours + (static_cast<int64_t>(axis) * lat.num_vertices + v) * 2;
+  const scalar_t* self = src + static_cast<int64_t>(v) * channels;
+  const scalar_t* minus = pair[0] < 0 ? nullptr : src + static_cast<int64_t>(pair[0]) * channels;
+  const scalar_t* plus = pair[1] < 0 ? nullptr : src + static_cast<int64_t>(pair[1]) * channels;
+  scalar_t* out = dst + static_cast<int64_t>(v) * channels;
+  for (int64_t c = c_begin; c < c_end; ++c) {
+    const scalar_t m = minus ? minus[c] : scalar_t(0);
+    const scalar_t p = plus ? plus[c] : scalar_t(0);
+    out[c] = self[c] + scalar_t(0.5) * (m + p);
+  }
+}
+
+// Slice of point `point` (a global index b*P + p) for channels [c_begin, c_end).
+template <typename scalar_t>
+RRM_HOST_DEVICE inline void slice_point(const LatticeView& lat, int64_t point, const scalar_t* vertex_values,
+                                        int64_t channels, int64_t c_begin, int64_t c_end, scalar_t alpha,
+                                        scalar_t* out_values) {
+  scalar_t* out = out_values + point * channels;
+  for (int64_t c = c_begin; c < c_end; ++c) out[c] = scalar_t(0);
+  for (int r = 0; r < lat.d1; ++r) {
+    const int64_t entry = point * lat.d1 + r;
+    const scalar_t w = static_cast<scalar_t>(lat.weights[entry]);
+    const scalar_t* in = vertex_values + static_cast<int64_t>(lat.offsets[entry]) * channels;
+    for (int64_t c = c_begin; c < c_end; ++c) out[c] += w * in[c] * alpha;
+  }
+}
+
+template <typename scalar_t>
+RRM_HOST_DEVICE inline scalar_t slice_scale(int d) {
+  return scalar_t(1) / (scalar_t(1) + scalar_t(pow(2.0, -static_cast<double>(d))));
+}
+
+}  // namespace lattice
+}  // namespace rrm

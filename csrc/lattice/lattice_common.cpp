@@ -1,0 +1,66 @@
+// Device-independent validation of the lattice ops' arguments.
+#include "common/checks.h"
+#include "lattice/lattice_ops.h"
+
+namespace rrm {
+namespace lattice {
+
+at::Tensor checked_features(const at::Tensor& features) {
+  check_dim(features, 3, "features", "[B, P, d]");
+  check_dtype(features, at::kFloat, "features");
+  const int64_t d = features.size(2);
+  TORCH_CHECK(d >= 1 && d <= kMaxDim, "features must have a feature dimension d in 1..", kMaxDim, ", got d = ", d);
+  TORCH_CHECK(features.size(0) * features.size(1) * (d + 1) < (int64_t{1} << 30),
+              "features has too many points for int32 lattice indices: shape ", shape_of(features));
+  check_finite(features, "features");
+  return features.contiguous();
+}
+
+at::Tensor checked_filter_inputs(const at::Tensor& offsets, const at::Tensor& weights, const at::Tensor& neighbours,
+                                 const at::Tensor& splat_ptr, const at::Tensor& splat_entries,
+                                 const at::Tensor& values) {
+  check_dim(offsets, 3, "offsets", "[B, P, d+1]");
+  check_dim(values, 3, "values", "[B, P, C]");
+  check_floating(values, "values");
+  check_dtype(offsets, at::kInt, "offsets");
+  check_dtype(weights, at::kFloat, "weights");
+  check_dtype(neighbours, at::kInt, "neighbours");
+  check_dtype(splat_ptr, at::kInt, "splat_ptr");
+  check_dtype(splat_entries, at::kInt, "splat_entries");
+  TORCH_CHECK(values.size(0) == offsets.size(0) && values.size(1) == offsets.size(1),
+              "values must be [B, P, C] with B and P of the lattice (", offsets.size(0), ", ", offsets.size(1),
+              "), got shape ", shape_of(values));
+  TORCH_CHECK(weights.sizes() == offsets.sizes(), "weights must have the shape of offsets ", shape_of(offsets),
+              ", got ", shape_of(weights));
+  TORCH_CHECK(splat_ptr.dim() == 1 && splat_ptr.size(0) >= 1, "splat_ptr must be 1-D [M+1]");
+  const int64_t vertices = splat_ptr.size(0) - 1;
+  TORCH_CHECK(neighbours.dim() == 3 && neighbours.size(0) == offsets.size(2) && neighbours.size(1) == vertices &&
+                  neighbours.size(2) == 2,
+              "neighbours must be [d+1, M, 2] = [", offsets.size(2), ", ", vertices, ", 2], got ",
+              shape_of(neighbours));
+  TORCH_CHECK(splat_entries.dim() == 1 && splat_entries.numel() == offsets.numel(),
+              "splat_entries must be 1-D with B*P*(d+1) = ", offsets.numel(), " elements, got ",
+              shape_of(splat_entries));
+  for (const auto* t : {&weights, &neighbours, &splat_ptr, &splat_entries}) {
+    check_same_device(*t, "lattice tensors", offsets, "offsets");
+  }
+  check_same_device(values, "values", offsets, "the lattice");
+  return values.contiguous();
+}
+
+LatticeView make_view(const at::Tensor& offsets, const at::Tensor& weights, const at::Tensor& neighbours,
+                      const at::Tensor& splat_ptr, const at::Tensor& splat_entries) {
+  LatticeView view;
+  view.offsets = offsets.data_ptr<int32_t>();
+  view.weights = weights.data_ptr<float>();
+  view.neighbours = neighbours.data_ptr<int32_t>();
+  view.splat_ptr = splat_ptr.data_ptr<int32_t>();
+  view.splat_entries = splat_entries.data_ptr<int32_t>();
+  view.num_points = offsets.size(0) * offsets.size(1);
+  view.num_vertices = static_cast<int32_t>(splat_ptr.size(0) - 1);
+  view.d1 = static_cast<int>(offsets.size(2));
+  return view;
+}
+
+}  // namespace lattice
+}  // namespace rrm

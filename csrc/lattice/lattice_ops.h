@@ -1,0 +1,39 @@
+// ATen-level entry points of the lattice op family (declared for bindings and other op
+// families that reuse a built lattice).
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <tuple>
+
+#include "lattice/lattice.h"
+
+namespace rrm {
+namespace lattice {
+
+using LatticeTuple = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+
+// Validates features [B, P, d] and returns them contiguous.
+at::Tensor checked_features(const at::Tensor& features);
+
+// Validates the five lattice tensors against values [B, P, C] and returns values contiguous.
+at::Tensor checked_filter_inputs(const at::Tensor& offsets, const at::Tensor& weights, const at::Tensor& neighbours,
+                                 const at::Tensor& splat_ptr, const at::Tensor& splat_entries,
+                                 const at::Tensor& values);
+
+LatticeView make_view(const at::Tensor& offsets, const at::Tensor& weights, const at::Tensor& neighbours,
+                      const at::Tensor& splat_ptr, const at::Tensor& splat_entries);
+
+LatticeTuple lattice_build_cpu(const at::Tensor& features);
+at::Tensor lattice_filter_cpu(const at::Tensor& offsets, const at::Tensor& weights, const at::Tensor& neighbours,
+                              const at::Tensor& splat_ptr, const at::Tensor& splat_entries, const at::Tensor& values,
+                              bool reverse);
+
+// Filters values [num_points, C] into out with caller-owned vertex buffers of [M, C] each,
+// so iterative callers (mean-field) allocate nothing per call.
+template <typename scalar_t>
+void filter_cpu_into(const LatticeView& lat, const scalar_t* values, int64_t channels, bool reverse,
+                     scalar_t* buffer_a, scalar_t* buffer_b, scalar_t* out);
+
+}  // namespace lattice
+}  // namespace rrm

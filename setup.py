@@ -1,0 +1,105 @@
+"""Build the rrm_ops._C extension against the torch that is already installed.
+
+CPU kernels are always built. CUDA kernels are added when torch is a CUDA build and nvcc
+is found, or when RRM_FORCE_CUDA=1; RRM_CPU_ONLY=1 skips them. TORCH_CUDA_ARCH_LIST is
+honoured by torch.utils.cpp_extension itself.
+"""
+
+import glob
+import os
+import shutil
+import sys
+
+from setuptools import find_packages, setup
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+CSRC = os.path.join("csrc")
+
+
+def _log(message: str) -> None:
+    print(f"[rrm setup] {message}", file=sys.stderr)
+
+
+def _cuda_root() -> str | None:
+    """Return the CUDA toolkit root that has the runtime headers, or None.
+
+    The nvcc on PATH may be a wrapper script living outside the toolkit, so the parent of
+    its folder (torch's guess) is checked for include/cuda_runtime_api.h before use.
+    """
+    candidates = []
+    if os.environ.get("CUDA_HOME"):
+        candidates.append(("CUDA_HOME", os.environ["CUDA_HOME"]))
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        candidates.append(("nvcc on PATH", os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))))
+        candidates.append(("nvcc wrapper", os.path.dirname(os.path.dirname(nvcc))))
+    candidates.append(("standard location", "/usr/local/cuda"))
+    for source, root in candidates:
+        if os.path.isfile(os.path.join(root, "include", "cuda_runtime_api.h")):
+            _log(f"CUDA toolkit root: {root} (from {source})")
+            return root
+    return None
+
+
+def _want_cuda(torch_module) -> bool:
+    if os.environ.get("RRM_CPU_ONLY") == "1":
+        _log("RRM_CPU_ONLY=1: building CPU kernels only")
+        return False
+    if os.environ.get("RRM_FORCE_CUDA") == "1":
+        return True
+    return torch_module.version.cuda is not None and shutil.which("nvcc") is not None
+
+
+def _extensions():
+    import torch
+    from torch.utils import cpp_extension
+
+    cpu_sources = sorted(glob.glob(os.path.join(CSRC, "**", "*.cpp"), recursive=True))
+    cpu_sources = [s for s in cpu_sources if not s.endswith("_cuda_glue.cpp")]
+    cxx_flags = ["-O3", "-std=c++17", "-fno-fast-math", "-ffp-contract=off"]
+    include_dirs = [os.path.join(ROOT, CSRC)]
+
+    if not _want_cuda(torch):
+        return [
+            cpp_extension.CppExtension(
+                "rrm_ops._C", cpu_sources, include_dirs=include_dirs,
+                extra_compile_args={"cxx": cxx_flags},
+            )
+        ]
+
+    root = _cuda_root()
+    if root is None:
+        raise RuntimeError(
+            "CUDA build requested but no CUDA toolkit with include/cuda_runtime_api.h was found; "
+            "set CUDA_HOME to the toolkit root or RRM_CPU_ONLY=1"
+        )
+    os.environ["CUDA_HOME"] = root
+    cpp_extension.CUDA_HOME = root
+    cuda_sources = sorted(glob.glob(os.path.join(CSRC, "**", "*_cuda.cu"), recursive=True))
+    glue_sources = sorted(glob.glob(os.path.join(CSRC, "**", "*_cuda_glue.cpp"), recursive=True))
+    _log(f"building CUDA kernels: {len(cuda_sources)} .cu files")
+    return [
+        cpp_extension.CUDAExtension(
+            "rrm_ops._C",
+            cpu_sources + glue_sources + cuda_sources,
+            include_dirs=include_dirs,
+            define_macros=[("RRM_WITH_CUDA", "1")],
+            extra_compile_args={
+                "cxx": cxx_flags,
+                "nvcc": ["-O3", "-std=c++17", "--expt-relaxed-constexpr"],
+            },
+        )
+    ]
+
+
+def _build_ext():
+    from torch.utils.cpp_extension import BuildExtension
+
+    return BuildExtension.with_options(use_ninja=shutil.which("ninja") is not None)
+
+
+setup(
+    packages=find_packages(include=["rrm_ops", "rrm_ops.*", "rrm", "rrm.*"]),
+    ext_modules=_extensions(),
+    cmdclass={"build_ext": _build_ext()},
+)
