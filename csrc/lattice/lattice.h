@@ -112,6 +112,13 @@ RRM_HOST_DEVICE inline void embed_point(const float* feature, int d_runtime, con
   }
 }
 
+// Capacity (a power of two, load factor <= 1/2) of one batch item's hash table.
+inline int64_t hash_table_capacity(int64_t entries_per_item) {
+  int64_t capacity = 1024;
+  while (capacity < 2 * entries_per_item) capacity <<= 1;
+  return capacity;
+}
+
 template <int D>
 RRM_HOST_DEVICE inline uint32_t hash_key(const int32_t* key, int d_runtime) {
   const int d = D > 0 ? D : d_runtime;

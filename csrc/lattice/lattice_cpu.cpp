@@ -17,12 +17,6 @@ namespace {
 constexpr int64_t kPointGrain = 512;
 constexpr int64_t kVertexGrain = 256;
 
-int64_t table_capacity(int64_t entries_per_item) {
-  int64_t capacity = 1024;
-  while (capacity < 2 * entries_per_item) capacity <<= 1;
-  return capacity;
-}
-
 template <int D>
 void build_cpu(const float* features, int64_t batch, int64_t points, int d, int32_t* offsets, float* weights,
                at::Tensor& neighbours, at::Tensor& splat_ptr, int32_t* splat_entries) {
@@ -39,7 +33,7 @@ void build_cpu(const float* features, int64_t batch, int64_t points, int d, int3
     }
   });
 
-  const int64_t capacity = table_capacity(per_item);
+  const int64_t capacity = hash_table_capacity(per_item);
   const uint32_t mask = static_cast<uint32_t>(capacity - 1);
   at::Tensor table_t = at::full({batch * capacity}, -1, at::kInt);
   int32_t* table = table_t.data_ptr<int32_t>();

@@ -1,0 +1,44 @@
+// Launch helpers for the self-contained .cu launchers (CUDA runtime only, no ATen).
+#pragma once
+
+#include <cuda_runtime_api.h>
+#include <stddef.h>
+#include <stdint.h>
+
+namespace rrm {
+
+constexpr int kThreads = 256;
+
+inline unsigned int blocks_for(int64_t work) {
+  const int64_t blocks = (work + kThreads - 1) / kThreads;
+  return static_cast<unsigned int>(blocks > 0 ? blocks : 1);
+}
+
+__device__ inline int64_t global_index() {
+  return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+}
+
+#define RRM_CUDA_RETURN_IF_ERROR(expr)              \
+  do {                                              \
+    const cudaError_t rrm_status_ = (expr);         \
+    if (rrm_status_ != cudaSuccess) {               \
+      return cudaGetErrorString(rrm_status_);       \
+    }                                               \
+  } while (0)
+
+// Runs a CUB-style two-phase call (size query, then work) with stream-ordered temporary
+// storage. `call(void* temp, size_t& bytes)` returns a cudaError_t.
+template <typename Call>
+const char* with_temp_storage(cudaStream_t stream, Call call) {
+  size_t bytes = 0;
+  RRM_CUDA_RETURN_IF_ERROR(call(nullptr, bytes));
+  void* temp = nullptr;
+  RRM_CUDA_RETURN_IF_ERROR(cudaMallocAsync(&temp, bytes > 0 ? bytes : 1, stream));
+  const cudaError_t status = call(temp, bytes);
+  const cudaError_t freed = cudaFreeAsync(temp, stream);
+  RRM_CUDA_RETURN_IF_ERROR(status);
+  RRM_CUDA_RETURN_IF_ERROR(freed);
+  return nullptr;
+}
+
+}  // namespace rrm

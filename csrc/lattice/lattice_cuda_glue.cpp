@@ -1,0 +1,90 @@
+// ATen -> raw pointer glue for the CUDA lattice launchers (compiled only in CUDA builds).
+#include <ATen/Dispatch.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include "common/checks.h"
+#include "lattice/lattice_cuda.h"
+#include "lattice/lattice_ops.h"
+
+namespace rrm {
+namespace lattice {
+namespace {
+
+void check_launch(const char* error, const char* what) {
+  TORCH_CHECK(error == nullptr, what, " failed on the GPU: ", error == nullptr ? "" : error);
+}
+
+// Needs one device->host read: the vertex count, to size the vertex arrays.
+LatticeTuple lattice_build_cuda(const at::Tensor& features_in) {
+  const at::Tensor features = checked_features(features_in);
+  const c10::cuda::CUDAGuard guard(features.device());
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const int64_t batch = features.size(0);
+  const int64_t points = features.size(1);
+  const int d = static_cast<int>(features.size(2));
+  const int64_t entries = batch * points * (d + 1);
+  const at::TensorOptions ints = features.options().dtype(at::kInt);
+
+  at::Tensor offsets = at::empty({batch, points, d + 1}, ints);
+  at::Tensor weights = at::empty({batch, points, d + 1}, features.options());
+  at::Tensor splat_entries = at::empty({entries}, ints);
+  if (entries == 0) {
+    return {offsets, weights, at::empty({d + 1, 0, 2}, ints), at::zeros({1}, ints), splat_entries};
+  }
+  at::Tensor keys = at::empty({entries, d}, ints);
+  at::Tensor table = at::empty({batch * hash_table_capacity(points * (d + 1))}, ints);
+  at::Tensor slot = at::empty({entries}, ints.dtype(at::kLong));
+  at::Tensor vertex_of_owner = at::empty({entries + 1}, ints);
+  check_launch(cuda::build_vertices(features.data_ptr<float>(), batch, points, d, keys.data_ptr<int32_t>(),
+                                    weights.data_ptr<float>(), table.data_ptr<int32_t>(), slot.data_ptr<int64_t>(),
+                                    vertex_of_owner.data_ptr<int32_t>(), stream),
+               "lattice_build (vertices)");
+  const int32_t vertices = vertex_of_owner[entries].item<int32_t>();
+
+  at::Tensor owners = at::empty({vertices}, ints);
+  at::Tensor neighbours = at::empty({d + 1, vertices, 2}, ints);
+  at::Tensor splat_ptr = at::empty({static_cast<int64_t>(vertices) + 1}, ints);
+  check_launch(cuda::build_structure(batch, points, d, vertices, keys.data_ptr<int32_t>(), table.data_ptr<int32_t>(),
+                                     slot.data_ptr<int64_t>(), vertex_of_owner.data_ptr<int32_t>(),
+                                     offsets.data_ptr<int32_t>(), owners.data_ptr<int32_t>(),
+                                     neighbours.data_ptr<int32_t>(), splat_ptr.data_ptr<int32_t>(),
+                                     splat_entries.data_ptr<int32_t>(), stream),
+               "lattice_build (structure)");
+  return {offsets, weights, neighbours, splat_ptr, splat_entries};
+}
+
+at::Tensor lattice_filter_cuda(const at::Tensor& offsets, const at::Tensor& weights, const at::Tensor& neighbours,
+                               const at::Tensor& splat_ptr, const at::Tensor& splat_entries,
+                               const at::Tensor& values_in, bool reverse) {
+  const at::Tensor values =
+      checked_filter_inputs(offsets, weights, neighbours, splat_ptr, splat_entries, values_in);
+  const c10::cuda::CUDAGuard guard(values.device());
+  at::Tensor out = at::empty_like(values);
+  if (values.numel() == 0) return out;
+  const at::Tensor o = offsets.contiguous(), w = weights.contiguous(), n = neighbours.contiguous(),
+                   p = splat_ptr.contiguous(), s = splat_entries.contiguous();
+  const LatticeView lat = make_view(o, w, n, p, s);
+  const int64_t channels = values.size(2);
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "lattice_filter_cuda", [&] {
+    at::Tensor buffer_a = at::empty({lat.num_vertices, channels}, values.options());
+    at::Tensor buffer_b = at::empty({lat.num_vertices, channels}, values.options());
+    check_launch(cuda::filter<scalar_t>(lat, values.data_ptr<scalar_t>(), channels, reverse,
+                                        buffer_a.data_ptr<scalar_t>(), buffer_b.data_ptr<scalar_t>(),
+                                        out.data_ptr<scalar_t>(), stream),
+                 "lattice_filter");
+  });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(rrm_ops, CUDA, m) {
+  m.impl("lattice_build", &lattice_build_cuda);
+  m.impl("lattice_filter", &lattice_filter_cuda);
+}
+
+}  // namespace lattice
+}  // namespace rrm
