@@ -85,6 +85,11 @@ class Lattice:
         if not isinstance(values, Tensor) or not values.is_floating_point():
             dtype = values.dtype if isinstance(values, Tensor) else type(values).__name__
             raise TypeError(f"values must be a float32 or float64 tensor, got {dtype}")
+        if values.device != self.device:
+            raise ValueError(
+                f"values is on {values.device} but the lattice was built on {self.device}; "
+                "move them to the same device"
+            )
         flat, spatial = _points_last(values, "values")
         if spatial is not None and spatial[0] * spatial[1] != self.num_points:
             raise ValueError(
