@@ -1,0 +1,464 @@
+"""The embedded synthetic dataset: VOC-layout scenes that a small network can learn from on
+a CPU in minutes, so the whole pipeline runs with no download.
+
+    python -m rrm.data.synthetic --out DIR [--n-train N] [--n-val N] [--size S] [--seed K]
+
+Each scene has a textured, noisy background (smooth colour fields, textured clutter blobs,
+thin strokes, sensor noise, JPEG compression) and 1-3 objects. An object's class is carried
+by its **shape and texture together**: every class has its own outline and its own surface
+pattern, colours are drawn for each object from one shared palette (so colour says nothing
+about the class), and the clutter blobs wear the same patterns (so a pattern alone does not
+say "object" either). Objects vary in scale, rotation, aspect and shading, may be cut by the
+image border, occlude one another and can be crossed by strokes in front of them.
+
+The 20 VOC class slots are kept (so ``num_classes=20`` works everywhere) but only the six
+slots of :data:`SYNTHETIC_CLASSES` are used. Masks (palette PNGs, 255 on a 2-pixel band along
+every region boundary, as VOC marks boundaries) are written for train and val, and
+image-level labels to ``cls_labels.npy``. The training layer reads image labels only; the
+train masks are there to measure pseudo-label quality.
+
+Generation is deterministic per seed: image ``i`` of a split is drawn from
+``numpy.random.default_rng([seed, split_code, i])`` (so a larger ``--n-train`` extends a
+smaller one) and the files are byte-identical between runs with the same library versions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+from rrm.data.voc import (
+    CLS_LABELS_FILE,
+    IMAGE_DIR,
+    LIST_DIR,
+    NUM_CLASSES,
+    VOC_CLASSES,
+    DatasetError,
+    labels_from_mask,
+    save_cls_labels,
+    write_mask,
+)
+
+SYNTHETIC_VERSION = 1
+DEFAULT_N_TRAIN = 600
+DEFAULT_N_VAL = 100
+DEFAULT_SIZE = 128
+DEFAULT_SEED = 0
+METADATA_FILE = "synthetic.json"
+SPLIT_CODES = {"train": 0, "val": 1}
+
+# VOC class index -> (shape, texture). The slots are spread over 1..20 on purpose, so code
+# that assumes contiguous class indices fails on the synthetic data as it would on VOC.
+SYNTHETIC_CLASSES: dict[int, tuple[str, str]] = {
+    1: ("disc", "stripes"),
+    3: ("square", "checker"),
+    7: ("triangle", "dots"),
+    8: ("ring", "grid"),
+    12: ("cross", "zigzag"),
+    15: ("star", "rings"),
+}
+
+PALETTE = np.array(
+    [
+        (200, 40, 40), (230, 130, 30), (225, 205, 50), (60, 165, 60), (40, 160, 160),
+        (50, 90, 200), (130, 60, 170), (230, 120, 170), (130, 80, 40), (235, 235, 230),
+        (30, 30, 35), (128, 128, 128),
+    ],
+    dtype=np.float32,
+)
+
+_BOUNDARY_IGNORE = 255
+_MIN_VISIBLE_PIXELS = 80
+_MIN_VISIBLE_FRACTION = 0.35
+_PLACEMENT_TRIES = 30
+
+
+@dataclass
+class SceneObject:
+    """One object of a rendered scene (colours are RGB 0..255, before shading and noise)."""
+
+    class_index: int
+    shape: str
+    texture: str
+    colours: tuple[tuple[float, float, float], tuple[float, float, float]]
+    visible_pixels: int = 0
+
+
+@dataclass
+class Scene:
+    """A rendered scene: ``image`` uint8 ``[H, W, 3]``, ``mask`` uint8 ``[H, W]`` (0 background,
+    VOC class indices, 255 boundary band), ``labels`` float32 ``[20]``, and ``objects``."""
+
+    image: np.ndarray
+    mask: np.ndarray
+    labels: np.ndarray
+    objects: list[SceneObject] = field(default_factory=list)
+
+
+def _shape_sdf(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Signed distance (approximate away from edges) to a unit-sized shape; < 0 inside."""
+    radius = np.hypot(u, v)
+    if shape == "disc":
+        return radius - 1.0
+    if shape == "square":
+        return np.maximum(np.abs(u), np.abs(v)) - 0.85
+    if shape == "triangle":
+        normals = [(np.cos(a), np.sin(a)) for a in (np.pi / 2, np.pi / 2 + 2 * np.pi / 3, np.pi / 2 + 4 * np.pi / 3)]
+        return np.max([u * nx + v * ny for nx, ny in normals], axis=0) - 0.6
+    if shape == "ring":
+        return np.abs(radius - 0.78) - 0.27
+    if shape == "cross":
+        bar_h = np.maximum(np.abs(u) - 1.0, np.abs(v) - 0.33)
+        bar_v = np.maximum(np.abs(u) - 0.33, np.abs(v) - 1.0)
+        return np.minimum(bar_h, bar_v)
+    if shape == "star":
+        angle = np.arctan2(v, u)
+        # Five points: the outline radius follows a triangle wave of the angle.
+        phase = np.abs(((angle * 5 / (2 * np.pi)) % 1.0) - 0.5) * 2.0
+        return (radius - (0.5 + 0.6 * phase)) * 0.8
+    raise ValueError(f"unknown shape {shape!r}")
+
+
+def _texture(texture: str, x: np.ndarray, y: np.ndarray, period: float) -> np.ndarray:
+    """A two-tone pattern in [0, 1] over local pixel coordinates; band-limited (built from
+    clipped sinusoids) so it does not alias at the pixel grid."""
+    k = 2.0 * np.pi / period
+    if texture == "stripes":
+        t = np.sin(k * x)
+    elif texture == "checker":
+        t = 2.0 * np.sin(k * x / 2) * np.sin(k * y / 2)
+    elif texture == "dots":
+        t = np.cos(k * x) + np.cos(k * y) - 1.0
+    elif texture == "grid":
+        t = 1.0 - 1.5 * np.minimum(np.abs(np.sin(k * x / 2)), np.abs(np.sin(k * y / 2))) * 2.0
+    elif texture == "zigzag":
+        t = np.sin(k * (y + period * 0.5 * np.abs(((x / period) % 1.0) - 0.5) * 2.0))
+    elif texture == "rings":
+        t = np.sin(k * np.hypot(x, y))
+    elif texture == "plain":  # a slow two-tone gradient, worn only by clutter
+        t = np.sin(k * x / 6)
+    else:
+        raise ValueError(f"unknown texture {texture!r}")
+    return np.clip(0.5 + 1.5 * t, 0.0, 1.0)
+
+
+_CLASS_TEXTURES = tuple(texture for _, texture in SYNTHETIC_CLASSES.values())
+_CLUTTER_CLASS_TEXTURE_PROB = 0.4  # clutter wearing a class pattern: shape must decide
+
+# Area of each unit shape (in units of radius^2), measured once on a fine grid.
+_GRID = np.linspace(-1.6, 1.6, 321)
+_U, _V = np.meshgrid(_GRID, _GRID)
+_UNIT_AREA = {
+    shape: float((_shape_sdf(shape, _U, _V) < 0).mean() * (3.2**2)) for shape, _ in SYNTHETIC_CLASSES.values()
+}
+
+
+def _smooth_noise(rng: np.random.Generator, height: int, width: int, cells: int) -> np.ndarray:
+    """Low-frequency noise in [0, 1]: a random ``cells x cells`` grid resized bicubically."""
+    grid = (rng.uniform(0, 255, size=(cells, cells))).astype(np.uint8)
+    field_ = np.asarray(Image.fromarray(grid).resize((width, height), Image.BICUBIC), dtype=np.float32)
+    return field_ / 255.0
+
+
+def _pick_colours(rng: np.random.Generator, count: int) -> np.ndarray:
+    chosen = PALETTE[rng.choice(len(PALETTE), size=count, replace=False)]
+    return np.clip(chosen + rng.uniform(-20, 20, size=chosen.shape), 0, 255).astype(np.float32)
+
+
+def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """Float RGB ``[H, W, 3]``: two muted colours blended by smooth noise, with a
+    luminance gradient and fine low-contrast mottling."""
+    grey = np.float32(128.0)
+    colours = _pick_colours(rng, 2) * 0.55 + grey * 0.45
+    blend = _smooth_noise(rng, height, width, int(rng.integers(3, 6)))[..., None]
+    image = colours[0] * blend + colours[1] * (1.0 - blend)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    direction = rng.uniform(0, 2 * np.pi)
+    ramp = (np.cos(direction) * xx / width + np.sin(direction) * yy / height)
+    image *= (1.0 + 0.25 * (ramp - ramp.mean()))[..., None]
+    mottling = _smooth_noise(rng, height, width, max(4, width // 6)) - 0.5
+    return image + 30.0 * mottling[..., None]
+
+
+def _composite(image: np.ndarray, alpha: np.ndarray, colour: np.ndarray) -> None:
+    """Alpha-blend ``colour`` (``[3]`` or ``[H, W, 3]``) over ``image`` in place."""
+    image *= 1.0 - alpha[..., None]
+    image += alpha[..., None] * colour
+
+
+def _local_frame(xx, yy, cx, cy, angle, stretch):
+    dx, dy = xx - cx, yy - cy
+    cos, sin = np.cos(angle), np.sin(angle)
+    return (dx * cos + dy * sin) / stretch, (-dx * sin + dy * cos) * stretch
+
+
+def _textured(rng, x_local, y_local, radius, texture, colours, angle_shade):
+    period = max(4.0, radius * rng.uniform(0.28, 0.42))
+    t = _texture(texture, x_local, y_local, period)[..., None]
+    surface = colours[0] * t + colours[1] * (1.0 - t)
+    shade = 1.0 + 0.22 * (np.cos(angle_shade) * x_local + np.sin(angle_shade) * y_local) / radius
+    return surface * np.clip(shade, 0.6, 1.4)[..., None]
+
+
+def _draw_blob(rng, image, xx, yy, height, width) -> None:
+    """A textured clutter blob with an irregular outline (never one of the class shapes)."""
+    radius = rng.uniform(0.06, 0.16) * min(height, width)
+    cx, cy = rng.uniform(0, width), rng.uniform(0, height)
+    angle = rng.uniform(0, 2 * np.pi)
+    x_local, y_local = _local_frame(xx, yy, cx, cy, angle, rng.uniform(0.7, 1.4))
+    theta = np.arctan2(y_local, x_local)
+    outline = 1.0 + sum(
+        rng.uniform(0.1, 0.3) * np.cos(k * theta + rng.uniform(0, 2 * np.pi)) for k in (2, 3)
+    )
+    sdf_px = (np.hypot(x_local, y_local) / radius - outline) * radius
+    alpha = np.clip(0.5 - sdf_px, 0.0, 1.0)
+    if rng.uniform() < _CLUTTER_CLASS_TEXTURE_PROB:
+        texture = _CLASS_TEXTURES[int(rng.integers(len(_CLASS_TEXTURES)))]
+    else:
+        texture = "plain"
+    surface = _textured(rng, x_local, y_local, radius, texture, _pick_colours(rng, 2), rng.uniform(0, 2 * np.pi))
+    _composite(image, alpha, surface)
+
+
+def _stroke_sdf(rng, xx, yy, height, width) -> tuple[np.ndarray, np.ndarray]:
+    """Distance field (pixels, < 0 inside) of a thin straight stroke, and its colour."""
+    p0 = np.array([rng.uniform(0, width), rng.uniform(0, height)])
+    p1 = np.array([rng.uniform(0, width), rng.uniform(0, height)])
+    seg = p1 - p0
+    t = np.clip(((xx - p0[0]) * seg[0] + (yy - p0[1]) * seg[1]) / max(float(seg @ seg), 1e-6), 0, 1)
+    distance = np.hypot(xx - (p0[0] + t * seg[0]), yy - (p0[1] + t * seg[1]))
+    half_width = rng.uniform(0.8, 2.0)
+    return distance - half_width, _pick_colours(rng, 1)[0] * rng.uniform(0.5, 1.0)
+
+
+def _boundary_band(labels: np.ndarray) -> np.ndarray:
+    """Pixels whose 3x3 neighbourhood holds more than one label (a 2-pixel band per edge)."""
+    padded = np.pad(labels, 1, mode="edge")
+    height, width = labels.shape
+    band = np.zeros(labels.shape, dtype=bool)
+    for dy in (0, 1, 2):
+        for dx in (0, 1, 2):
+            band |= padded[dy:dy + height, dx:dx + width] != labels
+    return band
+
+
+def render_scene(rng: np.random.Generator, size: int = DEFAULT_SIZE) -> Scene:
+    """Draw one scene whose longer side is ``size`` pixels (the other is 75-100 % of it).
+
+    Deterministic given the state of ``rng``. Every object keeps at least
+    ``max(80 px, 35 % of its area)`` visible; ``labels`` are derived from the final mask.
+    """
+    long_side, short_side = size, int(round(size * rng.uniform(0.75, 1.0)))
+    height, width = (short_side, long_side) if rng.uniform() < 0.7 else (long_side, short_side)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32) + 0.5
+
+    background = _background(rng, height, width)
+    for _ in range(int(rng.integers(1, 4))):
+        _draw_blob(rng, background, xx, yy, height, width)
+
+    class_slots = sorted(SYNTHETIC_CLASSES)
+    n_objects = int(rng.choice([1, 2, 3], p=[0.45, 0.35, 0.2]))
+    for _ in range(_PLACEMENT_TRIES):
+        image = background.copy()
+        owner = np.zeros((height, width), dtype=np.int16)  # 0 = background, k = object k
+        objects: list[SceneObject] = []
+        areas = []
+        for number in range(1, n_objects + 1):
+            class_index = class_slots[int(rng.integers(len(class_slots)))]
+            shape, texture = SYNTHETIC_CLASSES[class_index]
+            radius = rng.uniform(0.12, 0.30) * min(height, width)
+            cx = rng.uniform(0.1, 0.9) * width
+            cy = rng.uniform(0.1, 0.9) * height
+            angle = rng.uniform(0, 2 * np.pi)
+            x_local, y_local = _local_frame(xx, yy, cx, cy, angle, rng.uniform(0.8, 1.25))
+            sdf_px = _shape_sdf(shape, x_local / radius, y_local / radius) * radius
+            alpha = np.clip(0.5 - sdf_px, 0.0, 1.0)
+            colours = _pick_colours(rng, 2)
+            surface = _textured(rng, x_local, y_local, radius, texture, colours, rng.uniform(0, 2 * np.pi))
+            _composite(image, alpha, surface)
+            owner[sdf_px < 0] = number
+            objects.append(SceneObject(class_index, shape, texture, (tuple(colours[0]), tuple(colours[1]))))
+            areas.append(_UNIT_AREA[shape] * radius**2)
+        for _ in range(int(rng.integers(0, 3))):
+            sdf_px, colour = _stroke_sdf(rng, xx, yy, height, width)
+            _composite(image, np.clip(0.5 - sdf_px, 0.0, 1.0), colour)
+            owner[sdf_px < 0] = 0
+        visible = np.bincount(owner.reshape(-1), minlength=n_objects + 1)[1:]
+        if all(
+            count >= max(_MIN_VISIBLE_PIXELS, _MIN_VISIBLE_FRACTION * area) for count, area in zip(visible, areas)
+        ):
+            break
+    else:  # pragma: no cover - about one scene in 10^6 needs this many tries
+        raise RuntimeError("could not place the objects of a synthetic scene")
+    for obj, count in zip(objects, visible):
+        obj.visible_pixels = int(count)
+
+    class_of_owner = np.array([0] + [obj.class_index for obj in objects], dtype=np.uint8)
+    mask = class_of_owner[owner]
+    mask[_boundary_band(mask)] = _BOUNDARY_IGNORE
+
+    # Optics and sensor: a slight blur, then noise.
+    blurred = Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(0.6))
+    noisy = np.asarray(blurred, dtype=np.float32) + rng.normal(0.0, 4.0, size=image.shape)
+    final = np.clip(np.round(noisy), 0, 255).astype(np.uint8)
+    return Scene(image=final, mask=mask, labels=labels_from_mask(mask, NUM_CLASSES), objects=objects)
+
+
+def _image_name(split: str, index: int) -> str:
+    return f"{split}_{index:05d}"
+
+
+def _write_split(root: Path, split: str, count: int, size: int, seed: int, labels: dict) -> list[str]:
+    names = []
+    for index in range(count):
+        scene = render_scene(np.random.default_rng([seed, SPLIT_CODES[split], index]), size)
+        name = _image_name(split, index)
+        Image.fromarray(scene.image).save(root / IMAGE_DIR / f"{name}.jpg", quality=90)
+        write_mask(root / "SegmentationClass" / f"{name}.png", scene.mask)
+        labels[name] = scene.labels
+        names.append(name)
+    return names
+
+
+def _metadata(n_train: int, n_val: int, size: int, seed: int) -> dict:
+    return {
+        "version": SYNTHETIC_VERSION,
+        "n_train": n_train,
+        "n_val": n_val,
+        "size": size,
+        "seed": seed,
+        "classes": {
+            str(index): {"name": VOC_CLASSES[index - 1], "shape": shape, "texture": texture}
+            for index, (shape, texture) in SYNTHETIC_CLASSES.items()
+        },
+    }
+
+
+def _write_dataset(root: Path, n_train: int, n_val: int, size: int, seed: int) -> None:
+    for folder in (IMAGE_DIR, "SegmentationClass", LIST_DIR):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    labels: dict[str, np.ndarray] = {}
+    train = _write_split(root, "train", n_train, size, seed, labels)
+    val = _write_split(root, "val", n_val, size, seed, labels)
+    for list_name, names in (("train", train), ("train_aug", train), ("val", val)):
+        (root / LIST_DIR / f"{list_name}.txt").write_text("".join(f"{n}\n" for n in names))
+    save_cls_labels(root / CLS_LABELS_FILE, labels)
+    (root / METADATA_FILE).write_text(json.dumps(_metadata(n_train, n_val, size, seed), indent=2) + "\n")
+
+
+def generate_synthetic_dataset(
+    out: str | os.PathLike,
+    n_train: int = DEFAULT_N_TRAIN,
+    n_val: int = DEFAULT_N_VAL,
+    size: int = DEFAULT_SIZE,
+    seed: int = DEFAULT_SEED,
+    overwrite: bool = False,
+) -> Path:
+    """Write a synthetic VOC-layout dataset to ``out`` and return its path.
+
+    The dataset is written to a temporary sibling folder and renamed into place, so ``out``
+    never holds a partial dataset. Raises :class:`~rrm.data.voc.DatasetError` if ``out``
+    exists and is not empty, unless ``overwrite``.
+    """
+    if n_train < 1 or n_val < 1 or size < 32:
+        raise ValueError("need n_train >= 1, n_val >= 1 and size >= 32")
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise DatasetError(f"output folder {out} exists and is not empty (pass overwrite=True / --overwrite)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        _write_dataset(staging, n_train, n_val, size, seed)
+        if out.exists():
+            shutil.rmtree(out)
+        os.rename(staging, out)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return out
+
+
+def default_cache_root() -> Path:
+    """``$RRM_CACHE`` if set, else ``~/.cache/rrm``."""
+    return Path(os.environ.get("RRM_CACHE") or Path.home() / ".cache" / "rrm")
+
+
+def ensure_synthetic_dataset(
+    cache_dir: str | os.PathLike | None = None,
+    n_train: int = DEFAULT_N_TRAIN,
+    n_val: int = DEFAULT_N_VAL,
+    size: int = DEFAULT_SIZE,
+    seed: int = DEFAULT_SEED,
+) -> Path:
+    """Return the root of a synthetic dataset in the cache, generating it on first use.
+
+    The folder is ``<cache_dir>/synthetic-v1`` for the default parameters and
+    ``<cache_dir>/synthetic-v1-train<N>-val<M>-size<S>-seed<K>`` otherwise; ``cache_dir``
+    defaults to :func:`default_cache_root`. Generation is atomic (temporary folder, then
+    rename), so concurrent callers (e.g. the ranks of a ``torchrun`` job) are safe: the first
+    rename wins and the others discard their copy.
+    """
+    cache_root = Path(cache_dir) if cache_dir is not None else default_cache_root()
+    wanted = _metadata(n_train, n_val, size, seed)
+    defaults = (n_train, n_val, size, seed) == (DEFAULT_N_TRAIN, DEFAULT_N_VAL, DEFAULT_SIZE, DEFAULT_SEED)
+    name = f"synthetic-v{SYNTHETIC_VERSION}"
+    if not defaults:
+        name += f"-train{n_train}-val{n_val}-size{size}-seed{seed}"
+    root = cache_root / name
+    if not root.exists():
+        cache_root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=cache_root))
+        try:
+            _write_dataset(staging, n_train, n_val, size, seed)
+            try:
+                os.rename(staging, root)
+            except OSError:
+                if not root.exists():
+                    raise
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging)
+    metadata_path = root / METADATA_FILE
+    try:
+        found = json.loads(metadata_path.read_text())
+    except (OSError, ValueError) as error:
+        raise DatasetError(f"{root} is not a synthetic dataset ({metadata_path}: {error}); remove it") from error
+    if found != wanted:
+        raise DatasetError(f"{root} holds a synthetic dataset with other parameters ({metadata_path}); remove it")
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m rrm.data.synthetic", description="Write the synthetic VOC-layout dataset."
+    )
+    parser.add_argument("--out", required=True, help="output folder (the VOC2012-like root)")
+    parser.add_argument("--n-train", type=int, default=DEFAULT_N_TRAIN, help="training images")
+    parser.add_argument("--n-val", type=int, default=DEFAULT_N_VAL, help="validation images")
+    parser.add_argument("--size", type=int, default=DEFAULT_SIZE, help="longer image side in pixels")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out")
+    args = parser.parse_args(argv)
+    try:
+        root = generate_synthetic_dataset(args.out, args.n_train, args.n_val, args.size, args.seed, args.overwrite)
+    except (DatasetError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    used = ", ".join(f"{VOC_CLASSES[i - 1]} ({s}, {t})" for i, (s, t) in SYNTHETIC_CLASSES.items())
+    print(f"wrote {args.n_train} train + {args.n_val} val images to {root}")
+    print(f"classes used: {used}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
