@@ -16,6 +16,8 @@ void check_launch(const char* error, const char* what) {
   TORCH_CHECK(error == nullptr, what, " failed on the GPU: ", error == nullptr ? "" : error);
 }
 
+}  // namespace
+
 // Needs one device->host read: the vertex count, to size the vertex arrays.
 LatticeTuple lattice_build_cuda(const at::Tensor& features_in) {
   const at::Tensor features = checked_features(features_in);
@@ -54,6 +56,8 @@ LatticeTuple lattice_build_cuda(const at::Tensor& features_in) {
                "lattice_build (structure)");
   return {offsets, weights, neighbours, splat_ptr, splat_entries};
 }
+
+namespace {
 
 at::Tensor lattice_filter_cuda(const at::Tensor& offsets, const at::Tensor& weights, const at::Tensor& neighbours,
                                const at::Tensor& splat_ptr, const at::Tensor& splat_entries,

@@ -29,6 +29,10 @@ at::Tensor lattice_filter_cpu(const at::Tensor& offsets, const at::Tensor& weigh
                               const at::Tensor& splat_ptr, const at::Tensor& splat_entries, const at::Tensor& values,
                               bool reverse);
 
+#ifdef RRM_WITH_CUDA
+LatticeTuple lattice_build_cuda(const at::Tensor& features);
+#endif
+
 // Filters values [num_points, C] into out with caller-owned vertex buffers of [M, C] each,
 // so iterative callers (mean-field) allocate nothing per call.
 template <typename scalar_t>
