@@ -11,6 +11,9 @@ TORCH_LIBRARY(rrm_ops, m) {
   m.def(
       "lattice_filter(Tensor offsets, Tensor weights, Tensor neighbours, Tensor splat_ptr, Tensor splat_entries, "
       "Tensor values, bool reverse=False) -> Tensor");
+  m.def(
+      "prune_reliable_labels(Tensor cams, Tensor q_low, Tensor q_high, float cam_alpha, float fg_quantile, "
+      "float cam_floor, float bg_sure, float crf_sure, int ignore_index) -> (Tensor labels, Tensor sure)");
 }
 
 // An importable module so `import rrm_ops._C` loads the library and runs the registrations.
