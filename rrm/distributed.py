@@ -68,3 +68,15 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
 def barrier() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
+
+
+def parameters_in_sync(module: torch.nn.Module) -> bool:
+    """Whether every process holds bit-identical parameters (True when not distributed)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return True
+    local = torch.cat([p.detach().reshape(-1) for p in module.parameters()])
+    reference = local.clone()
+    dist.broadcast(reference, src=0)
+    mismatch = torch.tensor([0.0 if torch.equal(local, reference) else 1.0], device=local.device)
+    dist.all_reduce(mismatch, op=dist.ReduceOp.SUM)
+    return bool(mismatch.item() == 0)

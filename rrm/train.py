@@ -220,7 +220,8 @@ def _quality_metrics(quality: dict[str, LabelQuality]) -> dict[str, float]:
 def _final_metrics(run: Run, val_set, quality, log: ProgressLog) -> dict[str, float]:
     panel = run.out / "panels" / f"step_{run.step:06d}.png"
     metrics = {**validate(run.core, val_set, run.config, run.ctx, panel), **_quality_metrics(quality)}
-    metrics.update(steps=run.step, wall_time_s=log.elapsed())
+    metrics.update(steps=run.step, wall_time_s=log.elapsed(), processes=run.ctx.world_size,
+                   ranks_in_sync=distributed.parameters_in_sync(run.core))
     log.record(run.step, {f"val/{k}": v for k, v in metrics.items()})
     return metrics
 
