@@ -77,6 +77,8 @@ PALETTE = np.array(
     dtype=np.float32,
 )
 
+MIN_PATTERN_CONTRAST = 60.0
+OBJECT_RADIUS = (0.15, 0.35)  # fraction of the shorter image side
 _BOUNDARY_IGNORE = 255
 _MIN_VISIBLE_PIXELS = 80
 _MIN_VISIBLE_FRACTION = 0.35
@@ -175,6 +177,18 @@ def _pick_colours(rng: np.random.Generator, count: int) -> np.ndarray:
     return np.clip(chosen + rng.uniform(-20, 20, size=chosen.shape), 0, 255).astype(np.float32)
 
 
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def _pick_pattern_colours(rng: np.random.Generator) -> np.ndarray:
+    """Two palette colours whose brightness differs by at least ``MIN_PATTERN_CONTRAST``, so a
+    pattern is visible in brightness as well as in hue."""
+    while True:
+        colours = _pick_colours(rng, 2)
+        if abs(float((colours[0] - colours[1]) @ _LUMA)) >= MIN_PATTERN_CONTRAST:
+            return colours
+
+
 def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     """Float RGB ``[H, W, 3]``: two muted colours blended by smooth noise, with a
     luminance gradient and fine low-contrast mottling."""
@@ -226,7 +240,7 @@ def _draw_blob(rng, image, xx, yy, height, width) -> None:
         texture = _CLASS_TEXTURES[int(rng.integers(len(_CLASS_TEXTURES)))]
     else:
         texture = "plain"
-    surface = _textured(rng, x_local, y_local, radius, texture, _pick_colours(rng, 2), rng.uniform(0, 2 * np.pi))
+    surface = _textured(rng, x_local, y_local, radius, texture, _pick_pattern_colours(rng), rng.uniform(0, 2 * np.pi))
     _composite(image, alpha, surface)
 
 
@@ -276,14 +290,14 @@ def render_scene(rng: np.random.Generator, size: int = DEFAULT_SIZE) -> Scene:
         for number in range(1, n_objects + 1):
             class_index = class_slots[int(rng.integers(len(class_slots)))]
             shape, texture = SYNTHETIC_CLASSES[class_index]
-            radius = rng.uniform(0.12, 0.30) * min(height, width)
+            radius = rng.uniform(*OBJECT_RADIUS) * min(height, width)
             cx = rng.uniform(0.1, 0.9) * width
             cy = rng.uniform(0.1, 0.9) * height
             angle = rng.uniform(0, 2 * np.pi)
             x_local, y_local = _local_frame(xx, yy, cx, cy, angle, rng.uniform(0.8, 1.25))
             sdf_px = _shape_sdf(shape, x_local / radius, y_local / radius) * radius
             alpha = np.clip(0.5 - sdf_px, 0.0, 1.0)
-            colours = _pick_colours(rng, 2)
+            colours = _pick_pattern_colours(rng)
             surface = _textured(rng, x_local, y_local, radius, texture, colours, rng.uniform(0, 2 * np.pi))
             _composite(image, alpha, surface)
             owner[sdf_px < 0] = number
