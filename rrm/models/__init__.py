@@ -2,8 +2,9 @@
 weight loading/conversion.
 
 Every network takes ImageNet-normalised images ``[B, 3, H, W]``, works at output stride 8,
-returns a dict of tensors from ``forward`` (``seg_logits`` ``[B, C + 1, h, w]`` in all of
-them) and has ``param_groups(lr, weight_decay)`` giving the four poly-LR groups.
+returns a dict of tensors from ``forward`` (``seg_logits`` ``[B, C + 1, h, w]`` whenever it
+has a segmentation head) and has ``param_groups(lr, weight_decay)`` giving the four
+poly-LR groups.
 """
 
 from __future__ import annotations
