@@ -1,13 +1,13 @@
 """The embedded synthetic dataset: VOC-layout scenes that a small network can learn from on
 a CPU in minutes, so the whole pipeline runs with no download.
 
-    python -m rrm.data.synthetic --out DIR [--n-train N] [--n-val N] [--size S] [--seed K]
+    python -m rrm.data.synthetic --out DIR [--n-train N] [--n-val N] [--size S] [--seed K] [--overwrite]
 
 Each scene has a textured, noisy background (smooth colour fields, textured clutter blobs,
 thin strokes, sensor noise, JPEG compression) and 1-3 objects. An object's class is carried
 by its **shape and texture together**: every class has its own outline and its own surface
 pattern, colours are drawn for each object from one shared palette (so colour says nothing
-about the class), and the clutter blobs wear the same patterns (so a pattern alone does not
+about the class), and some clutter blobs wear the same patterns (so a pattern alone does not
 say "object" either). Objects vary in scale, rotation, aspect and shading, may be cut by the
 image border, occlude one another and can be crossed by strokes in front of them.
 
