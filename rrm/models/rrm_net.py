@@ -163,7 +163,8 @@ class RRMNet(nn.Module):
                 size = (max(1, int(height * scale)), max(1, int(width * scale)))
                 resized = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
                 cams = self.cams_from_features(self.features(resized))
-                total = total + F.interpolate(cams, size=main_cams.shape[-2:], mode="bilinear", align_corners=False)
+                cams = F.interpolate(cams, size=main_cams.shape[-2:], mode="bilinear", align_corners=False)
+            total = total + cams  # outside no_grad, so scale 1's graph is kept
         return total / len(scales)
 
     # --- weights ---------------------------------------------------------------------
