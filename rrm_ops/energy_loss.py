@@ -276,16 +276,18 @@ def _check_shapes(
 
 
 def _check_values(images: Tensor, probs: Tensor, rois: Tensor) -> None:
-    """Checks input values (reads them: a device sync on CUDA). See DenseEnergyLoss.check_values."""
+    """Checks input values (reads them: a device sync on CUDA). See DenseEnergyLoss.check_values.
+
+    The range tests are written so that NaN fails them.
+    """
     if probs.numel() == 0:
         return
-    probs = probs.float()
-    if not torch.isfinite(probs).all():
-        raise ValueError("probs contains NaN or infinite values")
-    low, high = probs.min().item(), probs.max().item()
-    if low < -PROB_TOLERANCE or high > 1 + PROB_TOLERANCE:
-        raise ValueError(f"probs must be probabilities in [0, 1] (softmax over K), got range [{low:g}, {high:g}]")
-    deviation = (probs.sum(dim=1) - 1).abs().max().item()
+    low, high = (value.item() for value in torch.aminmax(probs.float()))
+    if not (low >= -PROB_TOLERANCE and high <= 1 + PROB_TOLERANCE):
+        raise ValueError(
+            f"probs must be finite probabilities in [0, 1] (a softmax over K), got range [{low:g}, {high:g}]"
+        )
+    deviation = (probs.float().sum(dim=1) - 1).abs().max().item()
     if deviation > PROB_TOLERANCE:
         warnings.warn(
             f"probs do not sum to 1 over K (largest deviation {deviation:g}); the loss expects a softmax "
@@ -293,16 +295,13 @@ def _check_values(images: Tensor, probs: Tensor, rois: Tensor) -> None:
             UserWarning,
             stacklevel=3,
         )
-    roi_values = rois.float()
-    if not ((roi_values >= 0) & (roi_values <= 1)).all():
-        raise ValueError("rois must be in [0, 1] (1 inside the valid crop, 0 outside)")
-    image_values = images.float()
-    if not torch.isfinite(image_values).all():
-        raise ValueError("images contains NaN or infinite values")
-    low, high = image_values.min().item(), image_values.max().item()
-    if low < -INTENSITY_TOLERANCE or high > 255 + INTENSITY_TOLERANCE:
+    low, high = (value.item() for value in torch.aminmax(rois.float()))
+    if not (low >= 0 and high <= 1):
+        raise ValueError(f"rois must be in [0, 1] (1 inside the valid crop, 0 outside), got range [{low:g}, {high:g}]")
+    low, high = (value.item() for value in torch.aminmax(images.float()))
+    if not (low >= -INTENSITY_TOLERANCE and high <= 255 + INTENSITY_TOLERANCE):
         raise ValueError(
-            f"images must be RGB intensities in 0..255 (undo any mean/std normalisation), got range "
+            f"images must be finite RGB intensities in 0..255 (undo any mean/std normalisation), got range "
             f"[{low:g}, {high:g}]"
         )
     if high <= 1:
