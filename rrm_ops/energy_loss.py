@@ -144,6 +144,8 @@ def dense_energy_loss(
         0-d loss tensor (float64 for float64 probs, else float32), differentiable w.r.t. probs.
     """
     _check_settings(weight, sigma_rgb, sigma_xy, scale_factor, gradient)
+    if gate and seg_label is None:
+        raise ValueError("seg_label is required when gate=True (it marks where the gate is 1)")
     _check_shapes(images, probs, rois, seg_label if gate else None, scale_factor)
     if check_values if check_values is not None else probs.device.type == "cpu":
         _check_values(images, probs, rois)
@@ -153,7 +155,7 @@ def dense_energy_loss(
         return probs.to(dtype).sum()
 
     small_probs = F.interpolate(probs.to(dtype), scale_factor=scale_factor, mode="bilinear", align_corners=False)
-    small_images = F.interpolate(images.float(), scale_factor=scale_factor, mode="nearest")
+    small_images = F.interpolate(images.detach().float(), scale_factor=scale_factor, mode="nearest")
     small_rois = F.interpolate(rois[:, None].to(dtype), scale_factor=scale_factor, mode="nearest")[:, 0]
     if gate:
         small_seg = F.interpolate(seg_label.float(), scale_factor=scale_factor, mode="nearest")[:, 0]

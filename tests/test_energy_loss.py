@@ -282,6 +282,12 @@ def test_mismatched_shapes_are_rejected(argument, bad, message):
         rrm_ops.dense_energy_loss(**inputs)
 
 
+def test_gate_needs_seg_label():
+    images, probs, rois, _ = energy_inputs(1, 2, 8, 8)
+    with pytest.raises(ValueError, match="seg_label is required when gate=True"):
+        rrm_ops.DenseEnergyLoss()(images, probs, rois)
+
+
 def test_bad_types_and_devices_are_rejected():
     images, probs, rois, seg_label = energy_inputs(1, 2, 8, 8)
     with pytest.raises(TypeError, match="probs must be a floating tensor"):
