@@ -1,6 +1,6 @@
 """Dense energy loss forward + backward at RRM's training size, against the per-class loop.
 
-N=4 images, K=21 classes, 321² input (161² after the 0.5 downscale), RRM's hyper-parameters.
+N=4 images, K=21 classes, 321² input (160² after the 0.5 downscale: floor(321 · 0.5)), RRM's hyper-parameters.
 The baseline is the structure of the public RRM / rloss code, run on our own lattice: one
 lattice per image, one filtering per class, backward -2·A⊙roi/N. Both share the downscale,
 the gate and the loss arithmetic, so the ratio measures the batched single-pass filtering.
@@ -90,7 +90,7 @@ IMPLEMENTATIONS = {
 
 @pytest.mark.parametrize("implementation", list(IMPLEMENTATIONS))
 def test_dense_energy_loss_forward_backward(benchmark, implementation):
-    benchmark.group = f"dense energy loss fwd+bwd, N={BATCH} K={CLASSES} {SIZE}² (161² after scaling)"
+    benchmark.group = f"dense energy loss fwd+bwd, N={BATCH} K={CLASSES} {SIZE}² (160² after scaling)"
     loss_fn = IMPLEMENTATIONS[implementation]
     benchmark.extra_info["threads"] = torch.get_num_threads()
     benchmark.pedantic(forward_backward, args=(loss_fn, *training_batch()), rounds=5, warmup_rounds=1)
