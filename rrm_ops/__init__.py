@@ -16,6 +16,15 @@ except ImportError as error:  # pragma: no cover - exercised only on broken inst
     ) from error
 
 from rrm_ops import _meta  # noqa: F401,E402  (registers fake kernels)
+from rrm_ops.energy_loss import DenseEnergyLoss, dense_energy_loss, energy_gate, gated_dense_energy  # noqa: E402
 from rrm_ops.lattice import Lattice, bilateral_features, gaussian_features  # noqa: E402
 
-__all__ = ["Lattice", "bilateral_features", "gaussian_features"]
+__all__ = [
+    "DenseEnergyLoss",
+    "Lattice",
+    "bilateral_features",
+    "dense_energy_loss",
+    "energy_gate",
+    "gated_dense_energy",
+    "gaussian_features",
+]
