@@ -1,0 +1,87 @@
+// CPU launcher of the dense CRF op family: at::parallel_for over the bodies of crf.h, with the
+// lattice family's allocation-free filter between the updates.
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+
+#include "crf/crf_ops.h"
+
+namespace rrm {
+namespace crf {
+namespace {
+
+constexpr int64_t kPixelGrain = 256;
+
+void update_all(const MeanfieldProblem& problem, const MeanfieldStep& step, int64_t pixels) {
+  at::parallel_for(0, pixels, kPixelGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) update_pixel(problem, step, i);
+  });
+}
+
+// Writes the symmetric normalisation factors of one lattice into norm; ones and filtered are
+// [pixels] scratch.
+void norms_cpu(const lattice::LatticeView& lat, const MeanfieldWorkspace& ws, float* ones, float* filtered,
+               float* norm) {
+  std::fill(ones, ones + lat.num_points, 1.f);
+  lattice::filter_cpu_into<float>(lat, ones, 1, false, ws.vertex_a, ws.vertex_b, filtered);
+  at::parallel_for(0, lat.num_points, kPixelGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) norm[i] = symmetric_norm(filtered[i]);
+  });
+}
+
+void meanfield_cpu(const MeanfieldProblem& problem, const lattice::LatticeView& gaussian,
+                   const lattice::LatticeView& bilateral, int64_t n_iter, const MeanfieldWorkspace& ws, float* q) {
+  const int64_t pixels = gaussian.num_points;
+  norms_cpu(gaussian, ws, ws.gaussian_values, ws.gaussian_filtered, ws.gaussian_norm);
+  norms_cpu(bilateral, ws, ws.gaussian_values, ws.bilateral_filtered, ws.bilateral_norm);
+
+  MeanfieldStep step{ws.gaussian_norm, ws.bilateral_norm, nullptr, nullptr, ws.gaussian_values,
+                     ws.bilateral_values, n_iter == 0 ? q : nullptr};
+  update_all(problem, step, pixels);
+  step.gaussian_filtered = ws.gaussian_filtered;
+  step.bilateral_filtered = ws.bilateral_filtered;
+  for (int64_t iteration = 0; iteration < n_iter; ++iteration) {
+    lattice::filter_cpu_into<float>(gaussian, ws.gaussian_values, problem.slots, false, ws.vertex_a, ws.vertex_b,
+                                    ws.gaussian_filtered);
+    lattice::filter_cpu_into<float>(bilateral, ws.bilateral_values, problem.slots, false, ws.vertex_a, ws.vertex_b,
+                                    ws.bilateral_filtered);
+    step.q = iteration == n_iter - 1 ? q : nullptr;
+    update_all(problem, step, pixels);
+  }
+}
+
+at::Tensor dense_crf_meanfield_cpu(const at::Tensor& unary, const std::optional<at::Tensor>& label_mask,
+                                   const at::Tensor& gaussian_offsets, const at::Tensor& gaussian_weights,
+                                   const at::Tensor& gaussian_neighbours, const at::Tensor& gaussian_splat_ptr,
+                                   const at::Tensor& gaussian_splat_entries, const at::Tensor& bilateral_offsets,
+                                   const at::Tensor& bilateral_weights, const at::Tensor& bilateral_neighbours,
+                                   const at::Tensor& bilateral_splat_ptr, const at::Tensor& bilateral_splat_entries,
+                                   double gaussian_compat, double bilateral_compat, int64_t n_iter) {
+  const MeanfieldInputs inputs = checked_meanfield_inputs(
+      unary, label_mask,
+      {gaussian_offsets, gaussian_weights, gaussian_neighbours, gaussian_splat_ptr, gaussian_splat_entries},
+      {bilateral_offsets, bilateral_weights, bilateral_neighbours, bilateral_splat_ptr, bilateral_splat_entries},
+      gaussian_compat, bilateral_compat, n_iter);
+  at::Tensor q = at::empty_like(inputs.unary);
+  if (q.numel() == 0) return q;
+  const MeanfieldProblem problem = make_problem(inputs, gaussian_compat, bilateral_compat);
+  const lattice::LatticeView gaussian = view_of(inputs.gaussian);
+  const lattice::LatticeView bilateral = view_of(inputs.bilateral);
+  const int64_t pixels = gaussian.num_points;
+  at::Tensor workspace = at::empty({workspace_floats(pixels, problem.slots, inputs.max_vertices)}, q.options());
+  meanfield_cpu(problem, gaussian, bilateral, n_iter,
+                carve_workspace(workspace.data_ptr<float>(), pixels, problem.slots, inputs.max_vertices),
+                q.data_ptr<float>());
+  return q;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(rrm_ops, CPU, m) {
+  m.impl("dense_crf_meanfield", &dense_crf_meanfield_cpu);
+  m.impl("dense_crf", &dense_crf);
+}
+
+}  // namespace crf
+}  // namespace rrm
