@@ -36,18 +36,20 @@ void check_positive_number(double value, const char* name) {
 }
 
 // label_mask bool [B, L] -> int32 [B, S]: each image's present labels in ascending order,
-// padded with -1 to S = the largest present count.
-at::Tensor slot_labels_of(const at::Tensor& label_mask) {
+// padded with -1 to S = the largest present count rounded up to a multiple of slot_multiple.
+at::Tensor slot_labels_of(const at::Tensor& label_mask, int64_t slot_multiple) {
   const at::Tensor counts = label_mask.sum(1);
   const at::Tensor empty_images = (counts == 0).nonzero();
   TORCH_CHECK(empty_images.size(0) == 0, "label_mask must keep at least one label of every image; image ",
               empty_images.numel() > 0 ? empty_images[0].item<int64_t>() : -1, " has none");
-  const int64_t slots = counts.max().item<int64_t>();
+  const int64_t present = counts.max().item<int64_t>();
+  const int64_t slots = (present + slot_multiple - 1) / slot_multiple * slot_multiple;
   // A stable descending sort of the mask lists the present labels first, in label order.
   const at::Tensor order =
       std::get<1>(at::sort(label_mask.to(at::kByte), /*stable=*/true, /*dim=*/1, /*descending=*/true));
+  const at::Tensor padded = at::constant_pad_nd(order.slice(1, 0, present), {0, slots - present}, 0);
   const at::Tensor used = at::arange(slots, counts.options()).unsqueeze(0) < counts.unsqueeze(1);
-  return at::where(used, order.slice(1, 0, slots), -1).to(at::kInt).contiguous();
+  return at::where(used, padded, -1).to(at::kInt).contiguous();
 }
 
 // uint8 [B, H, W, 3] or [B, 3, H, W] -> uint8 [B, H, W, 3]. A [B, 3, 3, 3] image of a 3 x 3
@@ -70,7 +72,7 @@ at::Tensor image_channels_last(const at::Tensor& image, const at::Tensor& input,
 MeanfieldInputs checked_meanfield_inputs(const at::Tensor& unary, const std::optional<at::Tensor>& label_mask,
                                          const lattice::LatticeTuple& gaussian,
                                          const lattice::LatticeTuple& bilateral, double gaussian_compat,
-                                         double bilateral_compat, int64_t n_iter) {
+                                         double bilateral_compat, int64_t n_iter, int64_t slot_multiple) {
   check_dim(unary, 3, "unary", "[B, L, P]");
   check_dtype(unary, at::kFloat, "unary");
   TORCH_CHECK(unary.size(1) >= 1, "unary must have at least one label (L >= 1), got shape ", shape_of(unary));
@@ -93,7 +95,7 @@ MeanfieldInputs checked_meanfield_inputs(const at::Tensor& unary, const std::opt
 
   MeanfieldInputs inputs;
   inputs.unary = unary.contiguous();
-  inputs.slot_labels = unary.size(0) == 0 ? at::empty({0, 0}, unary.options().dtype(at::kInt)) : slot_labels_of(mask);
+  inputs.slot_labels = unary.size(0) == 0 ? at::empty({0, 0}, unary.options().dtype(at::kInt)) : slot_labels_of(mask, slot_multiple);
   inputs.gaussian = contiguous(gaussian);
   inputs.bilateral = contiguous(bilateral);
   inputs.max_vertices = std::max(std::get<3>(gaussian).size(0), std::get<3>(bilateral).size(0)) - 1;

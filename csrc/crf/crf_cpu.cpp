@@ -12,44 +12,45 @@ namespace crf {
 namespace {
 
 constexpr int64_t kPixelGrain = 256;
+// Whole SSE vectors of slots per row (see crf_ops.h).
+constexpr int64_t kSlotMultiple = 4;
 
-void update_all(const MeanfieldProblem& problem, const MeanfieldStep& step, int64_t pixels) {
+template <typename Body>
+void for_each_pixel(int64_t pixels, const Body& body) {
   at::parallel_for(0, pixels, kPixelGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) update_pixel(problem, step, i);
+    for (int64_t i = begin; i < end; ++i) body(i);
   });
 }
 
-// Writes the symmetric normalisation factors of one lattice into norm; ones and filtered are
-// [pixels] scratch.
-void norms_cpu(const lattice::LatticeView& lat, const MeanfieldWorkspace& ws, float* ones, float* filtered,
-               float* norm) {
-  std::fill(ones, ones + lat.num_points, 1.f);
-  lattice::filter_cpu_into<float>(lat, ones, 1, false, ws.vertex_a, ws.vertex_b, filtered);
-  at::parallel_for(0, lat.num_points, kPixelGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) norm[i] = symmetric_norm(filtered[i]);
-  });
+// Writes the symmetric normalisation factors of one lattice into norm, using scratch [pixels].
+void norms_cpu(const lattice::LatticeView& lat, const MeanfieldWorkspace& ws, float* scratch, float* norm) {
+  std::fill(scratch, scratch + lat.num_points, 1.f);
+  lattice::filter_cpu_into<float>(lat, scratch, 1, false, ws.vertex_a, ws.vertex_b, scratch);
+  for_each_pixel(lat.num_points, [&](int64_t i) { norm[i] = symmetric_norm(scratch[i]); });
 }
 
 void meanfield_cpu(const MeanfieldProblem& problem, const lattice::LatticeView& gaussian,
                    const lattice::LatticeView& bilateral, int64_t n_iter, const MeanfieldWorkspace& ws, float* q) {
   const int64_t pixels = gaussian.num_points;
-  norms_cpu(gaussian, ws, ws.gaussian_values, ws.gaussian_filtered, ws.gaussian_norm);
-  norms_cpu(bilateral, ws, ws.gaussian_values, ws.bilateral_filtered, ws.bilateral_norm);
+  norms_cpu(gaussian, ws, ws.gaussian_values, ws.gaussian_norm);
+  norms_cpu(bilateral, ws, ws.gaussian_values, ws.bilateral_norm);
+  for_each_pixel(pixels, [&](int64_t i) { gather_unary_pixel(problem, ws.unary_slots, i); });
 
-  MeanfieldStep step{ws.gaussian_norm, ws.bilateral_norm, nullptr, nullptr, ws.gaussian_values,
+  MeanfieldStep step{ws.gaussian_norm,      ws.bilateral_norm, ws.unary_slots, false, ws.gaussian_values,
                      ws.bilateral_values, n_iter == 0 ? q : nullptr};
-  update_all(problem, step, pixels);
-  step.gaussian_filtered = ws.gaussian_filtered;
-  step.bilateral_filtered = ws.bilateral_filtered;
+  for_each_pixel(pixels, [&](int64_t i) { update_pixel(problem, step, i); });
+  step.filtered = true;
   for (int64_t iteration = 0; iteration < n_iter; ++iteration) {
     lattice::filter_cpu_into<float>(gaussian, ws.gaussian_values, problem.slots, false, ws.vertex_a, ws.vertex_b,
-                                    ws.gaussian_filtered);
+                                    ws.gaussian_values);
     lattice::filter_cpu_into<float>(bilateral, ws.bilateral_values, problem.slots, false, ws.vertex_a, ws.vertex_b,
-                                    ws.bilateral_filtered);
+                                    ws.bilateral_values);
     step.q = iteration == n_iter - 1 ? q : nullptr;
-    update_all(problem, step, pixels);
+    for_each_pixel(pixels, [&](int64_t i) { update_pixel(problem, step, i); });
   }
 }
+
+}  // namespace
 
 at::Tensor dense_crf_meanfield_cpu(const at::Tensor& unary, const std::optional<at::Tensor>& label_mask,
                                    const at::Tensor& gaussian_offsets, const at::Tensor& gaussian_weights,
@@ -62,7 +63,7 @@ at::Tensor dense_crf_meanfield_cpu(const at::Tensor& unary, const std::optional<
       unary, label_mask,
       {gaussian_offsets, gaussian_weights, gaussian_neighbours, gaussian_splat_ptr, gaussian_splat_entries},
       {bilateral_offsets, bilateral_weights, bilateral_neighbours, bilateral_splat_ptr, bilateral_splat_entries},
-      gaussian_compat, bilateral_compat, n_iter);
+      gaussian_compat, bilateral_compat, n_iter, kSlotMultiple);
   at::Tensor q = at::empty_like(inputs.unary);
   if (q.numel() == 0) return q;
   const MeanfieldProblem problem = make_problem(inputs, gaussian_compat, bilateral_compat);
@@ -75,8 +76,6 @@ at::Tensor dense_crf_meanfield_cpu(const at::Tensor& unary, const std::optional<
                 q.data_ptr<float>());
   return q;
 }
-
-}  // namespace
 
 TORCH_LIBRARY_IMPL(rrm_ops, CPU, m) {
   m.impl("dense_crf_meanfield", &dense_crf_meanfield_cpu);

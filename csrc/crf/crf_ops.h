@@ -11,10 +11,11 @@
 namespace rrm {
 namespace crf {
 
-// The validated, contiguous inputs of a mean-field run.
+// The validated, contiguous inputs of a mean-field run. The slot count is padded to a multiple
+// of the launcher's slot_multiple (4 on the CPU, where whole SSE vectors then cover a row).
 struct MeanfieldInputs {
   at::Tensor unary;        // float32 [B, L, P]
-  at::Tensor slot_labels;  // int32 [B, S] (see crf.h); empty when the batch is empty
+  at::Tensor slot_labels;  // int32 [B, S] (see crf.h); [0, 0] when the batch is empty
   lattice::LatticeTuple gaussian;
   lattice::LatticeTuple bilateral;
   int64_t max_vertices;
@@ -23,7 +24,7 @@ struct MeanfieldInputs {
 MeanfieldInputs checked_meanfield_inputs(const at::Tensor& unary, const std::optional<at::Tensor>& label_mask,
                                          const lattice::LatticeTuple& gaussian,
                                          const lattice::LatticeTuple& bilateral, double gaussian_compat,
-                                         double bilateral_compat, int64_t n_iter);
+                                         double bilateral_compat, int64_t n_iter, int64_t slot_multiple);
 
 lattice::LatticeView view_of(const lattice::LatticeTuple& lattice);
 

@@ -34,7 +34,8 @@ LatticeTuple lattice_build_cuda(const at::Tensor& features);
 #endif
 
 // Filters values [num_points, C] into out with caller-owned vertex buffers of [M, C] each,
-// so iterative callers (mean-field) allocate nothing per call.
+// so iterative callers (mean-field) allocate nothing per call. values is read only by the
+// splat, so out may be values itself (in-place filtering).
 template <typename scalar_t>
 void filter_cpu_into(const LatticeView& lat, const scalar_t* values, int64_t channels, bool reverse,
                      scalar_t* buffer_a, scalar_t* buffer_b, scalar_t* out);
