@@ -56,7 +56,7 @@ def _extensions():
 
     cpu_sources = sorted(glob.glob(os.path.join(CSRC, "**", "*.cpp"), recursive=True))
     cpu_sources = [s for s in cpu_sources if not s.endswith("_cuda_glue.cpp")]
-    cxx_flags = ["-O3", "-std=c++17", "-fno-fast-math", "-ffp-contract=off"]
+    cxx_flags = ["-O3", "-fno-fast-math", "-ffp-contract=off"]
     include_dirs = [os.path.join(ROOT, CSRC)]
 
     if not _want_cuda(torch):
@@ -86,7 +86,7 @@ def _extensions():
             define_macros=[("RRM_WITH_CUDA", "1")],
             extra_compile_args={
                 "cxx": cxx_flags,
-                "nvcc": ["-O3", "-std=c++17", "--expt-relaxed-constexpr"],
+                "nvcc": ["-O3", "--expt-relaxed-constexpr"],
             },
         )
     ]

@@ -12,6 +12,9 @@ TORCH_LIBRARY(rrm_ops, m) {
       "lattice_filter(Tensor offsets, Tensor weights, Tensor neighbours, Tensor splat_ptr, Tensor splat_entries, "
       "Tensor values, bool reverse=False) -> Tensor");
   m.def(
+      "prune_reliable_labels(Tensor cams, Tensor q_low, Tensor q_high, float cam_alpha, float fg_quantile, "
+      "float cam_floor, float bg_sure, float crf_sure, int ignore_index) -> (Tensor labels, Tensor sure)");
+  m.def(
       "dense_crf_meanfield(Tensor unary, Tensor? label_mask, Tensor gaussian_offsets, Tensor gaussian_weights, "
       "Tensor gaussian_neighbours, Tensor gaussian_splat_ptr, Tensor gaussian_splat_entries, "
       "Tensor bilateral_offsets, Tensor bilateral_weights, Tensor bilateral_neighbours, Tensor bilateral_splat_ptr, "

@@ -29,3 +29,19 @@ def _lattice_filter_fake(
     reverse: bool = False,
 ) -> Tensor:
     return torch.empty_like(values, memory_format=torch.contiguous_format)
+
+
+@torch.library.register_fake("rrm_ops::prune_reliable_labels")
+def _prune_reliable_labels_fake(
+    cams: Tensor,
+    q_low: Tensor,
+    q_high: Tensor,
+    cam_alpha: float,
+    fg_quantile: float,
+    cam_floor: float,
+    bg_sure: float,
+    crf_sure: float,
+    ignore_index: int,
+) -> tuple[Tensor, Tensor]:
+    batch, _, pixels = cams.shape
+    return cams.new_empty((batch, pixels), dtype=torch.int64), cams.new_empty((batch, pixels), dtype=torch.bool)

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <utility>
+#include <vector>
 
 #include "common/checks.h"
 #include "common/dispatch.h"
@@ -16,78 +17,157 @@ namespace {
 
 constexpr int64_t kPointGrain = 512;
 constexpr int64_t kVertexGrain = 256;
+// Points are visited in fixed blocks processed in order, so that a point whose simplex vertex
+// repeats the previous point's (common: neighbouring pixels share simplices) can reuse its
+// slot without touching the hash table. Fixed blocks keep the result thread-count independent.
+constexpr int64_t kBlockPoints = 256;
+
+// Entries of one lattice build on the CPU, with the block structure described above.
+struct CpuBuild {
+  int d;
+  int d1;
+  int64_t points;     // per item
+  int64_t total_points;
+  int64_t capacity;   // hash slots per item
+  int32_t* keys;      // [E, d]
+  int32_t* table;     // [B * capacity] entry ids
+  int32_t* slot;      // [E] slot within the item's table
+
+  int64_t blocks() const { return (total_points + kBlockPoints - 1) / kBlockPoints; }
+  int32_t* item_table(int64_t point) const { return table + (point / points) * capacity; }
+  // True when entry (point, r) has the same vertex as (point - 1, r) of the same block and item.
+  bool continues_run(int64_t point, int r) const {
+    const int64_t e = point * d1 + r;
+    return point % kBlockPoints != 0 && point % points != 0 && slot[e] == slot[e - d1];
+  }
+  template <typename Visit>
+  void for_each_block(Visit visit) const {
+    at::parallel_for(0, blocks(), 1, [&](int64_t begin, int64_t end) {
+      for (int64_t block = begin; block < end; ++block) {
+        const int64_t last = std::min(total_points, (block + 1) * kBlockPoints);
+        for (int64_t point = block * kBlockPoints; point < last; ++point) visit(block, point);
+      }
+    });
+  }
+};
+
+template <int D>
+void insert_points(const CpuBuild& b) {
+  const uint32_t mask = static_cast<uint32_t>(b.capacity - 1);
+  b.for_each_block([&](int64_t, int64_t point) {
+    for (int r = 0; r < b.d1; ++r) {
+      const int64_t e = point * b.d1 + r;
+      const bool same_key = point % kBlockPoints != 0 && point % b.points != 0 &&
+                            keys_equal<D>(b.keys + e * b.d, b.keys + (e - b.d1) * b.d, b.d);
+      b.slot[e] = same_key ? b.slot[e - b.d1]
+                           : hash_insert<D>(b.item_table(point), mask, b.keys, b.d, static_cast<int32_t>(e));
+    }
+  });
+}
+
+// Elects the smallest entry of each key as its owner and numbers the owners in entry order,
+// so vertex ids never depend on which thread won an insertion race. Returns the vertex count.
+int32_t number_vertices(const CpuBuild& b, int32_t* vertex_of_owner, at::Tensor& owners_t) {
+  b.for_each_block([&](int64_t, int64_t point) {
+    for (int r = 0; r < b.d1; ++r) {
+      if (!b.continues_run(point, r)) {
+        const int64_t e = point * b.d1 + r;
+        atomic_min_i32(b.item_table(point) + b.slot[e], static_cast<int32_t>(e));
+      }
+    }
+  });
+  auto is_owner = [&](int64_t point, int r) {
+    const int64_t e = point * b.d1 + r;
+    return !b.continues_run(point, r) && b.item_table(point)[b.slot[e]] == e;
+  };
+  std::vector<int32_t> block_first(b.blocks() + 1, 0);
+  b.for_each_block([&](int64_t block, int64_t point) {
+    for (int r = 0; r < b.d1; ++r) block_first[block + 1] += is_owner(point, r);
+  });
+  for (int64_t block = 0; block < b.blocks(); ++block) block_first[block + 1] += block_first[block];
+  const int32_t vertices = block_first[b.blocks()];
+  owners_t = at::empty({vertices}, at::kInt);
+  int32_t* owners = owners_t.data_ptr<int32_t>();
+  std::vector<int32_t> next(block_first.begin(), block_first.end() - 1);
+  b.for_each_block([&](int64_t block, int64_t point) {
+    for (int r = 0; r < b.d1; ++r) {
+      if (is_owner(point, r)) {
+        const int64_t e = point * b.d1 + r;
+        vertex_of_owner[e] = next[block];
+        owners[next[block]++] = static_cast<int32_t>(e);
+      }
+    }
+  });
+  return vertices;
+}
+
+void assign_offsets(const CpuBuild& b, const int32_t* vertex_of_owner, int32_t* offsets) {
+  b.for_each_block([&](int64_t, int64_t point) {
+    for (int r = 0; r < b.d1; ++r) {
+      const int64_t e = point * b.d1 + r;
+      offsets[e] = b.continues_run(point, r) ? offsets[e - b.d1] : vertex_of_owner[b.item_table(point)[b.slot[e]]];
+    }
+  });
+}
+
+// CSR of entries per vertex. Entries are placed with an atomic cursor, then each vertex's
+// list is sorted, which gives the same ascending order as a sequential counting sort.
+void build_splat_csr(const int32_t* offsets, int64_t entries, int32_t vertices, int32_t* ptr,
+                     int32_t* splat_entries) {
+  at::parallel_for(0, entries, kPointGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t e = begin; e < end; ++e) __atomic_fetch_add(ptr + offsets[e] + 1, 1, __ATOMIC_RELAXED);
+  });
+  for (int32_t v = 0; v < vertices; ++v) ptr[v + 1] += ptr[v];
+  std::vector<int32_t> cursor(ptr, ptr + vertices);
+  at::parallel_for(0, entries, kPointGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t e = begin; e < end; ++e) {
+      splat_entries[__atomic_fetch_add(&cursor[offsets[e]], 1, __ATOMIC_RELAXED)] = static_cast<int32_t>(e);
+    }
+  });
+  at::parallel_for(0, vertices, kVertexGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t v = begin; v < end; ++v) std::sort(splat_entries + ptr[v], splat_entries + ptr[v + 1]);
+  });
+}
 
 template <int D>
 void build_cpu(const float* features, int64_t batch, int64_t points, int d, int32_t* offsets, float* weights,
                at::Tensor& neighbours, at::Tensor& splat_ptr, int32_t* splat_entries) {
   const int d1 = d + 1;
-  const int64_t per_item = points * d1;
-  const int64_t entries = batch * per_item;
+  const int64_t entries = batch * points * d1;
   const ElevationScale scale = elevation_scale(d);
   at::Tensor keys_t = at::empty({entries, d}, at::kInt);
-  int32_t* keys = keys_t.data_ptr<int32_t>();
-
-  at::parallel_for(0, batch * points, kPointGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      embed_point<D>(features + i * d, d, scale, keys + i * d1 * d, weights + i * d1);
-    }
-  });
-
-  const int64_t capacity = hash_table_capacity(per_item);
-  const uint32_t mask = static_cast<uint32_t>(capacity - 1);
+  at::Tensor slot_t = at::empty({entries}, at::kInt);
+  const int64_t capacity = hash_table_capacity(points * d1);
   at::Tensor table_t = at::full({batch * capacity}, -1, at::kInt);
-  int32_t* table = table_t.data_ptr<int32_t>();
-  at::Tensor slot_t = at::empty({entries}, at::kLong);
-  int64_t* slot = slot_t.data_ptr<int64_t>();
-  at::parallel_for(0, entries, kPointGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t e = begin; e < end; ++e) {
-      const int64_t item = e / per_item;
-      slot[e] = item * capacity + hash_insert<D>(table + item * capacity, mask, keys, d, static_cast<int32_t>(e));
-    }
-  });
-  // The smallest entry of each key becomes its owner, so vertex ids do not depend on
-  // which thread won the insertion race.
-  at::parallel_for(0, entries, kPointGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t e = begin; e < end; ++e) atomic_min_i32(table + slot[e], static_cast<int32_t>(e));
-  });
+  const CpuBuild b{d, d1, points, batch * points, capacity, keys_t.data_ptr<int32_t>(), table_t.data_ptr<int32_t>(),
+                   slot_t.data_ptr<int32_t>()};
 
+  at::parallel_for(0, b.total_points, kPointGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) embed_point<D>(features + i * d, d, scale, b.keys + i * d1 * d, weights + i * d1);
+  });
+  insert_points<D>(b);
   at::Tensor vertex_of_owner_t = at::empty({entries}, at::kInt);
   int32_t* vertex_of_owner = vertex_of_owner_t.data_ptr<int32_t>();
-  int32_t vertices = 0;
-  for (int64_t e = 0; e < entries; ++e) {
-    if (table[slot[e]] == e) vertex_of_owner[e] = vertices++;
-  }
-  at::Tensor owners_t = at::empty({vertices}, at::kInt);
-  int32_t* owners = owners_t.data_ptr<int32_t>();
-  at::parallel_for(0, entries, kPointGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t e = begin; e < end; ++e) {
-      const int32_t owner = table[slot[e]];
-      offsets[e] = vertex_of_owner[owner];
-      if (owner == e) owners[offsets[e]] = static_cast<int32_t>(e);
-    }
-  });
+  at::Tensor owners_t;
+  const int32_t vertices = number_vertices(b, vertex_of_owner, owners_t);
+  assign_offsets(b, vertex_of_owner, offsets);
 
+  const int32_t* owners = owners_t.data_ptr<int32_t>();
+  const uint32_t mask = static_cast<uint32_t>(capacity - 1);
   neighbours = at::empty({d1, vertices, 2}, at::kInt);
   int32_t* pairs = neighbours.data_ptr<int32_t>();
   at::parallel_for(0, vertices, kVertexGrain, [&](int64_t begin, int64_t end) {
     for (int64_t v = begin; v < end; ++v) {
       const int32_t owner = owners[v];
-      const int64_t item = owner / per_item;
       for (int axis = 0; axis < d1; ++axis) {
-        find_blur_neighbours<D>(table + item * capacity, mask, keys, d, keys + static_cast<int64_t>(owner) * d, axis,
-                                vertex_of_owner, pairs + (static_cast<int64_t>(axis) * vertices + v) * 2);
+        find_blur_neighbours<D>(b.item_table(owner / d1), mask, b.keys, d, b.keys + static_cast<int64_t>(owner) * d,
+                                axis, vertex_of_owner, pairs + (static_cast<int64_t>(axis) * vertices + v) * 2);
       }
     }
   });
 
-  // Counting sort of entries by vertex; a stable pass keeps each vertex's list in point order.
   splat_ptr = at::zeros({static_cast<int64_t>(vertices) + 1}, at::kInt);
-  int32_t* ptr = splat_ptr.data_ptr<int32_t>();
-  for (int64_t e = 0; e < entries; ++e) ++ptr[offsets[e] + 1];
-  for (int32_t v = 0; v < vertices; ++v) ptr[v + 1] += ptr[v];
-  at::Tensor cursor_t = splat_ptr.slice(0, 0, vertices).clone();
-  int32_t* cursor = cursor_t.data_ptr<int32_t>();
-  for (int64_t e = 0; e < entries; ++e) splat_entries[cursor[offsets[e]]++] = static_cast<int32_t>(e);
+  build_splat_csr(offsets, entries, vertices, splat_ptr.data_ptr<int32_t>(), splat_entries);
 }
 
 }  // namespace

@@ -1,0 +1,48 @@
+"""Lattice build + filter speed, and the gain of filtering all channels in one pass.
+
+Run: python -m pytest benchmarks/test_bench_lattice.py --benchmark-only
+"""
+
+import pytest
+import torch
+
+import rrm_ops
+from conftest import photo_batch
+
+CHANNELS = 21
+
+
+def _build_and_filter(features: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    return rrm_ops.Lattice(features).filter(values)
+
+
+def _build_and_filter_per_channel(features: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    lattice = rrm_ops.Lattice(features)
+    return torch.cat([lattice.filter(values[:, c : c + 1]) for c in range(values.shape[1])], dim=1)
+
+
+@pytest.mark.parametrize("size", [161, 321, 642])
+def test_bilateral_build_and_filter(benchmark, size):
+    benchmark.group = "lattice d=5 bilateral, C=21"
+    features = rrm_ops.bilateral_features(photo_batch(size), 80.0, 13.0)
+    values = torch.rand(1, CHANNELS, size, size)
+    benchmark.extra_info["pixels"] = size * size
+    benchmark.pedantic(_build_and_filter, args=(features, values), rounds=5, warmup_rounds=1)
+
+
+@pytest.mark.parametrize("size", [161, 321, 642])
+def test_gaussian_build_and_filter(benchmark, size):
+    benchmark.group = "lattice d=2 gaussian, C=21"
+    features = rrm_ops.gaussian_features(1, size, size, 3.0)
+    values = torch.rand(1, CHANNELS, size, size)
+    benchmark.extra_info["pixels"] = size * size
+    benchmark.pedantic(_build_and_filter, args=(features, values), rounds=5, warmup_rounds=1)
+
+
+@pytest.mark.parametrize("mode", ["all_channels", "per_channel_loop"])
+def test_all_channels_vs_per_channel_loop(benchmark, mode):
+    benchmark.group = "C=21 at 321², d=5: one pass vs per-channel loop"
+    features = rrm_ops.bilateral_features(photo_batch(321), 100.0 * 0.5, 15.0)
+    values = torch.rand(1, CHANNELS, 321, 321)
+    run = _build_and_filter if mode == "all_channels" else _build_and_filter_per_channel
+    benchmark.pedantic(run, args=(features, values), rounds=5, warmup_rounds=1)

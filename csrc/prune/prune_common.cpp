@@ -1,0 +1,35 @@
+// Device-independent validation of the pruning op's arguments.
+#include "common/checks.h"
+#include "prune/prune_ops.h"
+
+namespace rrm {
+namespace prune {
+
+PruneParams make_params(double cam_alpha, double fg_quantile, double cam_floor, double bg_sure, double crf_sure,
+                        int64_t ignore_index) {
+  TORCH_CHECK(cam_alpha > 0 && std::isfinite(cam_alpha), "cam_alpha must be a positive number, got ", cam_alpha);
+  TORCH_CHECK(fg_quantile >= 0 && fg_quantile < 1, "fg_quantile must be in [0, 1), got ", fg_quantile);
+  TORCH_CHECK(cam_floor >= 0 && cam_floor < 1, "cam_floor must be in [0, 1), got ", cam_floor);
+  TORCH_CHECK(bg_sure >= 0 && bg_sure <= 1, "bg_sure must be in [0, 1], got ", bg_sure);
+  TORCH_CHECK(crf_sure >= 0 && crf_sure <= 1, "crf_sure must be in [0, 1], got ", crf_sure);
+  return PruneParams{static_cast<float>(cam_alpha), fg_quantile, static_cast<float>(cam_floor),
+                     static_cast<float>(bg_sure), static_cast<float>(crf_sure), ignore_index};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> checked_prune_inputs(const at::Tensor& cams, const at::Tensor& q_low,
+                                                                    const at::Tensor& q_high) {
+  check_dim(cams, 3, "cams", "[B, C, P]");
+  check_dtype(cams, at::kFloat, "cams");
+  TORCH_CHECK(cams.size(1) >= 1, "cams must have at least one class, got shape ", shape_of(cams));
+  const std::vector<int64_t> q_shape{cams.size(0), cams.size(1) + 1, cams.size(2)};
+  for (const auto& [q, name] : {std::pair{&q_low, "q_low"}, std::pair{&q_high, "q_high"}}) {
+    check_dtype(*q, at::kFloat, name);
+    TORCH_CHECK(q->sizes() == at::IntArrayRef(q_shape), name, " must be [B, C+1, P] = [", q_shape[0], ", ",
+                q_shape[1], ", ", q_shape[2], "], got ", shape_of(*q));
+    check_same_device(*q, name, cams, "cams");
+  }
+  return {cams.contiguous(), q_low.contiguous(), q_high.contiguous()};
+}
+
+}  // namespace prune
+}  // namespace rrm

@@ -1,0 +1,90 @@
+// CPU launcher of prune_reliable_labels: at::parallel_for over the bodies of prune.h, and an
+// exact per-(item, class) order statistic with std::nth_element.
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <limits>
+#include <vector>
+
+#include "prune/prune.h"
+#include "prune/prune_ops.h"
+
+namespace rrm {
+namespace prune {
+namespace {
+
+constexpr int64_t kPixelGrain = 2048;
+
+// Threshold of label `label` of one item (see prune.h).
+float label_threshold(const PixelSummary* summaries, int64_t pixels, int32_t label, const PruneParams& params) {
+  bool occurs_in_low = false;
+  std::vector<float> candidates;
+  for (int64_t p = 0; p < pixels; ++p) {
+    occurs_in_low |= summaries[p].low == label;
+    if (label > 0 && summaries[p].cam_arg == label && is_quantile_candidate(summaries[p], params.cam_floor)) {
+      candidates.push_back(summaries[p].cam_score);
+    }
+  }
+  constexpr float kNever = std::numeric_limits<float>::infinity();
+  if (!occurs_in_low) return kNever;
+  if (label == 0) return params.bg_sure;
+  if (candidates.empty()) return kNever;
+  const int64_t rank = quantile_rank(static_cast<int64_t>(candidates.size()), params.fg_quantile);
+  std::nth_element(candidates.begin(), candidates.begin() + rank, candidates.end());
+  return candidates[rank];
+}
+
+std::tuple<at::Tensor, at::Tensor> prune_reliable_labels_cpu(const at::Tensor& cams_in, const at::Tensor& q_low_in,
+                                                             const at::Tensor& q_high_in, double cam_alpha,
+                                                             double fg_quantile, double cam_floor, double bg_sure,
+                                                             double crf_sure, int64_t ignore_index) {
+  const PruneParams params = make_params(cam_alpha, fg_quantile, cam_floor, bg_sure, crf_sure, ignore_index);
+  const auto [cams, q_low, q_high] = checked_prune_inputs(cams_in, q_low_in, q_high_in);
+  const int64_t batch = cams.size(0);
+  const int32_t classes = static_cast<int32_t>(cams.size(1));
+  const int64_t pixels = cams.size(2);
+  at::Tensor labels = at::empty({batch, pixels}, cams.options().dtype(at::kLong));
+  at::Tensor sure = at::empty({batch, pixels}, cams.options().dtype(at::kBool));
+  if (batch * pixels == 0) return {labels, sure};
+
+  std::vector<PixelSummary> summaries(batch * pixels);
+  const float* cam_data = cams.data_ptr<float>();
+  const float* low_data = q_low.data_ptr<float>();
+  const float* high_data = q_high.data_ptr<float>();
+  at::parallel_for(0, batch * pixels, kPixelGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t b = i / pixels;
+      summaries[i] = summarise_pixel(cam_data + b * classes * pixels, low_data + b * (classes + 1) * pixels,
+                                     high_data + b * (classes + 1) * pixels, classes, pixels, i % pixels,
+                                     params.cam_alpha);
+    }
+  });
+
+  std::vector<float> thresholds(batch * (classes + 1));
+  at::parallel_for(0, batch * (classes + 1), 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t b = i / (classes + 1);
+      thresholds[i] = label_threshold(summaries.data() + b * pixels, pixels, static_cast<int32_t>(i % (classes + 1)),
+                                      params);
+    }
+  });
+
+  int64_t* label_data = labels.data_ptr<int64_t>();
+  bool* sure_data = sure.data_ptr<bool>();
+  at::parallel_for(0, batch * pixels, kPixelGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const PixelSummary& s = summaries[i];
+      const float threshold = thresholds[(i / pixels) * (classes + 1) + s.cam_arg];
+      label_data[i] = reliable_label(s, threshold, params.crf_sure, params.ignore_index, sure_data + i);
+    }
+  });
+  return {labels, sure};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(rrm_ops, CPU, m) { m.impl("prune_reliable_labels", &prune_reliable_labels_cpu); }
+
+}  // namespace prune
+}  // namespace rrm

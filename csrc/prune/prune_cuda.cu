@@ -1,0 +1,127 @@
+// CUDA launcher of prune_reliable_labels over the bodies of prune.h. The per-class quantile
+// is an exact order statistic found on the device: each pixel gets a 64-bit key
+// (class << 32 | score bits; positive floats order like their bits), a segmented radix sort
+// per item puts every class's candidates in one ascending run, and the run's start and
+// length come from integer counts. No host round trip.
+#include <cub/device/device_segmented_radix_sort.cuh>
+
+#include "common/cuda_launch.cuh"
+#include "prune/prune.h"
+#include "prune/prune_cuda.h"
+
+namespace rrm {
+namespace prune {
+namespace cuda {
+namespace {
+
+__global__ void summarise_kernel(const float* cams, const float* q_low, const float* q_high, int64_t batch,
+                                 int32_t classes, int64_t pixels, float cam_alpha, float cam_floor,
+                                 PixelSummary* summaries, uint64_t* keys, int32_t* occurs_in_low,
+                                 int32_t* candidate_counts) {
+  const int64_t i = global_index();
+  if (i >= batch * pixels) return;
+  const int64_t b = i / pixels;
+  const int32_t labels = classes + 1;
+  const PixelSummary s = summarise_pixel(cams + b * classes * pixels, q_low + b * labels * pixels,
+                                         q_high + b * labels * pixels, classes, pixels, i % pixels, cam_alpha);
+  summaries[i] = s;
+  occurs_in_low[b * labels + s.low] = 1;  // every writer stores the same value
+  if (is_quantile_candidate(s, cam_floor)) {
+    keys[i] = (static_cast<uint64_t>(s.cam_arg) << 32) | __float_as_uint(s.cam_score);
+    atomicAdd(candidate_counts + b * labels + s.cam_arg, 1);
+  } else {
+    keys[i] = static_cast<uint64_t>(labels) << 32;  // after every candidate of the item
+  }
+}
+
+__global__ void segment_offsets_kernel(int64_t batch, int64_t pixels, int64_t* offsets) {
+  const int64_t b = global_index();
+  if (b <= batch) offsets[b] = b * pixels;
+}
+
+__global__ void threshold_kernel(const uint64_t* sorted_keys, const int32_t* occurs_in_low,
+                                 const int32_t* candidate_counts, int64_t batch, int32_t classes, int64_t pixels,
+                                 double fg_quantile, float bg_sure, float* thresholds) {
+  const int64_t i = global_index();
+  const int32_t labels = classes + 1;
+  if (i >= batch * labels) return;
+  const int64_t b = i / labels;
+  const int32_t label = static_cast<int32_t>(i % labels);
+  const float never = __int_as_float(0x7f800000);
+  const int32_t count = candidate_counts[i];
+  if (!occurs_in_low[i]) {
+    thresholds[i] = never;
+  } else if (label == 0) {
+    thresholds[i] = bg_sure;
+  } else if (count == 0) {
+    thresholds[i] = never;
+  } else {
+    int64_t start = 0;
+    for (int32_t k = 1; k < label; ++k) start += candidate_counts[b * labels + k];
+    const uint64_t key = sorted_keys[b * pixels + start + quantile_rank(count, fg_quantile)];
+    thresholds[i] = __uint_as_float(static_cast<uint32_t>(key & 0xffffffffu));
+  }
+}
+
+__global__ void label_kernel(const PixelSummary* summaries, const float* thresholds, int64_t batch, int32_t classes,
+                             int64_t pixels, float crf_sure, int64_t ignore_index, int64_t* labels, bool* sure) {
+  const int64_t i = global_index();
+  if (i >= batch * pixels) return;
+  const PixelSummary s = summaries[i];
+  const float threshold = thresholds[(i / pixels) * (classes + 1) + s.cam_arg];
+  labels[i] = reliable_label(s, threshold, crf_sure, ignore_index, sure + i);
+}
+
+// Stream-ordered scratch memory released when the launcher returns.
+struct Scratch {
+  cudaStream_t stream;
+  void* memory = nullptr;
+  explicit Scratch(cudaStream_t s) : stream(s) {}
+  ~Scratch() {
+    if (memory) cudaFreeAsync(memory, stream);
+  }
+};
+
+}  // namespace
+
+const char* prune_reliable_labels(const float* cams, const float* q_low, const float* q_high, int64_t batch,
+                                  int32_t classes, int64_t pixels, const PruneParams& params, int64_t* labels, bool* sure,
+                                  cudaStream_t stream) {
+  const int64_t n = batch * pixels;
+  const int64_t table = batch * (classes + 1);
+  const size_t bytes = sizeof(PixelSummary) * n + 2 * sizeof(uint64_t) * n + sizeof(int64_t) * (batch + 1) +
+                       2 * sizeof(int32_t) * table + sizeof(float) * table;
+  Scratch scratch(stream);
+  RRM_CUDA_RETURN_IF_ERROR(cudaMallocAsync(&scratch.memory, bytes, stream));
+  // Largest alignment first so every array stays aligned.
+  uint64_t* keys = static_cast<uint64_t*>(scratch.memory);
+  uint64_t* sorted_keys = keys + n;
+  int64_t* offsets = reinterpret_cast<int64_t*>(sorted_keys + n);
+  PixelSummary* summaries = reinterpret_cast<PixelSummary*>(offsets + batch + 1);
+  int32_t* occurs_in_low = reinterpret_cast<int32_t*>(summaries + n);
+  int32_t* candidate_counts = occurs_in_low + table;
+  float* thresholds = reinterpret_cast<float*>(candidate_counts + table);
+
+  RRM_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(occurs_in_low, 0, 2 * sizeof(int32_t) * table, stream));
+  summarise_kernel<<<blocks_for(n), kThreads, 0, stream>>>(cams, q_low, q_high, batch, classes, pixels,
+                                                            params.cam_alpha, params.cam_floor, summaries, keys,
+                                                            occurs_in_low, candidate_counts);
+  segment_offsets_kernel<<<blocks_for(batch + 1), kThreads, 0, stream>>>(batch, pixels, offsets);
+  RRM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  const char* error = with_temp_storage(stream, [&](void* temp, size_t& temp_bytes) {
+    return cub::DeviceSegmentedRadixSort::SortKeys(temp, temp_bytes, keys, sorted_keys, n, batch, offsets,
+                                                   offsets + 1, 0, 64, stream);
+  });
+  if (error) return error;
+  threshold_kernel<<<blocks_for(table), kThreads, 0, stream>>>(sorted_keys, occurs_in_low, candidate_counts, batch,
+                                                                classes, pixels, params.fg_quantile, params.bg_sure,
+                                                                thresholds);
+  label_kernel<<<blocks_for(n), kThreads, 0, stream>>>(summaries, thresholds, batch, classes, pixels, params.crf_sure,
+                                                        params.ignore_index, labels, sure);
+  RRM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  return nullptr;
+}
+
+}  // namespace cuda
+}  // namespace prune
+}  // namespace rrm

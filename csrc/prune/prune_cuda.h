@@ -1,0 +1,21 @@
+// CUDA launcher of prune_reliable_labels: raw pointers and a stream, no ATen, so the .cu
+// compiles with plain nvcc. Returns nullptr on success or a CUDA error string.
+#pragma once
+
+#include <cuda_runtime_api.h>
+#include <stdint.h>
+
+#include "prune/prune.h"
+
+namespace rrm {
+namespace prune {
+namespace cuda {
+
+// cams [B, C, P], q_low/q_high [B, C+1, P] -> labels int64 [B, P], sure bool [B, P].
+const char* prune_reliable_labels(const float* cams, const float* q_low, const float* q_high, int64_t batch,
+                                  int32_t classes, int64_t pixels, const PruneParams& params, int64_t* labels, bool* sure,
+                                  cudaStream_t stream);
+
+}  // namespace cuda
+}  // namespace prune
+}  // namespace rrm

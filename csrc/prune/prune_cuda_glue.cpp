@@ -1,0 +1,38 @@
+// ATen -> raw pointer glue for the CUDA pruning launcher (compiled only in CUDA builds).
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include "prune/prune_cuda.h"
+#include "prune/prune_ops.h"
+
+namespace rrm {
+namespace prune {
+namespace {
+
+std::tuple<at::Tensor, at::Tensor> prune_reliable_labels_cuda(const at::Tensor& cams_in, const at::Tensor& q_low_in,
+                                                              const at::Tensor& q_high_in, double cam_alpha,
+                                                              double fg_quantile, double cam_floor, double bg_sure,
+                                                              double crf_sure, int64_t ignore_index) {
+  const PruneParams params = make_params(cam_alpha, fg_quantile, cam_floor, bg_sure, crf_sure, ignore_index);
+  const auto [cams, q_low, q_high] = checked_prune_inputs(cams_in, q_low_in, q_high_in);
+  const c10::cuda::CUDAGuard guard(cams.device());
+  const int64_t batch = cams.size(0);
+  const int64_t pixels = cams.size(2);
+  at::Tensor labels = at::empty({batch, pixels}, cams.options().dtype(at::kLong));
+  at::Tensor sure = at::empty({batch, pixels}, cams.options().dtype(at::kBool));
+  if (batch * pixels == 0) return {labels, sure};
+  const char* error = cuda::prune_reliable_labels(
+      cams.data_ptr<float>(), q_low.data_ptr<float>(), q_high.data_ptr<float>(), batch,
+      static_cast<int32_t>(cams.size(1)), pixels, params, labels.data_ptr<int64_t>(), sure.data_ptr<bool>(),
+      c10::cuda::getCurrentCUDAStream());
+  TORCH_CHECK(error == nullptr, "prune_reliable_labels failed on the GPU: ", error == nullptr ? "" : error);
+  return {labels, sure};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(rrm_ops, CUDA, m) { m.impl("prune_reliable_labels", &prune_reliable_labels_cuda); }
+
+}  // namespace prune
+}  // namespace rrm

@@ -1,0 +1,89 @@
+"""Pieces shared by the networks: frozen BatchNorm, the four poly-LR parameter groups and
+checkpoint loading."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+# (name, lr multiplier, weight decay applies) of RRM's/PSA's/DeepLab's four groups.
+PARAM_GROUP_SPECS: tuple[tuple[str, float, bool], ...] = (
+    ("backbone_weights", 1.0, True),
+    ("backbone_biases", 2.0, False),
+    ("head_weights", 10.0, True),
+    ("head_biases", 20.0, False),
+)
+
+
+def freeze_batchnorm(module: nn.Module) -> None:
+    """Put every BatchNorm layer of ``module`` in eval mode and stop its affine parameters'
+    gradients, as PSA does: with batches of a few images the statistics of pretrained
+    networks are better kept than re-estimated."""
+    for layer in module.modules():
+        if isinstance(layer, nn.modules.batchnorm._BatchNorm):
+            layer.eval()
+            for parameter in layer.parameters(recurse=False):
+                parameter.requires_grad_(False)
+
+
+def build_param_groups(
+    backbone: Iterable[nn.Module], heads: Iterable[nn.Module], lr: float, weight_decay: float
+) -> list[dict]:
+    """The four parameter groups of the poly schedule, as dicts for ``torch.optim``.
+
+    Weights are the ``weight`` of convolutions and linear layers; every other trainable
+    parameter (biases, trainable BatchNorm affine parameters) counts as a bias. Each dict
+    has ``name``, ``params``, ``lr`` (= ``lr * lr_mult``), ``lr_mult`` and
+    ``weight_decay`` (0 for biases). Groups are kept even when empty, so their order is
+    fixed: backbone weights 1x, backbone biases 2x, head weights 10x, head biases 20x.
+    Parameters with ``requires_grad=False`` (e.g. frozen BatchNorm) are left out.
+    """
+    buckets: list[list[nn.Parameter]] = [[], [], [], []]
+    for offset, modules in ((0, backbone), (2, heads)):
+        for module in modules:
+            for layer in module.modules():
+                for name, parameter in layer.named_parameters(recurse=False):
+                    if not parameter.requires_grad:
+                        continue
+                    is_weight = name == "weight" and isinstance(layer, (nn.Conv2d, nn.Linear))
+                    buckets[offset + (0 if is_weight else 1)].append(parameter)
+    return [
+        {
+            "name": name,
+            "params": params,
+            "lr": lr * lr_mult,
+            "lr_mult": lr_mult,
+            "weight_decay": weight_decay if decays else 0.0,
+        }
+        for (name, lr_mult, decays), params in zip(PARAM_GROUP_SPECS, buckets)
+    ]
+
+
+def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Load a checkpoint's state dict with ``torch.load(weights_only=True)`` onto the CPU.
+
+    Accepts a bare state dict or a dict holding one under ``state_dict`` or ``model``, and
+    strips the ``module.`` prefix that (Distributed)DataParallel adds. Raises
+    ``FileNotFoundError`` or ``ValueError`` naming the path otherwise.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
+        raise ValueError(f"cannot load checkpoint {path} as weights: {error}") from error
+    for key in ("state_dict", "model"):
+        if isinstance(content, dict) and isinstance(content.get(key), dict):
+            content = content[key]
+            break
+    if not isinstance(content, dict) or not all(isinstance(v, torch.Tensor) for v in content.values()):
+        raise ValueError(f"checkpoint {path} does not hold a state dict of tensors")
+    if content and all(key.startswith("module.") for key in content):
+        content = {key[len("module."):]: value for key, value in content.items()}
+    return dict(content)

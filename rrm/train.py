@@ -1,0 +1,306 @@
+"""One-step RRM training: ``python -m rrm.train [options]`` (``torchrun`` for several processes).
+
+With no options it trains the small backbone on the embedded synthetic dataset on the CPU.
+Each step: multi-scale CAMs -> reliable region labels (two dense CRFs + pruning, batched, on
+the training device) -> multilabel soft-margin + reliable-region cross-entropy + dense energy
+loss -> SGD with RRM's four-group poly schedule.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+import rrm_ops
+from rrm import distributed
+from rrm.checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, save_atomic
+from rrm.config import ConfigError, TrainConfig, add_config_arguments, config_from_args, save_yaml
+from rrm.data import DatasetError, EvalTransform, TrainTransform, VOCSegmentation, ensure_synthetic_dataset
+from rrm.evaluation import LabelQuality, cam_argmax_labels, validate
+from rrm.losses import reliable_region_cross_entropy
+from rrm.mining import mine_reliable_labels, upsampled_cams
+from rrm.models import build_rrm, load_state_dict_file
+from rrm.progress import ProgressLog
+
+
+class StepBatches:
+    """The batches of every step, fixed by the seed: step s belongs to epoch
+    s // steps_per_epoch, whose permutation is drawn from (seed, epoch). A resumed run
+    therefore sees exactly the batches an uninterrupted one would."""
+
+    def __init__(self, size: int, batch_size: int, world_size: int, rank: int, seed: int) -> None:
+        self.size, self.batch_size, self.world_size, self.rank, self.seed = size, batch_size, world_size, rank, seed
+        self.steps_per_epoch = size // (batch_size * world_size)
+        if self.steps_per_epoch == 0:
+            raise ConfigError(
+                f"the training list has {size} images, fewer than batch_size x processes = {batch_size * world_size}"
+            )
+
+    def of_epoch(self, epoch: int, first_step: int = 0) -> list[list[int]]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        order = torch.randperm(self.size, generator=generator)
+        used = order[: self.steps_per_epoch * self.batch_size * self.world_size]
+        steps = used.view(self.steps_per_epoch, self.world_size, self.batch_size)
+        return steps[first_step:, self.rank].tolist()
+
+
+@dataclass
+class Run:
+    """The state a training run carries from step to step."""
+
+    config: TrainConfig
+    ctx: distributed.Context
+    model: torch.nn.Module  # DDP-wrapped when distributed
+    core: torch.nn.Module  # the RRMNet itself
+    optimizer: torch.optim.Optimizer
+    energy_loss: torch.nn.Module
+    out: Path
+    step: int = 0
+    stop_signal: int = 0
+
+
+def poly_learning_rate(optimizer: torch.optim.Optimizer, step: int, max_steps: int, power: float) -> None:
+    """RRM's poly schedule: each group's lr = its initial lr x (1 - step / max_steps)^power."""
+    factor = (1 - step / max_steps) ** power
+    for group in optimizer.param_groups:
+        group["lr"] = group["initial_lr"] * factor
+
+
+def training_step(run: Run, batch: dict, quality: dict[str, LabelQuality]) -> dict[str, torch.Tensor]:
+    """One optimisation step; returns the loss parts (detached, on the device)."""
+    config, device = run.config, run.ctx.device
+    images = batch["image"].to(device, non_blocking=True)
+    images_uint8 = batch["image_uint8"].to(device, non_blocking=True)
+    rois = batch["roi"].to(device, non_blocking=True)
+    cls_labels = batch["label"].to(device, non_blocking=True)
+    out = run.model(images, cam_scales=config.cam_scales)
+    losses = {"cls": F.multilabel_soft_margin_loss(out["cls_logits"], cls_labels)}
+    seg_logits = F.interpolate(out["seg_logits"], size=images.shape[-2:], mode="bilinear", align_corners=False)
+    if run.step < config.cls_only_steps:
+        # Keeps every parameter in the graph, as DistributedDataParallel requires.
+        total = losses["cls"] + 0.0 * seg_logits.sum()
+    else:
+        reliable = mine_reliable_labels(out["cams"], cls_labels, images_uint8, rois, **config.mining_kwargs())
+        losses["seg_bg"], losses["seg_fg"] = reliable_region_cross_entropy(seg_logits, reliable)
+        probs = torch.softmax(seg_logits, dim=1)
+        losses["dense"] = run.energy_loss(images_uint8.float(), probs, rois, reliable.unsqueeze(1))
+        total = sum(losses.values())
+        _measure_label_quality(batch, out["cams"], cls_labels, reliable, rois, quality, config)
+    run.optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    run.optimizer.step()
+    losses["total"] = total
+    return {name: value.detach() for name, value in losses.items()}
+
+
+def _measure_label_quality(batch, cams, cls_labels, reliable, rois, quality, config) -> None:
+    """Precision/coverage of the reliable labels and of the CAM argmax on the train masks."""
+    target = batch["mask"].to(reliable.device, non_blocking=True)
+    target = target.masked_fill(rois == 0, 255)
+    with torch.no_grad():
+        cam_labels = cam_argmax_labels(upsampled_cams(cams.detach(), tuple(target.shape[-2:])), cls_labels,
+                                       config.cam_bg_threshold)
+    quality["reliable"].update(reliable, target)
+    quality["cam"].update(cam_labels, target)
+
+
+def build_run(config: TrainConfig, ctx: distributed.Context, out: Path) -> Run:
+    torch.manual_seed(config.seed)
+    core = build_rrm(config.backbone).to(ctx.device)
+    if config.weights:
+        core.load_pretrained(load_state_dict_file(config.weights))
+    groups = core.param_groups(config.lr, config.weight_decay)
+    for group in groups:
+        group["initial_lr"] = group["lr"]
+    optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
+    model = DistributedDataParallel(core) if ctx.distributed else core
+    energy_loss = rrm_ops.DenseEnergyLoss(
+        weight=config.energy_weight,
+        sigma_rgb=config.energy_sigma_rgb,
+        sigma_xy=config.energy_sigma_xy,
+        scale_factor=config.energy_scale,
+    )
+    return Run(config, ctx, model, core, optimizer, energy_loss, out)
+
+
+def save_checkpoint(run: Run) -> None:
+    if not run.ctx.is_main:
+        return
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "model": run.core.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "step": run.step,
+        "torch_rng": torch.get_rng_state(),
+        "config": run.config.to_dict(),
+    }
+    if run.ctx.device.type == "cuda":
+        payload["cuda_rng"] = torch.cuda.get_rng_state(run.ctx.device)
+    save_atomic(payload, run.out / "last.pth")
+
+
+def restore_checkpoint(run: Run, checkpoint: dict) -> None:
+    run.core.load_state_dict(checkpoint["model"])
+    run.optimizer.load_state_dict(checkpoint["optimizer"])
+    run.step = int(checkpoint["step"])
+    torch.set_rng_state(checkpoint["torch_rng"])
+    if "cuda_rng" in checkpoint and run.ctx.device.type == "cuda":
+        torch.cuda.set_rng_state(checkpoint["cuda_rng"], run.ctx.device)
+
+
+def _install_stop_handlers(run: Run) -> None:
+    def request_stop(signum, _frame):
+        run.stop_signal = signum
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+
+
+def _stop_requested(run: Run) -> bool:
+    """Whether any process was signalled (all processes must stop at the same step)."""
+    flag = torch.tensor([float(run.stop_signal)])
+    return bool(distributed.all_reduce_sum(flag).item() > 0)
+
+
+def train(run: Run, train_set: VOCSegmentation, val_set: VOCSegmentation, log: ProgressLog) -> dict[str, float]:
+    config = run.config
+    batches = StepBatches(len(train_set), config.batch_size, run.ctx.world_size, run.ctx.rank, config.seed)
+    quality = {"reliable": LabelQuality(), "cam": LabelQuality()}
+    while run.step < config.max_steps:
+        epoch, first = divmod(run.step, batches.steps_per_epoch)
+        train_set.set_epoch(epoch)
+        loader = DataLoader(train_set, batch_sampler=batches.of_epoch(epoch, first), num_workers=config.num_workers,
+                            generator=torch.Generator(), pin_memory=run.ctx.device.type == "cuda")
+        for batch in loader:
+            poly_learning_rate(run.optimizer, run.step, config.max_steps, config.poly_power)
+            losses = training_step(run, batch, quality)
+            run.step += 1
+            log.step(run.step, losses, images=config.batch_size * run.ctx.world_size)
+            _periodic_work(run, val_set, quality, log)
+            if _stop_requested(run):
+                save_checkpoint(run)
+                log.message(f"stopped by signal {run.stop_signal} at step {run.step}; resume with "
+                            f"--resume {run.out / 'last.pth'}")
+                raise SystemExit(128 + run.stop_signal if run.stop_signal else 1)
+            if run.step >= config.max_steps:
+                break
+    save_checkpoint(run)
+    return _final_metrics(run, val_set, quality, log)
+
+
+def _periodic_work(run: Run, val_set, quality, log: ProgressLog) -> None:
+    config = run.config
+    if config.checkpoint_every and run.step % config.checkpoint_every == 0 and run.step < config.max_steps:
+        save_checkpoint(run)
+    if config.val_every and run.step % config.val_every == 0 and run.step < config.max_steps:
+        metrics = validate(run.core, val_set, config, run.ctx, run.out / "panels" / f"step_{run.step:06d}.png")
+        log.record(run.step, {f"val/{k}": v for k, v in {**metrics, **_quality_metrics(quality)}.items()})
+
+
+def _quality_metrics(quality: dict[str, LabelQuality]) -> dict[str, float]:
+    reliable, cam = quality["reliable"].reduced(), quality["cam"].reduced()
+    return {
+        "reliable_precision": reliable["precision"],
+        "reliable_coverage": reliable["coverage"],
+        "cam_train_precision": cam["precision"],
+    }
+
+
+def _final_metrics(run: Run, val_set, quality, log: ProgressLog) -> dict[str, float]:
+    panel = run.out / "panels" / f"step_{run.step:06d}.png"
+    metrics = {**validate(run.core, val_set, run.config, run.ctx, panel), **_quality_metrics(quality)}
+    metrics.update(steps=run.step, wall_time_s=log.elapsed(), processes=run.ctx.world_size,
+                   ranks_in_sync=distributed.parameters_in_sync(run.core))
+    log.record(run.step, {f"val/{k}": v for k, v in metrics.items()})
+    return metrics
+
+
+def datasets(config: TrainConfig, ctx: distributed.Context) -> tuple[VOCSegmentation, VOCSegmentation]:
+    if config.data_root is None:
+        if ctx.is_main:
+            ensure_synthetic_dataset()
+        distributed.barrier()
+        root = ensure_synthetic_dataset()
+    else:
+        root = Path(config.data_root)
+    train_set = VOCSegmentation(root, config.train_list, transform=TrainTransform(crop_size=config.crop_size),
+                                seed=config.seed)
+    val_set = VOCSegmentation(root, config.val_list, transform=EvalTransform(), require_masks=True)
+    return train_set, val_set
+
+
+def _run_folder(config: TrainConfig) -> Path:
+    if config.out:
+        return Path(config.out)
+    if config.resume:
+        return Path(config.resume).parent
+    return Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+
+
+def _effective_config(args: argparse.Namespace) -> tuple[TrainConfig, dict | None]:
+    """The command-line config; when resuming, the checkpoint's config under the given flags."""
+    config = config_from_args(args)
+    if not config.resume:
+        return config, None
+    checkpoint = load_checkpoint(config.resume)
+    saved = dict(checkpoint["config"])
+    given = {name: getattr(args, name) for name in saved if getattr(args, name, None) is not None}
+    merged = argparse.Namespace(config=None, **{**saved, **given})
+    return config_from_args(merged), checkpoint
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rrm.train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(parser)
+    parser.add_argument("--stop-at", type=int, default=None,
+                        help="stop at this step with a checkpoint, as an interruption would (for time-sliced jobs)")
+    args = parser.parse_args(argv)
+    try:
+        config, checkpoint = _effective_config(args)
+        ctx = distributed.setup(config.device)
+        return _train_main(config, checkpoint, ctx, args.stop_at)
+    except (ConfigError, CheckpointError, DatasetError, ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    finally:
+        distributed.teardown()
+
+
+def _train_main(config: TrainConfig, checkpoint: dict | None, ctx: distributed.Context, stop_at: int | None) -> int:
+    out = _run_folder(config)
+    train_set, val_set = datasets(config, ctx)
+    run = build_run(config, ctx, out)
+    if checkpoint is not None:
+        restore_checkpoint(run, checkpoint)
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_yaml(config, out / "config.yaml")
+    if stop_at is not None:
+        run.config.max_steps, final_steps = min(stop_at, config.max_steps), config.max_steps
+    log = ProgressLog(out / "metrics.jsonl", total_steps=config.max_steps, start_step=run.step, enabled=ctx.is_main,
+                      log_every=config.log_every)
+    _install_stop_handlers(run)
+    metrics = train(run, train_set, val_set, log)
+    if stop_at is not None and run.step < final_steps:
+        log.message(f"stopped at step {run.step} as asked; resume with --resume {out / 'last.pth'}")
+        return 0
+    if ctx.is_main:
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        log.message(f"done: {json.dumps(metrics)}\nrun folder: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
