@@ -15,7 +15,7 @@
 //   norms          float [B*P]      symmetric normalisation factors of one kernel
 //   unary_slots, values  float [B*P, S]  channels-last over slots, the layout the lattice filters
 // Working on slots, not labels, keeps masked labels out of the filters entirely; padding
-// slots hold zeros.
+// slots hold zeros in the filtered arrays. An image without present labels gets Q = 0.
 #pragma once
 
 #include <math.h>
@@ -77,14 +77,15 @@ RRM_HOST_DEVICE inline To bit_cast(From from) {
   return to;
 }
 
-// exp(x) for x <= 0 within 1 ulp of expf (Cephes' range reduction and polynomial), flushing
-// to ~1e-38 below -87. Written in plain float and integer operations so that CPU compilers
-// vectorise it and CPU and CUDA evaluate the same formula.
+// exp(x) for x <= 0 (including -inf) within 1 ulp of expf, Cephes' range reduction and
+// polynomial, with exactly 0 below about -87.3 where expf turns subnormal. Written in plain
+// float and integer operations (no calls, no float compares) so that CPU compilers vectorise
+// it and the CPU and CUDA evaluate the same formula.
 RRM_HOST_DEVICE inline float exp_nonpositive(float x) {
-  // Clamp through the bits: for x <= 0, larger magnitudes have larger unsigned patterns.
-  const uint32_t minus_87 = 0xC2AE0000u;
+  // Clamp to -100 through the bits: for x <= 0, larger magnitudes have larger unsigned patterns.
+  const uint32_t minus_100 = 0xC2C80000u;
   const uint32_t x_bits = bit_cast<uint32_t>(x);
-  x = bit_cast<float>(x_bits > minus_87 ? minus_87 : x_bits);
+  x = bit_cast<float>(x_bits > minus_100 ? minus_100 : x_bits);
   // Adding 1.5 * 2^23 rounds x * log2(e) to the nearest integer n and leaves n in the low bits.
   const float shifted = x * 1.44269504088896341f + 12582912.0f;
   const float n = shifted - 12582912.0f;
@@ -97,11 +98,12 @@ RRM_HOST_DEVICE inline float exp_nonpositive(float x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   const float y = p * (r * r) + r + 1.0f;
-  const int32_t exponent = bit_cast<int32_t>(shifted) - 0x4B400000;
-  return y * bit_cast<float>((exponent + 127) << 23);
+  const int32_t biased_exponent = bit_cast<int32_t>(shifted) - 0x4B400000 + 127;  // n + 127
+  return y * bit_cast<float>((biased_exponent > 0 ? biased_exponent : 0) << 23);
 }
 
-// Transposes the unary of pixel `pixel` (a global index b*P + p) into its slot row.
+// Transposes the unary of pixel `pixel` (a global index b*P + p) into its slot row; padding
+// slots get +inf, so their energy is -inf and their Q exactly 0.
 RRM_HOST_DEVICE inline void gather_unary_pixel(const MeanfieldProblem& problem, float* unary_slots, int64_t pixel) {
   const int64_t image = pixel / problem.points;
   const int64_t p = pixel - image * problem.points;
@@ -109,7 +111,7 @@ RRM_HOST_DEVICE inline void gather_unary_pixel(const MeanfieldProblem& problem, 
   const float* unary = problem.unary + image * problem.labels * problem.points + p;
   float* row = unary_slots + pixel * problem.slots;
   for (int64_t s = 0; s < problem.slots; ++s) {
-    row[s] = labels[s] >= 0 ? unary[labels[s] * problem.points] : 0.f;
+    row[s] = labels[s] >= 0 ? unary[labels[s] * problem.points] : INFINITY;
   }
 }
 
@@ -125,11 +127,10 @@ struct MeanfieldStep {
   float* q;
 };
 
-// One mean-field update of pixel `pixel` (a global index b*P + p).
+// One mean-field update of pixel `pixel` (a global index b*P + p). The loops run over all
+// slots, padding included, so that they have no data-dependent bounds.
 RRM_HOST_DEVICE inline void update_pixel(const MeanfieldProblem& problem, const MeanfieldStep& step, int64_t pixel) {
   const int64_t slots = problem.slots;
-  const int64_t image = pixel / problem.points;
-  const int32_t* labels = problem.slot_labels + image * slots;
   const float* unary = step.unary_slots + pixel * slots;
   const float gaussian_norm = step.gaussian_norm[pixel];
   const float bilateral_norm = step.bilateral_norm[pixel];
@@ -137,40 +138,39 @@ RRM_HOST_DEVICE inline void update_pixel(const MeanfieldProblem& problem, const 
   float* row = step.gaussian_values + pixel * slots;
   float* bilateral_row = step.bilateral_values + pixel * slots;
 
-  int64_t present = 0;
-  while (present < slots && labels[present] >= 0) ++present;
-  float max_energy = -INFINITY;
-  for (int64_t s = 0; s < present; ++s) {
+  for (int64_t s = 0; s < slots; ++s) {
     float energy = -unary[s];
     if (step.filtered) {
       energy = energy + problem.gaussian_compat * (gaussian_norm * row[s]);
       energy = energy + problem.bilateral_compat * (bilateral_norm * bilateral_row[s]);
     }
     row[s] = energy;
-    max_energy = energy > max_energy ? energy : max_energy;
   }
-  for (int64_t s = 0; s < present; ++s) row[s] = exp_nonpositive(row[s] - max_energy);
+  // Starting below every finite energy keeps an image without present labels free of NaN.
+  float max_energy = -3.402823466e38f;
+  for (int64_t s = 0; s < slots; ++s) max_energy = row[s] > max_energy ? row[s] : max_energy;
+  for (int64_t s = 0; s < slots; ++s) row[s] = exp_nonpositive(row[s] - max_energy);
+  // The maximum contributes exactly exp(0) = 1, so the sum is 1 or more whenever a label is
+  // present; raising it to 1 only matters (giving Q = 0) when none is.
   float sum = 0.f;
-  for (int64_t s = 0; s < present; ++s) sum += row[s];
-  for (int64_t s = 0; s < present; ++s) row[s] = row[s] / sum;
+  for (int64_t s = 0; s < slots; ++s) sum += row[s];
+  sum = sum > 1.f ? sum : 1.f;
+  for (int64_t s = 0; s < slots; ++s) row[s] = row[s] / sum;
 
   if (step.q != nullptr) {
-    const int64_t p = pixel - image * problem.points;
-    float* q = step.q + image * problem.labels * problem.points + p;
+    const int64_t image = pixel / problem.points;
+    const int32_t* labels = problem.slot_labels + image * slots;
+    float* q = step.q + image * problem.labels * problem.points + (pixel - image * problem.points);
     int64_t s = 0;
     for (int64_t label = 0; label < problem.labels; ++label) {
-      const bool is_present = s < present && labels[s] == label;
+      const bool is_present = s < slots && labels[s] == label;
       q[label * problem.points] = is_present ? row[s] : 0.f;
       s += is_present ? 1 : 0;
     }
   }
-  for (int64_t s = 0; s < present; ++s) {
+  for (int64_t s = 0; s < slots; ++s) {
     bilateral_row[s] = bilateral_norm * row[s];
     row[s] = gaussian_norm * row[s];
-  }
-  for (int64_t s = present; s < slots; ++s) {
-    row[s] = 0.f;
-    bilateral_row[s] = 0.f;
   }
 }
 

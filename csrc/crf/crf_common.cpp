@@ -36,13 +36,11 @@ void check_positive_number(double value, const char* name) {
 }
 
 // label_mask bool [B, L] -> int32 [B, S]: each image's present labels in ascending order,
-// padded with -1 to S = the largest present count rounded up to a multiple of slot_multiple.
+// padded with -1 to S = the largest present count (at least 1) rounded up to a multiple of
+// slot_multiple.
 at::Tensor slot_labels_of(const at::Tensor& label_mask, int64_t slot_multiple) {
   const at::Tensor counts = label_mask.sum(1);
-  const at::Tensor empty_images = (counts == 0).nonzero();
-  TORCH_CHECK(empty_images.size(0) == 0, "label_mask must keep at least one label of every image; image ",
-              empty_images.numel() > 0 ? empty_images[0].item<int64_t>() : -1, " has none");
-  const int64_t present = counts.max().item<int64_t>();
+  const int64_t present = std::max<int64_t>(counts.max().item<int64_t>(), 1);
   const int64_t slots = (present + slot_multiple - 1) / slot_multiple * slot_multiple;
   // A stable descending sort of the mask lists the present labels first, in label order.
   const at::Tensor order =
