@@ -16,6 +16,16 @@ except ImportError as error:  # pragma: no cover - exercised only on broken inst
     ) from error
 
 from rrm_ops import _meta  # noqa: F401,E402  (registers fake kernels)
+from rrm_ops.crf import CrfLattices, crf_lattices, dense_crf, mean_field, unary_from_scores  # noqa: E402
 from rrm_ops.lattice import Lattice, bilateral_features, gaussian_features  # noqa: E402
 
-__all__ = ["Lattice", "bilateral_features", "gaussian_features"]
+__all__ = [
+    "CrfLattices",
+    "Lattice",
+    "bilateral_features",
+    "crf_lattices",
+    "dense_crf",
+    "gaussian_features",
+    "mean_field",
+    "unary_from_scores",
+]
