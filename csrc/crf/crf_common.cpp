@@ -55,7 +55,7 @@ at::Tensor slot_labels_of(const at::Tensor& label_mask, int64_t slot_multiple) {
 at::Tensor image_channels_last(const at::Tensor& image, const at::Tensor& input, const char* input_name) {
   const int64_t batch = input.size(0), height = input.size(2), width = input.size(3);
   TORCH_CHECK(image.dim() == 4, "image must be uint8 [B, H, W, 3] or [B, 3, H, W], got shape ", shape_of(image));
-  check_dtype(image, at::kByte, "image");
+  TORCH_CHECK(image.scalar_type() == at::kByte, "image must have dtype uint8 (RGB 0..255), got ", image.scalar_type());
   check_same_device(image, "image", input, input_name);
   TORCH_CHECK(image.size(0) == batch, "image has batch size ", image.size(0), " but ", input_name, " has ", batch);
   if (image.size(1) == height && image.size(2) == width && image.size(3) == 3) return image;
@@ -83,7 +83,7 @@ MeanfieldInputs checked_meanfield_inputs(const at::Tensor& unary, const std::opt
   at::Tensor mask;
   if (label_mask.has_value()) {
     mask = *label_mask;
-    check_dtype(mask, at::kBool, "label_mask");
+    TORCH_CHECK(mask.scalar_type() == at::kBool, "label_mask must have dtype bool, got ", mask.scalar_type());
     TORCH_CHECK(mask.dim() == 2 && mask.size(0) == unary.size(0) && mask.size(1) == unary.size(1),
                 "label_mask must be [B, L] = [", unary.size(0), ", ", unary.size(1), "], got shape ", shape_of(mask));
     check_same_device(mask, "label_mask", unary, "unary");
