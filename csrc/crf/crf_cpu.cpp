@@ -16,24 +16,30 @@ constexpr int64_t kPixelGrain = 256;
 constexpr int64_t kSlotMultiple = 4;
 
 template <typename Body>
-void for_each_pixel(int64_t pixels, const Body& body) {
-  at::parallel_for(0, pixels, kPixelGrain, [&](int64_t begin, int64_t end) {
+void for_each_pixel(const lattice::ItemSpan& span, const Body& body) {
+  at::parallel_for(span.point_begin, span.point_end, kPixelGrain, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) body(i);
   });
 }
 
 // Writes the symmetric normalisation factors of one lattice into norm, using scratch [pixels].
-void norms_cpu(const lattice::LatticeView& lat, const MeanfieldWorkspace& ws, float* scratch, float* norm) {
-  std::fill(scratch, scratch + lat.num_points, 1.f);
-  lattice::filter_cpu_into<float>(lat, scratch, 1, false, ws.vertex_a, ws.vertex_b, scratch);
-  for_each_pixel(lat.num_points, [&](int64_t i) { norm[i] = symmetric_norm(scratch[i]); });
+void norms_cpu(const lattice::LatticeView& lat, const lattice::ItemSpan& span, const MeanfieldWorkspace& ws,
+               float* scratch, float* norm) {
+  std::fill(scratch + span.point_begin, scratch + span.point_end, 1.f);
+  lattice::filter_cpu_into<float>(lat, span, scratch, 1, false, ws.vertex_a, ws.vertex_b, scratch);
+  for_each_pixel(span, [&](int64_t i) { norm[i] = symmetric_norm(scratch[i]); });
 }
 
+// The whole mean field of the images [image_begin, image_end), which share no pixels or
+// vertices with other images.
 void meanfield_cpu(const MeanfieldProblem& problem, const lattice::LatticeView& gaussian,
-                   const lattice::LatticeView& bilateral, int64_t n_iter, const MeanfieldWorkspace& ws, float* q) {
-  const int64_t pixels = gaussian.num_points;
-  norms_cpu(gaussian, ws, ws.gaussian_values, ws.gaussian_norm);
-  norms_cpu(bilateral, ws, ws.gaussian_values, ws.bilateral_norm);
+                   const lattice::LatticeView& bilateral, int64_t n_iter, const MeanfieldWorkspace& ws, float* q,
+                   int64_t image_begin, int64_t image_end) {
+  const lattice::ItemSpan gaussian_span = lattice::item_span(gaussian, problem.points, image_begin, image_end);
+  const lattice::ItemSpan bilateral_span = lattice::item_span(bilateral, problem.points, image_begin, image_end);
+  const lattice::ItemSpan& pixels = gaussian_span;
+  norms_cpu(gaussian, gaussian_span, ws, ws.gaussian_values, ws.gaussian_norm);
+  norms_cpu(bilateral, bilateral_span, ws, ws.gaussian_values, ws.bilateral_norm);
   for_each_pixel(pixels, [&](int64_t i) { gather_unary_pixel(problem, ws.unary_slots, i); });
 
   MeanfieldStep step{ws.gaussian_norm,      ws.bilateral_norm, ws.unary_slots, false, ws.gaussian_values,
@@ -41,10 +47,10 @@ void meanfield_cpu(const MeanfieldProblem& problem, const lattice::LatticeView& 
   for_each_pixel(pixels, [&](int64_t i) { update_pixel(problem, step, i); });
   step.filtered = true;
   for (int64_t iteration = 0; iteration < n_iter; ++iteration) {
-    lattice::filter_cpu_into<float>(gaussian, ws.gaussian_values, problem.slots, false, ws.vertex_a, ws.vertex_b,
-                                    ws.gaussian_values);
-    lattice::filter_cpu_into<float>(bilateral, ws.bilateral_values, problem.slots, false, ws.vertex_a, ws.vertex_b,
-                                    ws.bilateral_values);
+    lattice::filter_cpu_into<float>(gaussian, gaussian_span, ws.gaussian_values, problem.slots, false, ws.vertex_a,
+                                    ws.vertex_b, ws.gaussian_values);
+    lattice::filter_cpu_into<float>(bilateral, bilateral_span, ws.bilateral_values, problem.slots, false,
+                                    ws.vertex_a, ws.vertex_b, ws.bilateral_values);
     step.q = iteration == n_iter - 1 ? q : nullptr;
     for_each_pixel(pixels, [&](int64_t i) { update_pixel(problem, step, i); });
   }
@@ -71,9 +77,20 @@ at::Tensor dense_crf_meanfield_cpu(const at::Tensor& unary, const std::optional<
   const lattice::LatticeView bilateral = view_of(inputs.bilateral);
   const int64_t pixels = gaussian.num_points;
   at::Tensor workspace = at::empty({workspace_floats(pixels, problem.slots, inputs.max_vertices)}, q.options());
-  meanfield_cpu(problem, gaussian, bilateral, n_iter,
-                carve_workspace(workspace.data_ptr<float>(), pixels, problem.slots, inputs.max_vertices),
-                q.data_ptr<float>());
+  const MeanfieldWorkspace ws =
+      carve_workspace(workspace.data_ptr<float>(), pixels, problem.slots, inputs.max_vertices);
+  const int64_t images = inputs.unary.size(0);
+  if (images == 1 || at::get_num_threads() == 1) {
+    meanfield_cpu(problem, gaussian, bilateral, n_iter, ws, q.data_ptr<float>(), 0, images);
+  } else {
+    // Whole images per thread: one parallel region instead of one per step, and each image's
+    // arrays stay in its thread's cache. Inside it, the steps' parallel_for calls run inline.
+    at::parallel_for(0, images, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t image = begin; image < end; ++image) {
+        meanfield_cpu(problem, gaussian, bilateral, n_iter, ws, q.data_ptr<float>(), image, image + 1);
+      }
+    });
+  }
   return q;
 }
 
