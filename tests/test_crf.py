@@ -118,6 +118,8 @@ def test_thread_count_does_not_change_bits():
 
 
 def test_prebuilt_lattices_and_unary_entry_equal_the_one_call_op():
+    # dense_crf builds one Gaussian lattice and tiles it over the batch; crf_lattices builds it
+    # batched, so this also checks that the tiling is exact.
     images = photo_batch(30, 35)
     scores = torch.from_numpy(np.stack([smooth_scores(4, 30, 35, seed=i) for i in range(3)]))
     expected = rrm_ops.dense_crf(scores, images, n_iter=4, **INFERENCE)
@@ -156,6 +158,13 @@ def test_rows_sum_to_one_and_n_iter_zero_is_the_unary_softmax():
     torch.testing.assert_close(q.sum(1), torch.ones(1, 19, 23), rtol=0, atol=1e-6)
     softmax = torch.softmax(-rrm_ops.unary_from_scores(scores), dim=1)
     torch.testing.assert_close(rrm_ops.dense_crf(scores, images, n_iter=0), softmax, rtol=0, atol=1e-6)
+
+
+def test_one_label_and_one_pixel():
+    images = photo_batch(8, 9)[:2]
+    assert torch.equal(rrm_ops.dense_crf(torch.rand(2, 1, 8, 9), images), torch.ones(2, 1, 8, 9))
+    q = rrm_ops.dense_crf(torch.tensor([0.2, 0.7]).view(1, 2, 1, 1), images[:1, :1, :1], n_iter=3)
+    assert q.shape == (1, 2, 1, 1) and q[0, 1, 0, 0] > 0.5
 
 
 def test_empty_inputs_give_empty_outputs():

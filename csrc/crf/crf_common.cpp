@@ -65,6 +65,34 @@ at::Tensor image_channels_last(const at::Tensor& image, const at::Tensor& input,
   return image.permute({0, 2, 3, 1});
 }
 
+// The lattice of `batch` copies of one feature set, from the lattice of one copy: copy b's
+// vertex ids and entries are copy 0's shifted by b * M and b * E, which is exactly what a
+// batched build assigns (vertices are numbered in entry order), at the cost of one build.
+lattice::LatticeTuple tile_lattice(const lattice::LatticeTuple& one, int64_t batch) {
+  const at::Tensor& offsets = std::get<0>(one);
+  const at::Tensor& neighbours = std::get<2>(one);
+  const at::Tensor& splat_ptr = std::get<3>(one);
+  const at::Tensor& splat_entries = std::get<4>(one);
+  const int64_t points = offsets.size(1), d1 = offsets.size(2);
+  const int64_t vertices = splat_ptr.size(0) - 1, entries = splat_entries.numel();
+  TORCH_CHECK(batch * entries < (int64_t{1} << 30), "dense_crf: ", batch, " images of ", points,
+              " pixels are too many for int32 lattice indices");
+  const at::Tensor copy = at::arange(batch, offsets.options());
+  const at::Tensor vertex_shift = copy * static_cast<int32_t>(vertices);
+  const at::Tensor entry_shift = copy * static_cast<int32_t>(entries);
+  const at::Tensor tiled_neighbours =
+      at::where(neighbours.unsqueeze(1) >= 0, neighbours.unsqueeze(1) + vertex_shift.view({1, batch, 1, 1}), -1)
+          .reshape({d1, batch * vertices, 2});
+  const at::Tensor tiled_ptr =
+      at::cat({(splat_ptr.slice(0, 0, vertices).unsqueeze(0) + entry_shift.unsqueeze(1)).flatten(),
+               at::full({1}, batch * entries, splat_ptr.options())});
+  return {(offsets + vertex_shift.view({batch, 1, 1})).contiguous(),
+          std::get<1>(one).expand({batch, points, d1}).contiguous(),
+          tiled_neighbours.contiguous(),
+          tiled_ptr,
+          (splat_entries.unsqueeze(0) + entry_shift.unsqueeze(1)).flatten().contiguous()};
+}
+
 }  // namespace
 
 MeanfieldInputs checked_meanfield_inputs(const at::Tensor& unary, const std::optional<at::Tensor>& label_mask,
@@ -149,7 +177,8 @@ at::Tensor dense_crf(const std::optional<at::Tensor>& scores, const at::Tensor& 
   const at::Tensor xs = at::arange(width, floats).view({1, width}).expand({height, width});
   const at::Tensor ys = at::arange(height, floats).view({height, 1}).expand({height, width});
   const at::Tensor xy = at::stack({xs, ys}, -1).reshape({1, pixels, 2});
-  const at::Tensor gaussian_features = (xy / gaussian_sxy).expand({batch, pixels, 2}).contiguous();
+  // The Gaussian features do not depend on the image: one lattice serves the whole batch.
+  const at::Tensor gaussian_features = xy / gaussian_sxy;
   const at::Tensor bilateral_features =
       at::cat({(xy / bilateral_sxy).expand({batch, pixels, 2}), rgb.reshape({batch, pixels, 3}).to(at::kFloat) / bilateral_srgb},
               2)
@@ -165,7 +194,7 @@ at::Tensor dense_crf(const std::optional<at::Tensor>& scores, const at::Tensor& 
                             const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
                             const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, double, double,
                             int64_t)>();
-  const lattice::LatticeTuple gaussian = build.call(gaussian_features);
+  const lattice::LatticeTuple gaussian = tile_lattice(build.call(gaussian_features), batch);
   const lattice::LatticeTuple bilateral = build.call(bilateral_features);
   const at::Tensor q = meanfield.call(energies, label_mask, std::get<0>(gaussian), std::get<1>(gaussian),
                                       std::get<2>(gaussian), std::get<3>(gaussian), std::get<4>(gaussian),
