@@ -123,11 +123,12 @@ def unary_from_scores(scores: Tensor) -> Tensor:
     if not scores.is_floating_point():
         raise TypeError(f"scores must be a floating tensor, got dtype {scores.dtype}")
     if scores.numel() > 0:
-        if not torch.isfinite(scores).all():
+        minimum, maximum = torch.aminmax(scores)  # NaN propagates
+        if not (torch.isfinite(minimum) and torch.isfinite(maximum)):
             raise ValueError("scores contains NaN or infinite values")
-        if scores.min() < 0:
-            raise ValueError(f"scores must be non-negative (probabilities in [0, 1]), got a minimum of {scores.min()}")
-    return (-torch.log(torch.clamp(scores, 1e-5, 1.0))).float()
+        if minimum < 0:
+            raise ValueError(f"scores must be non-negative (probabilities in [0, 1]), got a minimum of {minimum}")
+    return torch.clamp(scores, 1e-5, 1.0).log_().neg_().float()
 
 
 def mean_field(

@@ -27,6 +27,16 @@ lattice::LatticeTuple contiguous(const lattice::LatticeTuple& lat) {
           std::get<3>(lat).contiguous(), std::get<4>(lat).contiguous()};
 }
 
+// Returns the minimum of a floating tensor after checking it is finite, in one pass over it
+// (NaN propagates through the minimum and maximum); 0 for an empty tensor.
+double checked_finite_minimum(const at::Tensor& t, const char* name) {
+  if (t.numel() == 0) return 0;
+  const auto [minimum_t, maximum_t] = at::aminmax(t);
+  const double minimum = minimum_t.item<double>(), maximum = maximum_t.item<double>();
+  TORCH_CHECK(std::isfinite(minimum) && std::isfinite(maximum), name, " contains NaN or infinite values");
+  return minimum;
+}
+
 void check_finite_number(double value, const char* name) {
   TORCH_CHECK(std::isfinite(value), name, " must be a finite number, got ", value);
 }
@@ -102,7 +112,7 @@ MeanfieldInputs checked_meanfield_inputs(const at::Tensor& unary, const std::opt
   check_dim(unary, 3, "unary", "[B, L, P]");
   check_dtype(unary, at::kFloat, "unary");
   TORCH_CHECK(unary.size(1) >= 1, "unary must have at least one label (L >= 1), got shape ", shape_of(unary));
-  check_finite(unary, "unary");
+  checked_finite_minimum(unary, "unary");
   TORCH_CHECK(n_iter >= 0, "n_iter must be >= 0, got ", n_iter);
   check_finite_number(gaussian_compat, "gaussian_compat");
   check_finite_number(bilateral_compat, "bilateral_compat");
@@ -156,11 +166,9 @@ at::Tensor dense_crf(const std::optional<at::Tensor>& scores, const at::Tensor& 
   check_floating(input, input_name);
   TORCH_CHECK(input.size(1) >= 1, input_name, " must have at least one label (L >= 1), got shape ",
               shape_of(input));
-  check_finite(input, input_name);
-  if (scores.has_value() && input.numel() > 0) {
-    const double minimum = input.min().item<double>();
-    TORCH_CHECK(minimum >= 0, "scores must be non-negative (probabilities in [0, 1]), got a minimum of ", minimum);
-  }
+  const double minimum = checked_finite_minimum(input, input_name);
+  TORCH_CHECK(unary.has_value() || minimum >= 0, "scores must be non-negative (probabilities in [0, 1]), got a minimum of ",
+              minimum);
   const at::Tensor rgb = image_channels_last(image, input, input_name);
   TORCH_CHECK(n_iter >= 0, "n_iter must be >= 0, got ", n_iter);
   check_positive_number(gaussian_sxy, "gaussian_sxy");
@@ -170,8 +178,9 @@ at::Tensor dense_crf(const std::optional<at::Tensor>& scores, const at::Tensor& 
   const int64_t batch = input.size(0), labels = input.size(1), height = input.size(2), width = input.size(3);
   const int64_t pixels = height * width;
   // pydensecrf's unary_from_softmax: -log(clip(s, 1e-5, 1)) in the input's precision.
-  const at::Tensor energies =
-      (scores.has_value() ? -at::log(at::clamp(input, 1e-5, 1.0)) : input).to(at::kFloat).reshape({batch, labels, pixels});
+  const at::Tensor energies = (scores.has_value() ? at::clamp(input, 1e-5, 1.0).log_().neg_() : input)
+                                  .to(at::kFloat)
+                                  .reshape({batch, labels, pixels});
 
   const at::TensorOptions floats = input.options().dtype(at::kFloat);
   const at::Tensor xs = at::arange(width, floats).view({1, width}).expand({height, width});
