@@ -38,30 +38,37 @@ struct MeanfieldProblem {
   float bilateral_compat;
 };
 
-// The float buffers of one run, carved from one allocation (see workspace_floats).
+// The float buffers of one run, carved from one allocation (see workspace_floats). Each
+// lattice has its own vertex buffers, so different images may be at different steps.
 struct MeanfieldWorkspace {
-  float* gaussian_norm;     // [B*P]
-  float* bilateral_norm;    // [B*P]
-  float* unary_slots;       // [B*P, S] the unary of each slot
-  float* gaussian_values;   // [B*P, S] n_g * Q, filtered in place
-  float* bilateral_values;  // [B*P, S] n_b * Q, filtered in place
-  float* vertex_a;          // [max(M_g, M_b), S], shared by the two filters
-  float* vertex_b;
+  float* gaussian_norm;       // [B*P]
+  float* bilateral_norm;      // [B*P]
+  float* unary_slots;         // [B*P, S] the unary of each slot
+  float* gaussian_values;     // [B*P, S] n_g * Q, filtered in place
+  float* bilateral_values;    // [B*P, S] n_b * Q, filtered in place
+  float* gaussian_vertex_a;   // [M_g, S]
+  float* gaussian_vertex_b;   // [M_g, S]
+  float* bilateral_vertex_a;  // [M_b, S]
+  float* bilateral_vertex_b;  // [M_b, S]
 };
 
-inline int64_t workspace_floats(int64_t pixels, int64_t slots, int64_t max_vertices) {
-  return 2 * pixels + 3 * pixels * slots + 2 * max_vertices * slots;
+inline int64_t workspace_floats(int64_t pixels, int64_t slots, int64_t gaussian_vertices,
+                                int64_t bilateral_vertices) {
+  return 2 * pixels + 3 * pixels * slots + 2 * (gaussian_vertices + bilateral_vertices) * slots;
 }
 
-inline MeanfieldWorkspace carve_workspace(float* base, int64_t pixels, int64_t slots, int64_t max_vertices) {
+inline MeanfieldWorkspace carve_workspace(float* base, int64_t pixels, int64_t slots, int64_t gaussian_vertices,
+                                          int64_t bilateral_vertices) {
   MeanfieldWorkspace ws;
   ws.gaussian_norm = base;
   ws.bilateral_norm = ws.gaussian_norm + pixels;
   ws.unary_slots = ws.bilateral_norm + pixels;
   ws.gaussian_values = ws.unary_slots + pixels * slots;
   ws.bilateral_values = ws.gaussian_values + pixels * slots;
-  ws.vertex_a = ws.bilateral_values + pixels * slots;
-  ws.vertex_b = ws.vertex_a + max_vertices * slots;
+  ws.gaussian_vertex_a = ws.bilateral_values + pixels * slots;
+  ws.gaussian_vertex_b = ws.gaussian_vertex_a + gaussian_vertices * slots;
+  ws.bilateral_vertex_a = ws.gaussian_vertex_b + gaussian_vertices * slots;
+  ws.bilateral_vertex_b = ws.bilateral_vertex_a + bilateral_vertices * slots;
   return ws;
 }
 

@@ -134,7 +134,6 @@ MeanfieldInputs checked_meanfield_inputs(const at::Tensor& unary, const std::opt
   inputs.slot_labels = unary.size(0) == 0 ? at::empty({0, 0}, unary.options().dtype(at::kInt)) : slot_labels_of(mask, slot_multiple);
   inputs.gaussian = contiguous(gaussian);
   inputs.bilateral = contiguous(bilateral);
-  inputs.max_vertices = std::max(std::get<3>(gaussian).size(0), std::get<3>(bilateral).size(0)) - 1;
   return inputs;
 }
 

@@ -29,13 +29,13 @@ __global__ void update_kernel(MeanfieldProblem problem, MeanfieldStep step, int6
   if (i < pixels) update_pixel(problem, step, i);
 }
 
-// Writes 1 / sqrt(filter(1) + 1e-20) of one lattice to norm, using scratch [pixels].
-const char* symmetric_norms(const lattice::LatticeView& lat, const MeanfieldWorkspace& workspace, float* scratch,
+// Writes 1 / sqrt(filter(1) + 1e-20) of one lattice to norm, using scratch [pixels] and the
+// lattice's vertex buffers.
+const char* symmetric_norms(const lattice::LatticeView& lat, float* vertex_a, float* vertex_b, float* scratch,
                             float* norm, cudaStream_t stream) {
   const int64_t pixels = lat.num_points;
   fill_ones_kernel<<<blocks_for(pixels), kThreads, 0, stream>>>(pixels, scratch);
-  const char* error =
-      lattice::cuda::filter<float>(lat, scratch, 1, false, workspace.vertex_a, workspace.vertex_b, scratch, stream);
+  const char* error = lattice::cuda::filter<float>(lat, scratch, 1, false, vertex_a, vertex_b, scratch, stream);
   if (error != nullptr) return error;
   norm_kernel<<<blocks_for(pixels), kThreads, 0, stream>>>(pixels, scratch, norm);
   return nullptr;
@@ -47,9 +47,11 @@ const char* meanfield(const MeanfieldProblem& problem, const lattice::LatticeVie
                       const lattice::LatticeView& bilateral, int64_t n_iter, const MeanfieldWorkspace& workspace,
                       float* q, cudaStream_t stream) {
   const int64_t pixels = gaussian.num_points;
-  const char* error = symmetric_norms(gaussian, workspace, workspace.gaussian_values, workspace.gaussian_norm, stream);
+  const char* error = symmetric_norms(gaussian, workspace.gaussian_vertex_a, workspace.gaussian_vertex_b,
+                                      workspace.gaussian_values, workspace.gaussian_norm, stream);
   if (error != nullptr) return error;
-  error = symmetric_norms(bilateral, workspace, workspace.gaussian_values, workspace.bilateral_norm, stream);
+  error = symmetric_norms(bilateral, workspace.bilateral_vertex_a, workspace.bilateral_vertex_b,
+                          workspace.gaussian_values, workspace.bilateral_norm, stream);
   if (error != nullptr) return error;
   gather_unary_kernel<<<blocks_for(pixels), kThreads, 0, stream>>>(problem, pixels, workspace.unary_slots);
 
@@ -58,11 +60,13 @@ const char* meanfield(const MeanfieldProblem& problem, const lattice::LatticeVie
   update_kernel<<<blocks_for(pixels), kThreads, 0, stream>>>(problem, step, pixels);
   step.filtered = true;
   for (int64_t iteration = 0; iteration < n_iter; ++iteration) {
-    error = lattice::cuda::filter<float>(gaussian, workspace.gaussian_values, problem.slots, false, workspace.vertex_a,
-                                         workspace.vertex_b, workspace.gaussian_values, stream);
+    error = lattice::cuda::filter<float>(gaussian, workspace.gaussian_values, problem.slots, false,
+                                         workspace.gaussian_vertex_a, workspace.gaussian_vertex_b,
+                                         workspace.gaussian_values, stream);
     if (error != nullptr) return error;
     error = lattice::cuda::filter<float>(bilateral, workspace.bilateral_values, problem.slots, false,
-                                         workspace.vertex_a, workspace.vertex_b, workspace.bilateral_values, stream);
+                                         workspace.bilateral_vertex_a, workspace.bilateral_vertex_b,
+                                         workspace.bilateral_values, stream);
     if (error != nullptr) return error;
     step.q = iteration == n_iter - 1 ? q : nullptr;
     update_kernel<<<blocks_for(pixels), kThreads, 0, stream>>>(problem, step, pixels);

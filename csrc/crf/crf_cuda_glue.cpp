@@ -32,10 +32,11 @@ at::Tensor dense_crf_meanfield_cuda(const at::Tensor& unary, const std::optional
   const lattice::LatticeView gaussian = view_of(inputs.gaussian);
   const lattice::LatticeView bilateral = view_of(inputs.bilateral);
   const int64_t pixels = gaussian.num_points;
-  at::Tensor workspace = at::empty({workspace_floats(pixels, problem.slots, inputs.max_vertices)}, q.options());
+  at::Tensor workspace = at::empty({workspace_floats(pixels, problem.slots, gaussian.num_vertices, bilateral.num_vertices)}, q.options());
   const char* error =
       cuda::meanfield(problem, gaussian, bilateral, n_iter,
-                      carve_workspace(workspace.data_ptr<float>(), pixels, problem.slots, inputs.max_vertices),
+                      carve_workspace(workspace.data_ptr<float>(), pixels, problem.slots, gaussian.num_vertices,
+                      bilateral.num_vertices),
                       q.data_ptr<float>(), c10::cuda::getCurrentCUDAStream());
   TORCH_CHECK(error == nullptr, "dense_crf_meanfield failed on the GPU: ", error == nullptr ? "" : error);
   return q;

@@ -18,7 +18,6 @@ struct MeanfieldInputs {
   at::Tensor slot_labels;  // int32 [B, S] (see crf.h); [0, 0] when the batch is empty
   lattice::LatticeTuple gaussian;
   lattice::LatticeTuple bilateral;
-  int64_t max_vertices;
 };
 
 MeanfieldInputs checked_meanfield_inputs(const at::Tensor& unary, const std::optional<at::Tensor>& label_mask,
