@@ -98,7 +98,9 @@ def test_batched_equals_per_image_bitwise():
     mask = torch.tensor(
         [[True] * 6, [True, False, True, False, True, False], [False, True] + [False] * 4, [True] * 3 + [False] * 3]
     )
-    alone = torch.cat([rrm_ops.dense_crf(scores[i : i + 1], images[i : i + 1], label_mask=mask[i : i + 1]) for i in range(4)])
+    alone = torch.cat(
+        [rrm_ops.dense_crf(scores[i : i + 1], images[i : i + 1], label_mask=mask[i : i + 1]) for i in range(4)]
+    )
     for _ in range(5):
         assert torch.equal(rrm_ops.dense_crf(scores, images, label_mask=mask), alone)
 
@@ -128,7 +130,8 @@ def test_prebuilt_lattices_and_unary_entry_equal_the_one_call_op():
     unary = rrm_ops.unary_from_scores(scores)
     assert torch.equal(rrm_ops.dense_crf(None, images, unary=unary, n_iter=4, **INFERENCE), expected)
     lattices = rrm_ops.crf_lattices(images, gaussian_sxy=3.0, bilateral_sxy=83.0, bilateral_srgb=5.0)
-    assert torch.equal(rrm_ops.mean_field(unary, lattices, n_iter=4, gaussian_compat=3.0, bilateral_compat=4.0), expected)
+    refined = rrm_ops.mean_field(unary, lattices, n_iter=4, gaussian_compat=3.0, bilateral_compat=4.0)
+    assert torch.equal(refined, expected)
 
 
 def test_input_layouts_and_dtypes_agree():

@@ -131,7 +131,8 @@ MeanfieldInputs checked_meanfield_inputs(const at::Tensor& unary, const std::opt
 
   MeanfieldInputs inputs;
   inputs.unary = unary.contiguous();
-  inputs.slot_labels = unary.size(0) == 0 ? at::empty({0, 0}, unary.options().dtype(at::kInt)) : slot_labels_of(mask, slot_multiple);
+  inputs.slot_labels = unary.size(0) == 0 ? at::empty({0, 0}, unary.options().dtype(at::kInt))
+                                          : slot_labels_of(mask, slot_multiple);
   inputs.gaussian = contiguous(gaussian);
   inputs.bilateral = contiguous(bilateral);
   return inputs;
@@ -166,8 +167,8 @@ at::Tensor dense_crf(const std::optional<at::Tensor>& scores, const at::Tensor& 
   TORCH_CHECK(input.size(1) >= 1, input_name, " must have at least one label (L >= 1), got shape ",
               shape_of(input));
   const double minimum = checked_finite_minimum(input, input_name);
-  TORCH_CHECK(unary.has_value() || minimum >= 0, "scores must be non-negative (probabilities in [0, 1]), got a minimum of ",
-              minimum);
+  TORCH_CHECK(unary.has_value() || minimum >= 0,
+              "scores must be non-negative (probabilities in [0, 1]), got a minimum of ", minimum);
   const at::Tensor rgb = image_channels_last(image, input, input_name);
   TORCH_CHECK(n_iter >= 0, "n_iter must be >= 0, got ", n_iter);
   check_positive_number(gaussian_sxy, "gaussian_sxy");
@@ -187,10 +188,8 @@ at::Tensor dense_crf(const std::optional<at::Tensor>& scores, const at::Tensor& 
   const at::Tensor xy = at::stack({xs, ys}, -1).reshape({1, pixels, 2});
   // The Gaussian features do not depend on the image: one lattice serves the whole batch.
   const at::Tensor gaussian_features = xy / gaussian_sxy;
-  const at::Tensor bilateral_features =
-      at::cat({(xy / bilateral_sxy).expand({batch, pixels, 2}), rgb.reshape({batch, pixels, 3}).to(at::kFloat) / bilateral_srgb},
-              2)
-          .contiguous();
+  const at::Tensor colour = rgb.reshape({batch, pixels, 3}).to(at::kFloat) / bilateral_srgb;
+  const at::Tensor bilateral_features = at::cat({(xy / bilateral_sxy).expand({batch, pixels, 2}), colour}, 2);
 
   static const auto build = c10::Dispatcher::singleton()
                                 .findSchemaOrThrow("rrm_ops::lattice_build", "")

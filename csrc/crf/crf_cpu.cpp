@@ -76,7 +76,8 @@ at::Tensor dense_crf_meanfield_cpu(const at::Tensor& unary, const std::optional<
   const lattice::LatticeView gaussian = view_of(inputs.gaussian);
   const lattice::LatticeView bilateral = view_of(inputs.bilateral);
   const int64_t pixels = gaussian.num_points;
-  at::Tensor workspace = at::empty({workspace_floats(pixels, problem.slots, gaussian.num_vertices, bilateral.num_vertices)}, q.options());
+  at::Tensor workspace = at::empty(
+      {workspace_floats(pixels, problem.slots, gaussian.num_vertices, bilateral.num_vertices)}, q.options());
   const MeanfieldWorkspace ws =
       carve_workspace(workspace.data_ptr<float>(), pixels, problem.slots, gaussian.num_vertices,
                       bilateral.num_vertices);

@@ -32,7 +32,8 @@ at::Tensor dense_crf_meanfield_cuda(const at::Tensor& unary, const std::optional
   const lattice::LatticeView gaussian = view_of(inputs.gaussian);
   const lattice::LatticeView bilateral = view_of(inputs.bilateral);
   const int64_t pixels = gaussian.num_points;
-  at::Tensor workspace = at::empty({workspace_floats(pixels, problem.slots, gaussian.num_vertices, bilateral.num_vertices)}, q.options());
+  at::Tensor workspace = at::empty(
+      {workspace_floats(pixels, problem.slots, gaussian.num_vertices, bilateral.num_vertices)}, q.options());
   const char* error =
       cuda::meanfield(problem, gaussian, bilateral, n_iter,
                       carve_workspace(workspace.data_ptr<float>(), pixels, problem.slots, gaussian.num_vertices,

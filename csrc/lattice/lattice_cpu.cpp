@@ -221,8 +221,8 @@ void filter_cpu_into(const LatticeView& lat, const ItemSpan& span, const scalar_
 
 template void filter_cpu_into<float>(const LatticeView&, const ItemSpan&, const float*, int64_t, bool, float*, float*,
                                       float*);
-template void filter_cpu_into<double>(const LatticeView&, const ItemSpan&, const double*, int64_t, bool, double*, double*,
-                                       double*);
+template void filter_cpu_into<double>(const LatticeView&, const ItemSpan&, const double*, int64_t, bool, double*,
+                                       double*, double*);
 
 LatticeTuple lattice_build_cpu(const at::Tensor& features_in) {
   const at::Tensor features = checked_features(features_in);
