@@ -57,13 +57,20 @@ def _extensions():
     cpu_sources = sorted(glob.glob(os.path.join(CSRC, "**", "*.cpp"), recursive=True))
     cpu_sources = [s for s in cpu_sources if not s.endswith("_cuda_glue.cpp")]
     cxx_flags = ["-O3", "-fno-fast-math", "-ffp-contract=off"]
+    link_flags = []
+    # at::parallel_for is a header template: unless the extension itself is compiled with
+    # OpenMP, its `#pragma omp parallel` compiles away and every CPU kernel runs on one thread.
+    # The libgomp already loaded by torch then serves the extension too.
+    if torch._C.has_openmp:
+        cxx_flags.append("-fopenmp")
+        link_flags.append("-fopenmp")
     include_dirs = [os.path.join(ROOT, CSRC)]
 
     if not _want_cuda(torch):
         return [
             cpp_extension.CppExtension(
                 "rrm_ops._C", cpu_sources, include_dirs=include_dirs,
-                extra_compile_args={"cxx": cxx_flags},
+                extra_compile_args={"cxx": cxx_flags}, extra_link_args=link_flags,
             )
         ]
 
@@ -88,6 +95,7 @@ def _extensions():
                 "cxx": cxx_flags,
                 "nvcc": ["-O3", "--expt-relaxed-constexpr"],
             },
+            extra_link_args=link_flags,
         )
     ]
 

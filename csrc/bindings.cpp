@@ -1,5 +1,5 @@
 // Operator schemas of the rrm_ops library. Kernels are registered per device beside their
-// launchers (lattice/lattice_cpu.cpp, lattice/lattice_cuda_glue.cpp, ...); fake kernels and
+// launchers (lattice/lattice_cpu.cpp, crf/crf_cpu.cpp, */*_cuda_glue.cpp, ...); fake kernels and
 // autograd are registered from Python (rrm_ops/_meta.py, rrm_ops/*.py).
 #include <torch/extension.h>
 #include <torch/library.h>
@@ -14,6 +14,15 @@ TORCH_LIBRARY(rrm_ops, m) {
   m.def(
       "prune_reliable_labels(Tensor cams, Tensor q_low, Tensor q_high, float cam_alpha, float fg_quantile, "
       "float cam_floor, float bg_sure, float crf_sure, int ignore_index) -> (Tensor labels, Tensor sure)");
+  m.def(
+      "dense_crf_meanfield(Tensor unary, Tensor? label_mask, Tensor gaussian_offsets, Tensor gaussian_weights, "
+      "Tensor gaussian_neighbours, Tensor gaussian_splat_ptr, Tensor gaussian_splat_entries, "
+      "Tensor bilateral_offsets, Tensor bilateral_weights, Tensor bilateral_neighbours, Tensor bilateral_splat_ptr, "
+      "Tensor bilateral_splat_entries, float gaussian_compat, float bilateral_compat, int n_iter) -> Tensor");
+  m.def(
+      "dense_crf(Tensor? scores, Tensor image, *, Tensor? unary=None, int n_iter=10, float gaussian_sxy=3.0, "
+      "float gaussian_compat=3.0, float bilateral_sxy=80.0, float bilateral_srgb=13.0, float bilateral_compat=10.0, "
+      "Tensor? label_mask=None) -> Tensor");
 }
 
 // An importable module so `import rrm_ops._C` loads the library and runs the registrations.

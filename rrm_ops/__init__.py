@@ -16,15 +16,23 @@ except ImportError as error:  # pragma: no cover - exercised only on broken inst
     ) from error
 
 from rrm_ops import _meta  # noqa: F401,E402  (registers fake kernels)
+from rrm_ops.crf import CrfLattices, crf_lattices, dense_crf, mean_field, unary_from_scores  # noqa: E402
 from rrm_ops.energy_loss import DenseEnergyLoss, dense_energy_loss, energy_gate, gated_dense_energy  # noqa: E402
 from rrm_ops.lattice import Lattice, bilateral_features, gaussian_features  # noqa: E402
+from rrm_ops.mining import reliable_region_labels  # noqa: E402
 
 __all__ = [
+    "CrfLattices",
     "DenseEnergyLoss",
     "Lattice",
     "bilateral_features",
+    "crf_lattices",
+    "dense_crf",
     "dense_energy_loss",
     "energy_gate",
     "gated_dense_energy",
     "gaussian_features",
+    "mean_field",
+    "reliable_region_labels",
+    "unary_from_scores",
 ]

@@ -45,3 +45,45 @@ def _prune_reliable_labels_fake(
 ) -> tuple[Tensor, Tensor]:
     batch, _, pixels = cams.shape
     return cams.new_empty((batch, pixels), dtype=torch.int64), cams.new_empty((batch, pixels), dtype=torch.bool)
+
+
+@torch.library.register_fake("rrm_ops::dense_crf_meanfield")
+def _dense_crf_meanfield_fake(
+    unary: Tensor,
+    label_mask: Tensor | None,
+    gaussian_offsets: Tensor,
+    gaussian_weights: Tensor,
+    gaussian_neighbours: Tensor,
+    gaussian_splat_ptr: Tensor,
+    gaussian_splat_entries: Tensor,
+    bilateral_offsets: Tensor,
+    bilateral_weights: Tensor,
+    bilateral_neighbours: Tensor,
+    bilateral_splat_ptr: Tensor,
+    bilateral_splat_entries: Tensor,
+    gaussian_compat: float,
+    bilateral_compat: float,
+    n_iter: int,
+) -> Tensor:
+    torch._check(unary.dim() == 3, lambda: f"unary must be 3-D [B, L, P], got shape {tuple(unary.shape)}")
+    return unary.new_empty(unary.shape, dtype=torch.float32)
+
+
+@torch.library.register_fake("rrm_ops::dense_crf")
+def _dense_crf_fake(
+    scores: Tensor | None,
+    image: Tensor,
+    *,
+    unary: Tensor | None = None,
+    n_iter: int = 10,
+    gaussian_sxy: float = 3.0,
+    gaussian_compat: float = 3.0,
+    bilateral_sxy: float = 80.0,
+    bilateral_srgb: float = 13.0,
+    bilateral_compat: float = 10.0,
+    label_mask: Tensor | None = None,
+) -> Tensor:
+    torch._check((scores is None) != (unary is None), lambda: "dense_crf takes exactly one of scores and unary")
+    energies = scores if scores is not None else unary
+    torch._check(energies.dim() == 4, lambda: f"scores must be 4-D [B, L, H, W], got shape {tuple(energies.shape)}")
+    return energies.new_empty(energies.shape, dtype=torch.float32)

@@ -202,3 +202,13 @@ def test_compiles_with_torch_compile(photo_batch):
 
     compiled = torch.compile(filtered_sum, backend="aot_eager", fullgraph=True)
     torch.testing.assert_close(compiled(values), filtered_sum(values))
+
+
+def test_channel_blocks_do_not_change_bits(photo_batch):
+    # The CPU filter processes channels in register blocks of 8, 4 and 1 (13 = 8 + 4 + 1);
+    # every channel must come out as if filtered alone.
+    lattice = rrm_ops.Lattice(rrm_ops.bilateral_features(photo_batch, 6.0, 12.0))
+    values = torch.rand(2, 13, 30, 40, generator=torch.Generator().manual_seed(2))
+    together = lattice.filter(values)
+    for c in range(13):
+        assert torch.equal(lattice.filter(values[:, c : c + 1]), together[:, c : c + 1])

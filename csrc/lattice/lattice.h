@@ -212,50 +212,59 @@ struct LatticeView {
   int d1;
 };
 
-// Gather splat of vertex v for channels [c_begin, c_end): contributions summed in entry
-// (hence point) order, which makes the result independent of scheduling.
-template <typename scalar_t>
+// The filter bodies below each handle a block of K consecutive channels [c_begin, c_begin + K)
+// and accumulate in registers: CUDA threads take K = 1, CPU loops take blocks of 8 and 4 so the
+// compiler keeps whole vectors in registers. Every channel sees the same operations in the same
+// order whatever K is, so the results do not depend on the blocking.
+
+// Gather splat of vertex v: contributions summed in entry (hence point) order, which makes the
+// result independent of scheduling. D > 0 fixes d at compile time (entry -> point division).
+template <typename scalar_t, int K, int D = 0>
 RRM_HOST_DEVICE inline void splat_vertex(const LatticeView& lat, int32_t v, const scalar_t* values, int64_t channels,
-                                         int64_t c_begin, int64_t c_end, scalar_t* vertex_values) {
-  scalar_t* out = vertex_values + static_cast<int64_t>(v) * channels;
-  for (int64_t c = c_begin; c < c_end; ++c) out[c] = scalar_t(0);
+                                         int64_t c_begin, scalar_t* vertex_values) {
+  const int d1 = D > 0 ? D + 1 : lat.d1;
+  scalar_t sum[K];
+  for (int c = 0; c < K; ++c) sum[c] = scalar_t(0);
   for (int32_t k = lat.splat_ptr[v]; k < lat.splat_ptr[v + 1]; ++k) {
     const int32_t entry = lat.splat_entries[k];
     const scalar_t w = static_cast<scalar_t>(lat.weights[entry]);
-    const scalar_t* in = values + static_cast<int64_t>(entry / lat.d1) * channels;
-    for (int64_t c = c_begin; c < c_end; ++c) out[c] += w * in[c];
+    const scalar_t* in = values + static_cast<int64_t>(entry / d1) * channels + c_begin;
+    for (int c = 0; c < K; ++c) sum[c] += w * in[c];
   }
+  scalar_t* out = vertex_values + static_cast<int64_t>(v) * channels + c_begin;
+  for (int c = 0; c < K; ++c) out[c] = sum[c];
 }
 
 // One (1/2, 1, 1/2) blur step of vertex v along `axis`.
-template <typename scalar_t>
+template <typename scalar_t, int K>
 RRM_HOST_DEVICE inline void blur_vertex(const LatticeView& lat, int32_t v, int axis, const scalar_t* src,
-                                        int64_t channels, int64_t c_begin, int64_t c_end, scalar_t* dst) {
+                                        int64_t channels, int64_t c_begin, scalar_t* dst) {
   const int32_t* pair = lat.neighbours + (static_cast<int64_t>(axis) * lat.num_vertices + v) * 2;
-  const scalar_t* self = src + static_cast<int64_t>(v) * channels;
-  const scalar_t* minus = pair[0] < 0 ? nullptr : src + static_cast<int64_t>(pair[0]) * channels;
-  const scalar_t* plus = pair[1] < 0 ? nullptr : src + static_cast<int64_t>(pair[1]) * channels;
-  scalar_t* out = dst + static_cast<int64_t>(v) * channels;
-  for (int64_t c = c_begin; c < c_end; ++c) {
+  const scalar_t* self = src + static_cast<int64_t>(v) * channels + c_begin;
+  const scalar_t* minus = pair[0] < 0 ? nullptr : src + static_cast<int64_t>(pair[0]) * channels + c_begin;
+  const scalar_t* plus = pair[1] < 0 ? nullptr : src + static_cast<int64_t>(pair[1]) * channels + c_begin;
+  scalar_t* out = dst + static_cast<int64_t>(v) * channels + c_begin;
+  for (int c = 0; c < K; ++c) {
     const scalar_t m = minus ? minus[c] : scalar_t(0);
     const scalar_t p = plus ? plus[c] : scalar_t(0);
     out[c] = self[c] + scalar_t(0.5) * (m + p);
   }
 }
 
-// Slice of point `point` (a global index b*P + p) for channels [c_begin, c_end).
-template <typename scalar_t>
+// Slice of point `point` (a global index b*P + p).
+template <typename scalar_t, int K>
 RRM_HOST_DEVICE inline void slice_point(const LatticeView& lat, int64_t point, const scalar_t* vertex_values,
-                                        int64_t channels, int64_t c_begin, int64_t c_end, scalar_t alpha,
-                                        scalar_t* out_values) {
-  scalar_t* out = out_values + point * channels;
-  for (int64_t c = c_begin; c < c_end; ++c) out[c] = scalar_t(0);
+                                        int64_t channels, int64_t c_begin, scalar_t alpha, scalar_t* out_values) {
+  scalar_t sum[K];
+  for (int c = 0; c < K; ++c) sum[c] = scalar_t(0);
   for (int r = 0; r < lat.d1; ++r) {
     const int64_t entry = point * lat.d1 + r;
     const scalar_t w = static_cast<scalar_t>(lat.weights[entry]);
-    const scalar_t* in = vertex_values + static_cast<int64_t>(lat.offsets[entry]) * channels;
-    for (int64_t c = c_begin; c < c_end; ++c) out[c] += w * in[c] * alpha;
+    const scalar_t* in = vertex_values + static_cast<int64_t>(lat.offsets[entry]) * channels + c_begin;
+    for (int c = 0; c < K; ++c) sum[c] += w * in[c] * alpha;
   }
+  scalar_t* out = out_values + point * channels + c_begin;
+  for (int c = 0; c < K; ++c) out[c] = sum[c];
 }
 
 template <typename scalar_t>

@@ -62,5 +62,17 @@ LatticeView make_view(const at::Tensor& offsets, const at::Tensor& weights, cons
   return view;
 }
 
+ItemSpan item_span(const LatticeView& lat, int64_t points_per_item, int64_t item_begin, int64_t item_end) {
+  const auto first_vertex = [&](int64_t point) {
+    return point < lat.num_points ? lat.offsets[point * lat.d1] : lat.num_vertices;
+  };
+  ItemSpan span;
+  span.point_begin = item_begin * points_per_item;
+  span.point_end = item_end * points_per_item;
+  span.vertex_begin = first_vertex(span.point_begin);
+  span.vertex_end = first_vertex(span.point_end);
+  return span;
+}
+
 }  // namespace lattice
 }  // namespace rrm

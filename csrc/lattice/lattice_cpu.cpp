@@ -4,6 +4,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -170,32 +171,58 @@ void build_cpu(const float* features, int64_t batch, int64_t points, int d, int3
   build_splat_csr(offsets, entries, vertices, splat_ptr.data_ptr<int32_t>(), splat_entries);
 }
 
+// Calls body(std::integral_constant<int, K>(), c_begin) over the channels in blocks of K = 8,
+// then 4, then 1 (see the note on blocks in lattice.h).
+template <typename Body>
+void for_channel_blocks(int64_t channels, const Body& body) {
+  int64_t c = 0;
+  for (; c + 8 <= channels; c += 8) body(std::integral_constant<int, 8>(), c);
+  for (; c + 4 <= channels; c += 4) body(std::integral_constant<int, 4>(), c);
+  for (; c < channels; ++c) body(std::integral_constant<int, 1>(), c);
+}
+
 }  // namespace
 
 template <typename scalar_t>
-void filter_cpu_into(const LatticeView& lat, const scalar_t* values, int64_t channels, bool reverse,
-                     scalar_t* buffer_a, scalar_t* buffer_b, scalar_t* out) {
-  const int32_t vertices = lat.num_vertices;
-  at::parallel_for(0, vertices, kVertexGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t v = begin; v < end; ++v) splat_vertex(lat, static_cast<int32_t>(v), values, channels, 0, channels, buffer_a);
+void filter_cpu_into(const LatticeView& lat, const ItemSpan& span, const scalar_t* values, int64_t channels,
+                     bool reverse, scalar_t* buffer_a, scalar_t* buffer_b, scalar_t* out) {
+  RRM_DISPATCH_FEATURE_DIM(lat.d1 - 1, [&] {
+    at::parallel_for(span.vertex_begin, span.vertex_end, kVertexGrain, [&](int64_t begin, int64_t end) {
+      for (int64_t v = begin; v < end; ++v) {
+        for_channel_blocks(channels, [&](auto block, int64_t c) {
+          splat_vertex<scalar_t, decltype(block)::value, FEATURE_DIM>(lat, static_cast<int32_t>(v), values, channels,
+                                                                      c, buffer_a);
+        });
+      }
+    });
   });
   scalar_t* src = buffer_a;
   scalar_t* dst = buffer_b;
   for (int step = 0; step < lat.d1; ++step) {
     const int axis = reverse ? lat.d1 - 1 - step : step;
-    at::parallel_for(0, vertices, kVertexGrain, [&](int64_t begin, int64_t end) {
-      for (int64_t v = begin; v < end; ++v) blur_vertex(lat, static_cast<int32_t>(v), axis, src, channels, 0, channels, dst);
+    at::parallel_for(span.vertex_begin, span.vertex_end, kVertexGrain, [&](int64_t begin, int64_t end) {
+      for (int64_t v = begin; v < end; ++v) {
+        for_channel_blocks(channels, [&](auto block, int64_t c) {
+          blur_vertex<scalar_t, decltype(block)::value>(lat, static_cast<int32_t>(v), axis, src, channels, c, dst);
+        });
+      }
     });
     std::swap(src, dst);
   }
   const scalar_t alpha = slice_scale<scalar_t>(lat.d1 - 1);
-  at::parallel_for(0, lat.num_points, kPointGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t p = begin; p < end; ++p) slice_point(lat, p, src, channels, 0, channels, alpha, out);
+  at::parallel_for(span.point_begin, span.point_end, kPointGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t p = begin; p < end; ++p) {
+      for_channel_blocks(channels, [&](auto block, int64_t c) {
+        slice_point<scalar_t, decltype(block)::value>(lat, p, src, channels, c, alpha, out);
+      });
+    }
   });
 }
 
-template void filter_cpu_into<float>(const LatticeView&, const float*, int64_t, bool, float*, float*, float*);
-template void filter_cpu_into<double>(const LatticeView&, const double*, int64_t, bool, double*, double*, double*);
+template void filter_cpu_into<float>(const LatticeView&, const ItemSpan&, const float*, int64_t, bool, float*, float*,
+                                      float*);
+template void filter_cpu_into<double>(const LatticeView&, const ItemSpan&, const double*, int64_t, bool, double*,
+                                       double*, double*);
 
 LatticeTuple lattice_build_cpu(const at::Tensor& features_in) {
   const at::Tensor features = checked_features(features_in);
@@ -228,8 +255,9 @@ at::Tensor lattice_filter_cpu(const at::Tensor& offsets, const at::Tensor& weigh
   AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "lattice_filter_cpu", [&] {
     at::Tensor buffer_a = at::empty({lat.num_vertices, channels}, values.options());
     at::Tensor buffer_b = at::empty({lat.num_vertices, channels}, values.options());
-    filter_cpu_into<scalar_t>(lat, values.data_ptr<scalar_t>(), channels, reverse, buffer_a.data_ptr<scalar_t>(),
-                              buffer_b.data_ptr<scalar_t>(), out.data_ptr<scalar_t>());
+    filter_cpu_into<scalar_t>(lat, item_span(lat, values.size(1), 0, values.size(0)), values.data_ptr<scalar_t>(),
+                              channels, reverse, buffer_a.data_ptr<scalar_t>(), buffer_b.data_ptr<scalar_t>(),
+                              out.data_ptr<scalar_t>());
   });
   return out;
 }

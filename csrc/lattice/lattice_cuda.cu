@@ -78,7 +78,7 @@ __global__ void splat_kernel(LatticeView lat, const scalar_t* values, int64_t ch
   const int64_t index = global_index();
   if (index >= static_cast<int64_t>(lat.num_vertices) * channels) return;
   const int64_t c = index % channels;
-  splat_vertex(lat, static_cast<int32_t>(index / channels), values, channels, c, c + 1, vertex_values);
+  splat_vertex<scalar_t, 1>(lat, static_cast<int32_t>(index / channels), values, channels, c, vertex_values);
 }
 
 template <typename scalar_t>
@@ -86,7 +86,7 @@ __global__ void blur_kernel(LatticeView lat, int axis, const scalar_t* src, int6
   const int64_t index = global_index();
   if (index >= static_cast<int64_t>(lat.num_vertices) * channels) return;
   const int64_t c = index % channels;
-  blur_vertex(lat, static_cast<int32_t>(index / channels), axis, src, channels, c, c + 1, dst);
+  blur_vertex<scalar_t, 1>(lat, static_cast<int32_t>(index / channels), axis, src, channels, c, dst);
 }
 
 template <typename scalar_t>
@@ -95,7 +95,7 @@ __global__ void slice_kernel(LatticeView lat, const scalar_t* vertex_values, int
   const int64_t index = global_index();
   if (index >= lat.num_points * channels) return;
   const int64_t c = index % channels;
-  slice_point(lat, index / channels, vertex_values, channels, c, c + 1, alpha, out);
+  slice_point<scalar_t, 1>(lat, index / channels, vertex_values, channels, c, alpha, out);
 }
 
 int bits_for(int64_t max_value) {

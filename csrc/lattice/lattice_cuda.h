@@ -28,6 +28,7 @@ const char* build_structure(int64_t batch, int64_t points, int d, int32_t vertic
                             int32_t* splat_entries, cudaStream_t stream);
 
 // values [num_points, C] -> out [num_points, C], with vertex buffers a and b of [M, C].
+// values is read only by the splat kernel, so out may be values itself.
 template <typename scalar_t>
 const char* filter(const LatticeView& lat, const scalar_t* values, int64_t channels, bool reverse,
                    scalar_t* buffer_a, scalar_t* buffer_b, scalar_t* out, cudaStream_t stream);

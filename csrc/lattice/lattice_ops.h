@@ -33,11 +33,25 @@ at::Tensor lattice_filter_cpu(const at::Tensor& offsets, const at::Tensor& weigh
 LatticeTuple lattice_build_cuda(const at::Tensor& features);
 #endif
 
-// Filters values [num_points, C] into out with caller-owned vertex buffers of [M, C] each,
-// so iterative callers (mean-field) allocate nothing per call.
+// The points and vertices of the consecutive batch items [item_begin, item_end): an item's
+// points are contiguous, and so are its vertices, which are numbered in order of their first
+// entry (see lattice.h), so the first vertex of an item is the vertex of its first entry.
+struct ItemSpan {
+  int64_t point_begin;
+  int64_t point_end;
+  int32_t vertex_begin;
+  int32_t vertex_end;
+};
+
+ItemSpan item_span(const LatticeView& lat, int64_t points_per_item, int64_t item_begin, int64_t item_end);
+
+// Filters values [num_points, C] into out for the items of `span` only, with caller-owned
+// vertex buffers of [M, C] each, so iterative callers (mean-field) allocate nothing per call.
+// values is read only by the splat, so out may be values itself (in-place filtering). Items
+// share no vertices, so different spans may be filtered concurrently.
 template <typename scalar_t>
-void filter_cpu_into(const LatticeView& lat, const scalar_t* values, int64_t channels, bool reverse,
-                     scalar_t* buffer_a, scalar_t* buffer_b, scalar_t* out);
+void filter_cpu_into(const LatticeView& lat, const ItemSpan& span, const scalar_t* values, int64_t channels,
+                     bool reverse, scalar_t* buffer_a, scalar_t* buffer_b, scalar_t* out);
 
 }  // namespace lattice
 }  // namespace rrm

@@ -17,12 +17,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> checked_prune_inputs(const at::Te
 PruneParams make_params(double cam_alpha, double fg_quantile, double cam_floor, double bg_sure, double crf_sure,
                         int64_t ignore_index);
 
-// The public composite: normalised CAMs, two dense CRFs on one pair of lattices, then
-// prune_reliable_labels, all through the dispatcher so one function serves every device.
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> reliable_region_labels(
-    const at::Tensor& cams, const at::Tensor& cls_labels, const at::Tensor& image, double alpha_low,
-    double alpha_high, double cam_alpha, double fg_quantile, double cam_floor, double bg_sure, double crf_sure,
-    int64_t ignore_index);
 
 }  // namespace prune
 }  // namespace rrm

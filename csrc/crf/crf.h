@@ -1,0 +1,185 @@
+// Dense CRF mean-field inference: per-pixel kernel bodies shared by the CPU and CUDA launchers.
+//
+// One iteration filters the two pre-multiplied Q arrays in place with their lattices (lattice
+// launchers), then runs `update_pixel` for every pixel, which forms
+//   energy = -U + w_g * n_g * filtered_g + w_b * n_b * filtered_b,
+// takes the softmax over the image's present labels (max-subtracted exp, divided by the sum,
+// as pydensecrf's expAndNormalize) and writes the next filter inputs n_g * Q and n_b * Q over
+// the filtered values it has just read. The float operations are ordered like pydensecrf's,
+// so results agree with it to rounding.
+//
+// Layouts, for a batch of B images of P pixels, L labels and S slots:
+//   unary, q       float [B, L, P]  labels-first, as the public [B, L, H, W]
+//   slot_labels    int32 [B, S]     present labels of each image in ascending order, then -1;
+//                                   S is at least the largest present-label count of the batch
+//   norms          float [B*P]      symmetric normalisation factors of one kernel
+//   unary_slots, values  float [B*P, S]  channels-last over slots, the layout the lattice filters
+// Working on slots, not labels, keeps masked labels out of the filters entirely; padding
+// slots hold zeros in the filtered arrays. An image without present labels gets Q = 0.
+#pragma once
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "common/macros.h"
+
+namespace rrm {
+namespace crf {
+
+// The fixed inputs of one mean-field run.
+struct MeanfieldProblem {
+  const float* unary;
+  const int32_t* slot_labels;
+  int64_t points;  // P
+  int64_t labels;  // L
+  int64_t slots;   // S
+  float gaussian_compat;
+  float bilateral_compat;
+};
+
+// The float buffers of one run, carved from one allocation (see workspace_floats). Each
+// lattice has its own vertex buffers, so different images may be at different steps.
+struct MeanfieldWorkspace {
+  float* gaussian_norm;       // [B*P]
+  float* bilateral_norm;      // [B*P]
+  float* unary_slots;         // [B*P, S] the unary of each slot
+  float* gaussian_values;     // [B*P, S] n_g * Q, filtered in place
+  float* bilateral_values;    // [B*P, S] n_b * Q, filtered in place
+  float* gaussian_vertex_a;   // [M_g, S]
+  float* gaussian_vertex_b;   // [M_g, S]
+  float* bilateral_vertex_a;  // [M_b, S]
+  float* bilateral_vertex_b;  // [M_b, S]
+};
+
+inline int64_t workspace_floats(int64_t pixels, int64_t slots, int64_t gaussian_vertices,
+                                int64_t bilateral_vertices) {
+  return 2 * pixels + 3 * pixels * slots + 2 * (gaussian_vertices + bilateral_vertices) * slots;
+}
+
+inline MeanfieldWorkspace carve_workspace(float* base, int64_t pixels, int64_t slots, int64_t gaussian_vertices,
+                                          int64_t bilateral_vertices) {
+  MeanfieldWorkspace ws;
+  ws.gaussian_norm = base;
+  ws.bilateral_norm = ws.gaussian_norm + pixels;
+  ws.unary_slots = ws.bilateral_norm + pixels;
+  ws.gaussian_values = ws.unary_slots + pixels * slots;
+  ws.bilateral_values = ws.gaussian_values + pixels * slots;
+  ws.gaussian_vertex_a = ws.bilateral_values + pixels * slots;
+  ws.gaussian_vertex_b = ws.gaussian_vertex_a + gaussian_vertices * slots;
+  ws.bilateral_vertex_a = ws.gaussian_vertex_b + gaussian_vertices * slots;
+  ws.bilateral_vertex_b = ws.bilateral_vertex_a + bilateral_vertices * slots;
+  return ws;
+}
+
+// 1 / sqrt(filter(1) + 1e-20) of one pixel, in double like the reference implementation.
+RRM_HOST_DEVICE inline float symmetric_norm(float filtered_one) {
+  return static_cast<float>(1.0 / sqrt(static_cast<double>(filtered_one) + 1e-20));
+}
+
+template <typename To, typename From>
+RRM_HOST_DEVICE inline To bit_cast(From from) {
+  To to;
+  memcpy(&to, &from, sizeof(To));
+  return to;
+}
+
+// exp(x) for x <= 0 (including -inf) within 1 ulp of expf, Cephes' range reduction and
+// polynomial, with exactly 0 below about -87.3 where expf turns subnormal. Written in plain
+// float and integer operations (no calls, no float compares) so that CPU compilers vectorise
+// it and the CPU and CUDA evaluate the same formula.
+RRM_HOST_DEVICE inline float exp_nonpositive(float x) {
+  // Clamp to -100 through the bits: for x <= 0, larger magnitudes have larger unsigned patterns.
+  const uint32_t minus_100 = 0xC2C80000u;
+  const uint32_t x_bits = bit_cast<uint32_t>(x);
+  x = bit_cast<float>(x_bits > minus_100 ? minus_100 : x_bits);
+  // Adding 1.5 * 2^23 rounds x * log2(e) to the nearest integer n and leaves n in the low bits.
+  const float shifted = x * 1.44269504088896341f + 12582912.0f;
+  const float n = shifted - 12582912.0f;
+  float r = x - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const float y = p * (r * r) + r + 1.0f;
+  const int32_t biased_exponent = bit_cast<int32_t>(shifted) - 0x4B400000 + 127;  // n + 127
+  return y * bit_cast<float>((biased_exponent > 0 ? biased_exponent : 0) << 23);
+}
+
+// Transposes the unary of pixel `pixel` (a global index b*P + p) into its slot row; padding
+// slots get +inf, so their energy is -inf and their Q exactly 0.
+RRM_HOST_DEVICE inline void gather_unary_pixel(const MeanfieldProblem& problem, float* unary_slots, int64_t pixel) {
+  const int64_t image = pixel / problem.points;
+  const int64_t p = pixel - image * problem.points;
+  const int32_t* labels = problem.slot_labels + image * problem.slots;
+  const float* unary = problem.unary + image * problem.labels * problem.points + p;
+  float* row = unary_slots + pixel * problem.slots;
+  for (int64_t s = 0; s < problem.slots; ++s) {
+    row[s] = labels[s] >= 0 ? unary[labels[s] * problem.points] : INFINITY;
+  }
+}
+
+// Where one update reads and writes. Before the first iteration `filtered` is false and
+// Q = softmax(-U); q is null except on the last step.
+struct MeanfieldStep {
+  const float* gaussian_norm;
+  const float* bilateral_norm;
+  const float* unary_slots;
+  bool filtered;
+  float* gaussian_values;
+  float* bilateral_values;
+  float* q;
+};
+
+// One mean-field update of pixel `pixel` (a global index b*P + p). The loops run over all
+// slots, padding included, so that they have no data-dependent bounds.
+RRM_HOST_DEVICE inline void update_pixel(const MeanfieldProblem& problem, const MeanfieldStep& step, int64_t pixel) {
+  const int64_t slots = problem.slots;
+  const float* unary = step.unary_slots + pixel * slots;
+  const float gaussian_norm = step.gaussian_norm[pixel];
+  const float bilateral_norm = step.bilateral_norm[pixel];
+  // The gaussian row holds the energies, then the exponentials, then Q, then n_g * Q.
+  float* row = step.gaussian_values + pixel * slots;
+  float* bilateral_row = step.bilateral_values + pixel * slots;
+
+  for (int64_t s = 0; s < slots; ++s) {
+    float energy = -unary[s];
+    if (step.filtered) {
+      energy = energy + problem.gaussian_compat * (gaussian_norm * row[s]);
+      energy = energy + problem.bilateral_compat * (bilateral_norm * bilateral_row[s]);
+    }
+    row[s] = energy;
+  }
+  // Starting below every finite energy keeps an image without present labels free of NaN.
+  float max_energy = -3.402823466e38f;
+  for (int64_t s = 0; s < slots; ++s) max_energy = row[s] > max_energy ? row[s] : max_energy;
+  for (int64_t s = 0; s < slots; ++s) row[s] = exp_nonpositive(row[s] - max_energy);
+  // The maximum contributes exactly exp(0) = 1, so the sum is 1 or more whenever a label is
+  // present; raising it to 1 only matters (giving Q = 0) when none is.
+  float sum = 0.f;
+  for (int64_t s = 0; s < slots; ++s) sum += row[s];
+  sum = sum > 1.f ? sum : 1.f;
+  for (int64_t s = 0; s < slots; ++s) row[s] = row[s] / sum;
+
+  if (step.q != nullptr) {
+    const int64_t image = pixel / problem.points;
+    const int32_t* labels = problem.slot_labels + image * slots;
+    float* q = step.q + image * problem.labels * problem.points + (pixel - image * problem.points);
+    int64_t s = 0;
+    for (int64_t label = 0; label < problem.labels; ++label) {
+      const bool is_present = s < slots && labels[s] == label;
+      q[label * problem.points] = is_present ? row[s] : 0.f;
+      s += is_present ? 1 : 0;
+    }
+  }
+  for (int64_t s = 0; s < slots; ++s) {
+    bilateral_row[s] = bilateral_norm * row[s];
+    row[s] = gaussian_norm * row[s];
+  }
+}
+
+}  // namespace crf
+}  // namespace rrm

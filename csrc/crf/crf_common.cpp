@@ -1,0 +1,215 @@
+// Device-independent parts of the dense CRF op family: argument validation, the slot map of
+// present labels, and the public dense_crf op composed from lattice_build and the mean-field op.
+#include <ATen/core/dispatch/Dispatcher.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "common/checks.h"
+#include "crf/crf_ops.h"
+
+namespace rrm {
+namespace crf {
+namespace {
+
+void check_lattice(const lattice::LatticeTuple& lat, const char* name, const at::Tensor& unary) {
+  const at::Tensor& offsets = std::get<0>(lat);
+  TORCH_CHECK(offsets.dim() == 3 && offsets.size(0) == unary.size(0) && offsets.size(1) == unary.size(2), name,
+              " lattice must be built over the B = ", unary.size(0), " images of P = ", unary.size(2),
+              " pixels of unary, got offsets of shape ", shape_of(offsets));
+  // An empty [B, P, 0] stand-in for values runs the lattice family's structural checks.
+  lattice::checked_filter_inputs(offsets, std::get<1>(lat), std::get<2>(lat), std::get<3>(lat), std::get<4>(lat),
+                                 at::empty({unary.size(0), unary.size(2), 0}, unary.options()));
+}
+
+lattice::LatticeTuple contiguous(const lattice::LatticeTuple& lat) {
+  return {std::get<0>(lat).contiguous(), std::get<1>(lat).contiguous(), std::get<2>(lat).contiguous(),
+          std::get<3>(lat).contiguous(), std::get<4>(lat).contiguous()};
+}
+
+// Returns the minimum of a floating tensor after checking it is finite, in one pass over it
+// (NaN propagates through the minimum and maximum); 0 for an empty tensor.
+double checked_finite_minimum(const at::Tensor& t, const char* name) {
+  if (t.numel() == 0) return 0;
+  const auto [minimum_t, maximum_t] = at::aminmax(t);
+  const double minimum = minimum_t.item<double>(), maximum = maximum_t.item<double>();
+  TORCH_CHECK(std::isfinite(minimum) && std::isfinite(maximum), name, " contains NaN or infinite values");
+  return minimum;
+}
+
+void check_finite_number(double value, const char* name) {
+  TORCH_CHECK(std::isfinite(value), name, " must be a finite number, got ", value);
+}
+
+void check_positive_number(double value, const char* name) {
+  TORCH_CHECK(std::isfinite(value) && value > 0, name, " must be a positive finite number, got ", value);
+}
+
+// label_mask bool [B, L] -> int32 [B, S]: each image's present labels in ascending order,
+// padded with -1 to S = the largest present count (at least 1) rounded up to a multiple of
+// slot_multiple.
+at::Tensor slot_labels_of(const at::Tensor& label_mask, int64_t slot_multiple) {
+  const at::Tensor counts = label_mask.sum(1);
+  const int64_t present = std::max<int64_t>(counts.max().item<int64_t>(), 1);
+  const int64_t slots = (present + slot_multiple - 1) / slot_multiple * slot_multiple;
+  // A stable descending sort of the mask lists the present labels first, in label order.
+  const at::Tensor order =
+      std::get<1>(at::sort(label_mask.to(at::kByte), /*stable=*/true, /*dim=*/1, /*descending=*/true));
+  const at::Tensor padded = at::constant_pad_nd(order.slice(1, 0, present), {0, slots - present}, 0);
+  const at::Tensor used = at::arange(slots, counts.options()).unsqueeze(0) < counts.unsqueeze(1);
+  return at::where(used, padded, -1).to(at::kInt).contiguous();
+}
+
+// uint8 [B, H, W, 3] or [B, 3, H, W] -> uint8 [B, H, W, 3]. A [B, 3, 3, 3] image of a 3 x 3
+// problem is read as [B, H, W, 3].
+at::Tensor image_channels_last(const at::Tensor& image, const at::Tensor& input, const char* input_name) {
+  const int64_t batch = input.size(0), height = input.size(2), width = input.size(3);
+  TORCH_CHECK(image.dim() == 4, "image must be uint8 [B, H, W, 3] or [B, 3, H, W], got shape ", shape_of(image));
+  TORCH_CHECK(image.scalar_type() == at::kByte, "image must have dtype uint8 (RGB 0..255), got ", image.scalar_type());
+  check_same_device(image, "image", input, input_name);
+  TORCH_CHECK(image.size(0) == batch, "image has batch size ", image.size(0), " but ", input_name, " has ", batch);
+  if (image.size(1) == height && image.size(2) == width && image.size(3) == 3) return image;
+  TORCH_CHECK(image.size(1) == 3 && image.size(2) == height && image.size(3) == width,
+              "image must be [B, H, W, 3] or [B, 3, H, W] with the H x W = ", height, " x ", width, " of ",
+              input_name, ", got shape ", shape_of(image));
+  return image.permute({0, 2, 3, 1});
+}
+
+// The lattice of `batch` copies of one feature set, from the lattice of one copy: copy b's
+// vertex ids and entries are copy 0's shifted by b * M and b * E, which is exactly what a
+// batched build assigns (vertices are numbered in entry order), at the cost of one build.
+lattice::LatticeTuple tile_lattice(const lattice::LatticeTuple& one, int64_t batch) {
+  const at::Tensor& offsets = std::get<0>(one);
+  const at::Tensor& neighbours = std::get<2>(one);
+  const at::Tensor& splat_ptr = std::get<3>(one);
+  const at::Tensor& splat_entries = std::get<4>(one);
+  const int64_t points = offsets.size(1), d1 = offsets.size(2);
+  const int64_t vertices = splat_ptr.size(0) - 1, entries = splat_entries.numel();
+  TORCH_CHECK(batch * entries < (int64_t{1} << 30), "dense_crf: ", batch, " images of ", points,
+              " pixels are too many for int32 lattice indices");
+  const at::Tensor copy = at::arange(batch, offsets.options());
+  const at::Tensor vertex_shift = copy * static_cast<int32_t>(vertices);
+  const at::Tensor entry_shift = copy * static_cast<int32_t>(entries);
+  const at::Tensor tiled_neighbours =
+      at::where(neighbours.unsqueeze(1) >= 0, neighbours.unsqueeze(1) + vertex_shift.view({1, batch, 1, 1}), -1)
+          .reshape({d1, batch * vertices, 2});
+  const at::Tensor tiled_ptr =
+      at::cat({(splat_ptr.slice(0, 0, vertices).unsqueeze(0) + entry_shift.unsqueeze(1)).flatten(),
+               at::full({1}, batch * entries, splat_ptr.options())});
+  return {(offsets + vertex_shift.view({batch, 1, 1})).contiguous(),
+          std::get<1>(one).expand({batch, points, d1}).contiguous(),
+          tiled_neighbours.contiguous(),
+          tiled_ptr,
+          (splat_entries.unsqueeze(0) + entry_shift.unsqueeze(1)).flatten().contiguous()};
+}
+
+}  // namespace
+
+MeanfieldInputs checked_meanfield_inputs(const at::Tensor& unary, const std::optional<at::Tensor>& label_mask,
+                                         const lattice::LatticeTuple& gaussian,
+                                         const lattice::LatticeTuple& bilateral, double gaussian_compat,
+                                         double bilateral_compat, int64_t n_iter, int64_t slot_multiple) {
+  check_dim(unary, 3, "unary", "[B, L, P]");
+  check_dtype(unary, at::kFloat, "unary");
+  TORCH_CHECK(unary.size(1) >= 1, "unary must have at least one label (L >= 1), got shape ", shape_of(unary));
+  checked_finite_minimum(unary, "unary");
+  TORCH_CHECK(n_iter >= 0, "n_iter must be >= 0, got ", n_iter);
+  check_finite_number(gaussian_compat, "gaussian_compat");
+  check_finite_number(bilateral_compat, "bilateral_compat");
+  check_lattice(gaussian, "gaussian", unary);
+  check_lattice(bilateral, "bilateral", unary);
+  at::Tensor mask;
+  if (label_mask.has_value()) {
+    mask = *label_mask;
+    TORCH_CHECK(mask.scalar_type() == at::kBool, "label_mask must have dtype bool, got ", mask.scalar_type());
+    TORCH_CHECK(mask.dim() == 2 && mask.size(0) == unary.size(0) && mask.size(1) == unary.size(1),
+                "label_mask must be [B, L] = [", unary.size(0), ", ", unary.size(1), "], got shape ", shape_of(mask));
+    check_same_device(mask, "label_mask", unary, "unary");
+  } else {
+    mask = at::ones({unary.size(0), unary.size(1)}, unary.options().dtype(at::kBool));
+  }
+
+  MeanfieldInputs inputs;
+  inputs.unary = unary.contiguous();
+  inputs.slot_labels = unary.size(0) == 0 ? at::empty({0, 0}, unary.options().dtype(at::kInt))
+                                          : slot_labels_of(mask, slot_multiple);
+  inputs.gaussian = contiguous(gaussian);
+  inputs.bilateral = contiguous(bilateral);
+  return inputs;
+}
+
+lattice::LatticeView view_of(const lattice::LatticeTuple& lat) {
+  return lattice::make_view(std::get<0>(lat), std::get<1>(lat), std::get<2>(lat), std::get<3>(lat), std::get<4>(lat));
+}
+
+MeanfieldProblem make_problem(const MeanfieldInputs& inputs, double gaussian_compat, double bilateral_compat) {
+  MeanfieldProblem problem;
+  problem.unary = inputs.unary.data_ptr<float>();
+  problem.slot_labels = inputs.slot_labels.data_ptr<int32_t>();
+  problem.points = inputs.unary.size(2);
+  problem.labels = inputs.unary.size(1);
+  problem.slots = inputs.slot_labels.size(1);
+  problem.gaussian_compat = static_cast<float>(gaussian_compat);
+  problem.bilateral_compat = static_cast<float>(bilateral_compat);
+  return problem;
+}
+
+at::Tensor dense_crf(const std::optional<at::Tensor>& scores, const at::Tensor& image,
+                     const std::optional<at::Tensor>& unary, int64_t n_iter, double gaussian_sxy,
+                     double gaussian_compat, double bilateral_sxy, double bilateral_srgb, double bilateral_compat,
+                     const std::optional<at::Tensor>& label_mask) {
+  TORCH_CHECK(scores.has_value() != unary.has_value(), "dense_crf takes exactly one of scores and unary, got ",
+              scores.has_value() ? "both" : "neither");
+  const at::Tensor& input = scores.has_value() ? *scores : *unary;
+  const char* input_name = scores.has_value() ? "scores" : "unary";
+  check_dim(input, 4, input_name, "[B, L, H, W]");
+  check_floating(input, input_name);
+  TORCH_CHECK(input.size(1) >= 1, input_name, " must have at least one label (L >= 1), got shape ",
+              shape_of(input));
+  const double minimum = checked_finite_minimum(input, input_name);
+  TORCH_CHECK(unary.has_value() || minimum >= 0,
+              "scores must be non-negative (probabilities in [0, 1]), got a minimum of ", minimum);
+  const at::Tensor rgb = image_channels_last(image, input, input_name);
+  TORCH_CHECK(n_iter >= 0, "n_iter must be >= 0, got ", n_iter);
+  check_positive_number(gaussian_sxy, "gaussian_sxy");
+  check_positive_number(bilateral_sxy, "bilateral_sxy");
+  check_positive_number(bilateral_srgb, "bilateral_srgb");
+
+  const int64_t batch = input.size(0), labels = input.size(1), height = input.size(2), width = input.size(3);
+  const int64_t pixels = height * width;
+  // pydensecrf's unary_from_softmax: -log(clip(s, 1e-5, 1)) in the input's precision.
+  const at::Tensor energies = (scores.has_value() ? at::clamp(input, 1e-5, 1.0).log_().neg_() : input)
+                                  .to(at::kFloat)
+                                  .reshape({batch, labels, pixels});
+
+  const at::TensorOptions floats = input.options().dtype(at::kFloat);
+  const at::Tensor xs = at::arange(width, floats).view({1, width}).expand({height, width});
+  const at::Tensor ys = at::arange(height, floats).view({height, 1}).expand({height, width});
+  const at::Tensor xy = at::stack({xs, ys}, -1).reshape({1, pixels, 2});
+  // The Gaussian features do not depend on the image: one lattice serves the whole batch.
+  const at::Tensor gaussian_features = xy / gaussian_sxy;
+  const at::Tensor colour = rgb.reshape({batch, pixels, 3}).to(at::kFloat) / bilateral_srgb;
+  const at::Tensor bilateral_features = at::cat({(xy / bilateral_sxy).expand({batch, pixels, 2}), colour}, 2);
+
+  static const auto build = c10::Dispatcher::singleton()
+                                .findSchemaOrThrow("rrm_ops::lattice_build", "")
+                                .typed<lattice::LatticeTuple(const at::Tensor&)>();
+  static const auto meanfield =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("rrm_ops::dense_crf_meanfield", "")
+          .typed<at::Tensor(const at::Tensor&, const std::optional<at::Tensor>&, const at::Tensor&, const at::Tensor&,
+                            const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                            const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, double, double,
+                            int64_t)>();
+  const lattice::LatticeTuple gaussian = tile_lattice(build.call(gaussian_features), batch);
+  const lattice::LatticeTuple bilateral = build.call(bilateral_features);
+  const at::Tensor q = meanfield.call(energies, label_mask, std::get<0>(gaussian), std::get<1>(gaussian),
+                                      std::get<2>(gaussian), std::get<3>(gaussian), std::get<4>(gaussian),
+                                      std::get<0>(bilateral), std::get<1>(bilateral), std::get<2>(bilateral),
+                                      std::get<3>(bilateral), std::get<4>(bilateral), gaussian_compat,
+                                      bilateral_compat, n_iter);
+  return q.view({batch, labels, height, width});
+}
+
+}  // namespace crf
+}  // namespace rrm

@@ -1,0 +1,111 @@
+// CPU launcher of the dense CRF op family: at::parallel_for over the bodies of crf.h (over the
+// pixels of one image, or over the images of a batch), with the lattice family's
+// allocation-free filter between the updates.
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+
+#include "crf/crf_ops.h"
+
+namespace rrm {
+namespace crf {
+namespace {
+
+constexpr int64_t kPixelGrain = 256;
+// Whole SSE vectors of slots per row (see crf_ops.h).
+constexpr int64_t kSlotMultiple = 4;
+
+template <typename Body>
+void for_each_pixel(const lattice::ItemSpan& span, const Body& body) {
+  at::parallel_for(span.point_begin, span.point_end, kPixelGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) body(i);
+  });
+}
+
+// Writes the symmetric normalisation factors of one lattice into norm, using scratch [pixels]
+// and the lattice's vertex buffers.
+void norms_cpu(const lattice::LatticeView& lat, const lattice::ItemSpan& span, float* vertex_a, float* vertex_b,
+               float* scratch, float* norm) {
+  std::fill(scratch + span.point_begin, scratch + span.point_end, 1.f);
+  lattice::filter_cpu_into<float>(lat, span, scratch, 1, false, vertex_a, vertex_b, scratch);
+  for_each_pixel(span, [&](int64_t i) { norm[i] = symmetric_norm(scratch[i]); });
+}
+
+// The mean field of the images [image_begin, image_end) once the norms are known. Images share
+// no pixels or vertices, so different images may run concurrently.
+void meanfield_cpu(const MeanfieldProblem& problem, const lattice::LatticeView& gaussian,
+                   const lattice::LatticeView& bilateral, int64_t n_iter, const MeanfieldWorkspace& ws, float* q,
+                   int64_t image_begin, int64_t image_end) {
+  const lattice::ItemSpan gaussian_span = lattice::item_span(gaussian, problem.points, image_begin, image_end);
+  const lattice::ItemSpan bilateral_span = lattice::item_span(bilateral, problem.points, image_begin, image_end);
+  const lattice::ItemSpan& pixels = gaussian_span;
+  for_each_pixel(pixels, [&](int64_t i) { gather_unary_pixel(problem, ws.unary_slots, i); });
+
+  MeanfieldStep step{ws.gaussian_norm,      ws.bilateral_norm, ws.unary_slots, false, ws.gaussian_values,
+                     ws.bilateral_values, n_iter == 0 ? q : nullptr};
+  for_each_pixel(pixels, [&](int64_t i) { update_pixel(problem, step, i); });
+  step.filtered = true;
+  for (int64_t iteration = 0; iteration < n_iter; ++iteration) {
+    lattice::filter_cpu_into<float>(gaussian, gaussian_span, ws.gaussian_values, problem.slots, false,
+                                    ws.gaussian_vertex_a, ws.gaussian_vertex_b, ws.gaussian_values);
+    lattice::filter_cpu_into<float>(bilateral, bilateral_span, ws.bilateral_values, problem.slots, false,
+                                    ws.bilateral_vertex_a, ws.bilateral_vertex_b, ws.bilateral_values);
+    step.q = iteration == n_iter - 1 ? q : nullptr;
+    for_each_pixel(pixels, [&](int64_t i) { update_pixel(problem, step, i); });
+  }
+}
+
+}  // namespace
+
+at::Tensor dense_crf_meanfield_cpu(const at::Tensor& unary, const std::optional<at::Tensor>& label_mask,
+                                   const at::Tensor& gaussian_offsets, const at::Tensor& gaussian_weights,
+                                   const at::Tensor& gaussian_neighbours, const at::Tensor& gaussian_splat_ptr,
+                                   const at::Tensor& gaussian_splat_entries, const at::Tensor& bilateral_offsets,
+                                   const at::Tensor& bilateral_weights, const at::Tensor& bilateral_neighbours,
+                                   const at::Tensor& bilateral_splat_ptr, const at::Tensor& bilateral_splat_entries,
+                                   double gaussian_compat, double bilateral_compat, int64_t n_iter) {
+  const MeanfieldInputs inputs = checked_meanfield_inputs(
+      unary, label_mask,
+      {gaussian_offsets, gaussian_weights, gaussian_neighbours, gaussian_splat_ptr, gaussian_splat_entries},
+      {bilateral_offsets, bilateral_weights, bilateral_neighbours, bilateral_splat_ptr, bilateral_splat_entries},
+      gaussian_compat, bilateral_compat, n_iter, kSlotMultiple);
+  at::Tensor q = at::empty_like(inputs.unary);
+  if (q.numel() == 0) return q;
+  const MeanfieldProblem problem = make_problem(inputs, gaussian_compat, bilateral_compat);
+  const lattice::LatticeView gaussian = view_of(inputs.gaussian);
+  const lattice::LatticeView bilateral = view_of(inputs.bilateral);
+  const int64_t pixels = gaussian.num_points;
+  at::Tensor workspace = at::empty(
+      {workspace_floats(pixels, problem.slots, gaussian.num_vertices, bilateral.num_vertices)}, q.options());
+  const MeanfieldWorkspace ws =
+      carve_workspace(workspace.data_ptr<float>(), pixels, problem.slots, gaussian.num_vertices,
+                      bilateral.num_vertices);
+  const int64_t images = inputs.unary.size(0);
+  // The norms filter one channel, laid out unlike the S-channel arrays that reuse the same
+  // buffers, so they are computed for the whole batch before any image moves on.
+  norms_cpu(gaussian, lattice::item_span(gaussian, problem.points, 0, images), ws.gaussian_vertex_a,
+            ws.gaussian_vertex_b, ws.gaussian_values, ws.gaussian_norm);
+  norms_cpu(bilateral, lattice::item_span(bilateral, problem.points, 0, images), ws.bilateral_vertex_a,
+            ws.bilateral_vertex_b, ws.gaussian_values, ws.bilateral_norm);
+  if (images == 1 || at::get_num_threads() == 1) {
+    meanfield_cpu(problem, gaussian, bilateral, n_iter, ws, q.data_ptr<float>(), 0, images);
+  } else {
+    // Whole images per thread: one parallel region instead of about fifteen per iteration,
+    // each a barrier. Inside it, the steps' parallel_for calls run inline.
+    at::parallel_for(0, images, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t image = begin; image < end; ++image) {
+        meanfield_cpu(problem, gaussian, bilateral, n_iter, ws, q.data_ptr<float>(), image, image + 1);
+      }
+    });
+  }
+  return q;
+}
+
+TORCH_LIBRARY_IMPL(rrm_ops, CPU, m) {
+  m.impl("dense_crf_meanfield", &dense_crf_meanfield_cpu);
+  m.impl("dense_crf", &dense_crf);
+}
+
+}  // namespace crf
+}  // namespace rrm

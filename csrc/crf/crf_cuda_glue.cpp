@@ -1,0 +1,54 @@
+// ATen -> raw pointer glue for the CUDA dense CRF launcher (compiled only in CUDA builds).
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include "crf/crf_cuda.h"
+#include "crf/crf_ops.h"
+
+namespace rrm {
+namespace crf {
+namespace {
+
+// One thread per pixel handles all slots, so no padding helps the GPU.
+constexpr int64_t kSlotMultiple = 1;
+
+at::Tensor dense_crf_meanfield_cuda(const at::Tensor& unary, const std::optional<at::Tensor>& label_mask,
+                                    const at::Tensor& gaussian_offsets, const at::Tensor& gaussian_weights,
+                                    const at::Tensor& gaussian_neighbours, const at::Tensor& gaussian_splat_ptr,
+                                    const at::Tensor& gaussian_splat_entries, const at::Tensor& bilateral_offsets,
+                                    const at::Tensor& bilateral_weights, const at::Tensor& bilateral_neighbours,
+                                    const at::Tensor& bilateral_splat_ptr, const at::Tensor& bilateral_splat_entries,
+                                    double gaussian_compat, double bilateral_compat, int64_t n_iter) {
+  const c10::cuda::CUDAGuard guard(unary.device());
+  const MeanfieldInputs inputs = checked_meanfield_inputs(
+      unary, label_mask,
+      {gaussian_offsets, gaussian_weights, gaussian_neighbours, gaussian_splat_ptr, gaussian_splat_entries},
+      {bilateral_offsets, bilateral_weights, bilateral_neighbours, bilateral_splat_ptr, bilateral_splat_entries},
+      gaussian_compat, bilateral_compat, n_iter, kSlotMultiple);
+  at::Tensor q = at::empty_like(inputs.unary);
+  if (q.numel() == 0) return q;
+  const MeanfieldProblem problem = make_problem(inputs, gaussian_compat, bilateral_compat);
+  const lattice::LatticeView gaussian = view_of(inputs.gaussian);
+  const lattice::LatticeView bilateral = view_of(inputs.bilateral);
+  const int64_t pixels = gaussian.num_points;
+  at::Tensor workspace = at::empty(
+      {workspace_floats(pixels, problem.slots, gaussian.num_vertices, bilateral.num_vertices)}, q.options());
+  const char* error =
+      cuda::meanfield(problem, gaussian, bilateral, n_iter,
+                      carve_workspace(workspace.data_ptr<float>(), pixels, problem.slots, gaussian.num_vertices,
+                      bilateral.num_vertices),
+                      q.data_ptr<float>(), c10::cuda::getCurrentCUDAStream());
+  TORCH_CHECK(error == nullptr, "dense_crf_meanfield failed on the GPU: ", error == nullptr ? "" : error);
+  return q;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(rrm_ops, CUDA, m) {
+  m.impl("dense_crf_meanfield", &dense_crf_meanfield_cuda);
+  m.impl("dense_crf", &dense_crf);
+}
+
+}  // namespace crf
+}  // namespace rrm
