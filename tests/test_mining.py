@@ -1,0 +1,95 @@
+"""reliable_region_labels against the numpy + pydensecrf reference of DESIGN.md §5.4."""
+
+import numpy as np
+import pytest
+import torch
+
+import rrm_ops
+from conftest import photo
+from reference.mining_ref import reliable_region_labels_ref
+
+
+def _blob(height: int, width: int, cy: float, cx: float, radius: float) -> np.ndarray:
+    yy, xx = np.mgrid[:height, :width]
+    return np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * radius**2)).astype(np.float32)
+
+
+def _cams(height: int, width: int, classes: int, present: list[int], seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    cams = np.zeros((classes, height, width), np.float32)
+    for c in present:
+        cams[c] = 3 * _blob(height, width, rng.uniform(0, height), rng.uniform(0, width), rng.uniform(5, 15))
+    labels = np.zeros(classes, np.float32)
+    labels[present] = 1
+    return cams, labels
+
+
+CASES = [
+    ("astronaut", 20, [14]),
+    ("chelsea", 20, [7, 11]),  # blobs may overlap
+    ("coffee", 20, [0, 4, 19]),
+    ("astronaut", 20, list(range(20))),  # all classes present
+    ("chelsea", 3, [0, 2]),
+]
+
+
+@pytest.mark.parametrize("name, classes, present", CASES)
+def test_matches_reference(name, classes, present):
+    image = photo(name, 60, 100, 48, 64)
+    cams, labels = _cams(48, 64, classes, present, seed=len(present))
+    ours = rrm_ops.reliable_region_labels(torch.from_numpy(cams)[None], torch.from_numpy(labels)[None],
+                                          torch.from_numpy(image)[None])
+    expected = reliable_region_labels_ref(cams, labels, image)
+    agreement = (ours[0].numpy() == expected).mean()
+    assert agreement >= 0.995, agreement
+
+
+def test_class_whose_cam_never_exceeds_the_floor():
+    image = photo("coffee", 30, 30, 40, 40)
+    cams, labels = _cams(40, 40, 5, [1, 3], seed=4)
+    cams[3] = 0.0  # present, but its CAM never exceeds cam_floor (the public release crashes here)
+    ours = rrm_ops.reliable_region_labels(torch.from_numpy(cams)[None], torch.from_numpy(labels)[None],
+                                          torch.from_numpy(image)[None])
+    expected = reliable_region_labels_ref(cams, labels, image)
+    assert (ours[0].numpy() == expected).mean() >= 0.995
+    assert not (ours == 4).any()
+
+
+def test_batched_equals_per_image_and_details():
+    images = np.stack([photo("astronaut", 0, 0, 32, 36), photo("chelsea", 0, 0, 32, 36)])
+    cams = np.stack([_cams(32, 36, 4, [0], seed=1)[0], _cams(32, 36, 4, [1, 2], seed=2)[0]])
+    labels = np.array([[1, 0, 0, 0], [0, 1, 1, 0]], np.float32)
+    args = torch.from_numpy(cams), torch.from_numpy(labels), torch.from_numpy(images)
+    details = rrm_ops.reliable_region_labels(*args, return_details=True)
+    for i in range(2):
+        alone = rrm_ops.reliable_region_labels(*(a[i : i + 1] for a in args))
+        assert torch.equal(alone, details.labels[i : i + 1])
+    assert details.q_low.shape == (2, 5, 32, 36)
+    assert torch.all(details.q_low[0, 2:] == 0)  # absent classes
+    assert not (details.labels.ne(255) & ~details.sure).any()
+
+
+@pytest.mark.parametrize("height, width", [(1, 1), (2, 3)])
+def test_tiny_images_all_zero_cams_and_no_class(height, width):
+    image = torch.zeros(1, height, width, 3, dtype=torch.uint8)
+    for labels in (torch.tensor([[1.0, 0.0]]), torch.zeros(1, 2)):
+        out = rrm_ops.reliable_region_labels(torch.zeros(1, 2, height, width), labels, image)
+        assert out.shape == (1, height, width)
+        assert set(out.unique().tolist()) <= {0, 1, 2, 255}
+    no_class = rrm_ops.reliable_region_labels(torch.zeros(1, 2, height, width), torch.zeros(1, 2), image)
+    assert torch.all(no_class == 0)  # documented: background only
+
+
+@pytest.mark.parametrize(
+    "cams, labels, message",
+    [
+        (-torch.ones(1, 2, 4, 4), torch.ones(1, 2), "finite and >= 0"),
+        (torch.full((1, 2, 4, 4), float("nan")), torch.ones(1, 2), "finite and >= 0"),
+        (torch.ones(1, 2, 4, 4), torch.ones(1, 3), "cls_labels must be"),
+        (torch.ones(1, 2, 4, 5), torch.ones(1, 2), "images must have"),
+        (torch.ones(1, 2, 4, 4), torch.full((1, 2), 0.5), "only 0 and 1"),
+    ],
+)
+def test_bad_inputs_raise_clear_errors(cams, labels, message):
+    with pytest.raises(ValueError, match=message):
+        rrm_ops.reliable_region_labels(cams, labels, torch.zeros(1, 4, 4, 3, dtype=torch.uint8))
