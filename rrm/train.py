@@ -173,11 +173,15 @@ def _stop_requested(run: Run) -> bool:
     return bool(distributed.all_reduce_sum(flag).item() > 0)
 
 
-def train(run: Run, train_set: VOCSegmentation, val_set: VOCSegmentation, log: ProgressLog) -> dict[str, float]:
+def train(run: Run, train_set: VOCSegmentation, val_set: VOCSegmentation, log: ProgressLog,
+          stop_at: int | None = None) -> dict[str, float] | None:
+    """Train to ``max_steps`` and return the final metrics, or stop at step ``stop_at`` with a
+    checkpoint (the schedule still runs to ``max_steps``) and return None."""
     config = run.config
+    last_step = config.max_steps if stop_at is None else min(stop_at, config.max_steps)
     batches = StepBatches(len(train_set), config.batch_size, run.ctx.world_size, run.ctx.rank, config.seed)
     quality = {"reliable": LabelQuality(), "cam": LabelQuality()}
-    while run.step < config.max_steps:
+    while run.step < last_step:
         epoch, first = divmod(run.step, batches.steps_per_epoch)
         train_set.set_epoch(epoch)
         loader = DataLoader(train_set, batch_sampler=batches.of_epoch(epoch, first), num_workers=config.num_workers,
@@ -193,9 +197,11 @@ def train(run: Run, train_set: VOCSegmentation, val_set: VOCSegmentation, log: P
                 log.message(f"stopped by signal {run.stop_signal} at step {run.step}; resume with "
                             f"--resume {run.out / 'last.pth'}")
                 raise SystemExit(128 + run.stop_signal if run.stop_signal else 1)
-            if run.step >= config.max_steps:
+            if run.step >= last_step:
                 break
     save_checkpoint(run)
+    if run.step < config.max_steps:
+        return None
     return _final_metrics(run, val_set, quality, log)
 
 
@@ -287,18 +293,17 @@ def _train_main(config: TrainConfig, checkpoint: dict | None, ctx: distributed.C
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
         save_yaml(config, out / "config.yaml")
-    if stop_at is not None:
-        run.config.max_steps, final_steps = min(stop_at, config.max_steps), config.max_steps
     log = ProgressLog(out / "metrics.jsonl", total_steps=config.max_steps, start_step=run.step, enabled=ctx.is_main,
                       log_every=config.log_every)
     _install_stop_handlers(run)
-    metrics = train(run, train_set, val_set, log)
-    if stop_at is not None and run.step < final_steps:
+    metrics = train(run, train_set, val_set, log, stop_at)
+    if metrics is None:
         log.message(f"stopped at step {run.step} as asked; resume with --resume {out / 'last.pth'}")
         return 0
     if ctx.is_main:
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
         log.message(f"done: {json.dumps(metrics)}\nrun folder: {out}")
+    distributed.barrier()
     return 0
 
 
