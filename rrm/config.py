@@ -33,19 +33,25 @@ class TrainConfig:
         default=None, metadata={"help": "initial weights: PSA res38_cls.pth, an RRM checkpoint or a converted .params"}
     )
     out: str | None = field(default=None, metadata={"help": "run folder; default runs/<timestamp>"})
-    max_steps: int = field(default=1200, metadata={"help": "optimisation steps"})
-    batch_size: int = field(default=8, metadata={"help": "images per step per process"})
-    crop_size: int = field(default=96, metadata={"help": "square training crop in pixels"})
-    lr: float = field(default=0.01, metadata={"help": "base learning rate (backbone weights)"})
-    weight_decay: float = field(default=5e-4, metadata={"help": "SGD weight decay"})
+    max_steps: int = field(default=1800, metadata={"help": "optimisation steps"})
+    batch_size: int = field(default=16, metadata={"help": "images per step per process"})
+    crop_size: int = field(default=112, metadata={"help": "square training crop in pixels"})
+    optimizer: str = field(
+        default="adam",
+        metadata={"help": "adam (one lr for all parameters; trains the small backbone from scratch) or sgd "
+                          "(RRM's recipe: momentum, lr x1/x2/x10/x20 for backbone/head weights/biases)"},
+    )
+    lr: float = field(default=3e-3, metadata={"help": "base learning rate (sgd: of the backbone weights)"})
+    weight_decay: float = field(default=0.0, metadata={"help": "weight decay (RRM's sgd recipe: 5e-4)"})
     momentum: float = field(default=0.9, metadata={"help": "SGD momentum"})
     poly_power: float = field(default=0.9, metadata={"help": "exponent of the poly LR schedule"})
     device: str = field(default="auto", metadata={"help": "cpu, cuda, cuda:N or auto"})
     seed: int = field(default=0, metadata={"help": "seed of initialisation, data order and augmentation"})
     resume: str | None = field(default=None, metadata={"help": "checkpoint to resume from (e.g. RUN/last.pth)"})
     num_workers: int = field(default=2, metadata={"help": "data loading processes"})
+    cls_dropout: float = field(default=0.0, metadata={"help": "dropout before the classifier (RRM: 0.5)"})
     cls_only_steps: int = field(
-        default=200, metadata={"help": "train the classification branch alone for the first N steps"}
+        default=1200, metadata={"help": "train the classification branch alone for the first N steps"}
     )
     cam_scales: tuple[float, ...] = field(default=(1.0, 0.5, 1.5, 2.0), metadata={"help": "CAM scales"})
     alpha_low: float = field(default=4.0, metadata={"help": "background power of the low-background CRF"})
@@ -62,9 +68,9 @@ class TrainConfig:
     cam_bg_threshold: float = field(
         default=0.2, metadata={"help": "background score of the CAM-argmax baseline (normalised CAMs)"}
     )
-    val_every: int = field(default=400, metadata={"help": "validate every N steps (0: only at the end)"})
+    val_every: int = field(default=600, metadata={"help": "validate every N steps (0: only at the end)"})
     checkpoint_every: int = field(default=200, metadata={"help": "write last.pth every N steps"})
-    log_every: int = field(default=20, metadata={"help": "progress line and metrics.jsonl record every N steps"})
+    log_every: int = field(default=50, metadata={"help": "progress line and metrics.jsonl record every N steps"})
     panel_images: int = field(default=4, metadata={"help": "validation images drawn in each panel PNG"})
 
     def validate(self) -> None:
@@ -78,6 +84,8 @@ class TrainConfig:
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.optimizer not in ("adam", "sgd"):
+            raise ConfigError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
         if self.stage not in ("rrm", "fcn"):
             raise ConfigError(f"stage must be 'rrm' or 'fcn', got {self.stage!r}")
         if 1.0 not in self.cam_scales:

@@ -118,12 +118,17 @@ def _measure_label_quality(batch, cams, cls_labels, reliable, rois, quality, con
 def build_run(config: TrainConfig, ctx: distributed.Context, out: Path) -> Run:
     torch.manual_seed(config.seed)
     core = build_rrm(config.backbone).to(ctx.device)
+    core.dropout7.p = config.cls_dropout
     if config.weights:
         core.load_pretrained(load_state_dict_file(config.weights))
     groups = core.param_groups(config.lr, config.weight_decay)
     for group in groups:
-        group["initial_lr"] = group["lr"]
-    optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
+        group["initial_lr"] = group["lr"] if config.optimizer == "sgd" else config.lr
+        group["lr"] = group["initial_lr"]
+    if config.optimizer == "sgd":
+        optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
+    else:
+        optimizer = torch.optim.Adam(groups, lr=config.lr)
     model = DistributedDataParallel(core) if ctx.distributed else core
     energy_loss = rrm_ops.DenseEnergyLoss(
         weight=config.energy_weight,
