@@ -33,7 +33,7 @@ class TrainConfig:
         default=None, metadata={"help": "initial weights: PSA res38_cls.pth, an RRM checkpoint or a converted .params"}
     )
     out: str | None = field(default=None, metadata={"help": "run folder; default runs/<timestamp>"})
-    max_steps: int = field(default=1800, metadata={"help": "optimisation steps"})
+    max_steps: int = field(default=2600, metadata={"help": "optimisation steps"})
     batch_size: int = field(default=16, metadata={"help": "images per step per process"})
     crop_size: int = field(default=112, metadata={"help": "square training crop in pixels"})
     optimizer: str = field(
@@ -51,7 +51,7 @@ class TrainConfig:
     num_workers: int = field(default=2, metadata={"help": "data loading processes"})
     cls_dropout: float = field(default=0.0, metadata={"help": "dropout before the classifier (RRM: 0.5)"})
     cls_only_steps: int = field(
-        default=1200, metadata={"help": "train the classification branch alone for the first N steps"}
+        default=1900, metadata={"help": "train the classification branch alone for the first N steps"}
     )
     cam_scales: tuple[float, ...] = field(default=(1.0, 0.5, 1.5, 2.0), metadata={"help": "CAM scales"})
     alpha_low: float = field(default=4.0, metadata={"help": "background power of the low-background CRF"})

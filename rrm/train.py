@@ -84,10 +84,12 @@ def training_step(run: Run, batch: dict, quality: dict[str, LabelQuality]) -> di
     images_uint8 = batch["image_uint8"].to(device, non_blocking=True)
     rois = batch["roi"].to(device, non_blocking=True)
     cls_labels = batch["label"].to(device, non_blocking=True)
-    out = run.model(images, cam_scales=config.cam_scales)
+    cls_only = run.step < config.cls_only_steps
+    # The extra CAM scales only feed the mining, which the classification-only phase skips.
+    out = run.model(images, cam_scales=None if cls_only else config.cam_scales)
     losses = {"cls": F.multilabel_soft_margin_loss(out["cls_logits"], cls_labels)}
     seg_logits = F.interpolate(out["seg_logits"], size=images.shape[-2:], mode="bilinear", align_corners=False)
-    if run.step < config.cls_only_steps:
+    if cls_only:
         # Keeps every parameter in the graph, as DistributedDataParallel requires.
         total = losses["cls"] + 0.0 * seg_logits.sum()
     else:
