@@ -22,11 +22,6 @@ void check_lattice(const lattice::LatticeTuple& lat, const char* name, const at:
                                  at::empty({unary.size(0), unary.size(2), 0}, unary.options()));
 }
 
-lattice::LatticeTuple contiguous(const lattice::LatticeTuple& lat) {
-  return {std::get<0>(lat).contiguous(), std::get<1>(lat).contiguous(), std::get<2>(lat).contiguous(),
-          std::get<3>(lat).contiguous(), std::get<4>(lat).contiguous()};
-}
-
 // Returns the minimum of a floating tensor after checking it is finite, in one pass over it
 // (NaN propagates through the minimum and maximum); 0 for an empty tensor.
 double checked_finite_minimum(const at::Tensor& t, const char* name) {
@@ -133,13 +128,9 @@ MeanfieldInputs checked_meanfield_inputs(const at::Tensor& unary, const std::opt
   inputs.unary = unary.contiguous();
   inputs.slot_labels = unary.size(0) == 0 ? at::empty({0, 0}, unary.options().dtype(at::kInt))
                                           : slot_labels_of(mask, slot_multiple);
-  inputs.gaussian = contiguous(gaussian);
-  inputs.bilateral = contiguous(bilateral);
+  inputs.gaussian = lattice::contiguous_lattice(gaussian);
+  inputs.bilateral = lattice::contiguous_lattice(bilateral);
   return inputs;
-}
-
-lattice::LatticeView view_of(const lattice::LatticeTuple& lat) {
-  return lattice::make_view(std::get<0>(lat), std::get<1>(lat), std::get<2>(lat), std::get<3>(lat), std::get<4>(lat));
 }
 
 MeanfieldProblem make_problem(const MeanfieldInputs& inputs, double gaussian_compat, double bilateral_compat) {

@@ -73,8 +73,8 @@ at::Tensor dense_crf_meanfield_cpu(const at::Tensor& unary, const std::optional<
   at::Tensor q = at::empty_like(inputs.unary);
   if (q.numel() == 0) return q;
   const MeanfieldProblem problem = make_problem(inputs, gaussian_compat, bilateral_compat);
-  const lattice::LatticeView gaussian = view_of(inputs.gaussian);
-  const lattice::LatticeView bilateral = view_of(inputs.bilateral);
+  const lattice::LatticeView gaussian = lattice::make_view(inputs.gaussian);
+  const lattice::LatticeView bilateral = lattice::make_view(inputs.bilateral);
   const int64_t pixels = gaussian.num_points;
   at::Tensor workspace = at::empty(
       {workspace_floats(pixels, problem.slots, gaussian.num_vertices, bilateral.num_vertices)}, q.options());

@@ -25,8 +25,6 @@ MeanfieldInputs checked_meanfield_inputs(const at::Tensor& unary, const std::opt
                                          const lattice::LatticeTuple& bilateral, double gaussian_compat,
                                          double bilateral_compat, int64_t n_iter, int64_t slot_multiple);
 
-lattice::LatticeView view_of(const lattice::LatticeTuple& lattice);
-
 MeanfieldProblem make_problem(const MeanfieldInputs& inputs, double gaussian_compat, double bilateral_compat);
 
 // The public op: validates scores (or unary) and image, builds both lattices through the

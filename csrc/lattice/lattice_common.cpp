@@ -48,8 +48,13 @@ at::Tensor checked_filter_inputs(const at::Tensor& offsets, const at::Tensor& we
   return values.contiguous();
 }
 
-LatticeView make_view(const at::Tensor& offsets, const at::Tensor& weights, const at::Tensor& neighbours,
-                      const at::Tensor& splat_ptr, const at::Tensor& splat_entries) {
+LatticeTuple contiguous_lattice(const LatticeTuple& lattice) {
+  return {std::get<0>(lattice).contiguous(), std::get<1>(lattice).contiguous(), std::get<2>(lattice).contiguous(),
+          std::get<3>(lattice).contiguous(), std::get<4>(lattice).contiguous()};
+}
+
+LatticeView make_view(const LatticeTuple& lattice) {
+  const auto& [offsets, weights, neighbours, splat_ptr, splat_entries] = lattice;
   LatticeView view;
   view.offsets = offsets.data_ptr<int32_t>();
   view.weights = weights.data_ptr<float>();

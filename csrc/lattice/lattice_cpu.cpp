@@ -248,9 +248,8 @@ at::Tensor lattice_filter_cpu(const at::Tensor& offsets, const at::Tensor& weigh
       checked_filter_inputs(offsets, weights, neighbours, splat_ptr, splat_entries, values_in);
   at::Tensor out = at::empty_like(values);
   if (values.numel() == 0) return out;
-  const at::Tensor o = offsets.contiguous(), w = weights.contiguous(), n = neighbours.contiguous(),
-                   p = splat_ptr.contiguous(), s = splat_entries.contiguous();
-  const LatticeView lat = make_view(o, w, n, p, s);
+  const LatticeTuple lattice = contiguous_lattice({offsets, weights, neighbours, splat_ptr, splat_entries});
+  const LatticeView lat = make_view(lattice);
   const int64_t channels = values.size(2);
   AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "lattice_filter_cpu", [&] {
     at::Tensor buffer_a = at::empty({lat.num_vertices, channels}, values.options());

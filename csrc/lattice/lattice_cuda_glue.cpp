@@ -67,9 +67,8 @@ at::Tensor lattice_filter_cuda(const at::Tensor& offsets, const at::Tensor& weig
   const c10::cuda::CUDAGuard guard(values.device());
   at::Tensor out = at::empty_like(values);
   if (values.numel() == 0) return out;
-  const at::Tensor o = offsets.contiguous(), w = weights.contiguous(), n = neighbours.contiguous(),
-                   p = splat_ptr.contiguous(), s = splat_entries.contiguous();
-  const LatticeView lat = make_view(o, w, n, p, s);
+  const LatticeTuple lattice = contiguous_lattice({offsets, weights, neighbours, splat_ptr, splat_entries});
+  const LatticeView lat = make_view(lattice);
   const int64_t channels = values.size(2);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "lattice_filter_cuda", [&] {

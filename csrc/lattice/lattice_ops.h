@@ -21,8 +21,11 @@ at::Tensor checked_filter_inputs(const at::Tensor& offsets, const at::Tensor& we
                                  const at::Tensor& splat_ptr, const at::Tensor& splat_entries,
                                  const at::Tensor& values);
 
-LatticeView make_view(const at::Tensor& offsets, const at::Tensor& weights, const at::Tensor& neighbours,
-                      const at::Tensor& splat_ptr, const at::Tensor& splat_entries);
+// The five lattice tensors made contiguous, as make_view requires.
+LatticeTuple contiguous_lattice(const LatticeTuple& lattice);
+
+// Raw pointers into contiguous lattice tensors, which must outlive the view.
+LatticeView make_view(const LatticeTuple& lattice);
 
 LatticeTuple lattice_build_cpu(const at::Tensor& features);
 at::Tensor lattice_filter_cpu(const at::Tensor& offsets, const at::Tensor& weights, const at::Tensor& neighbours,
