@@ -23,6 +23,11 @@ TORCH_LIBRARY(rrm_ops, m) {
       "dense_crf(Tensor? scores, Tensor image, *, Tensor? unary=None, int n_iter=10, float gaussian_sxy=3.0, "
       "float gaussian_compat=3.0, float bilateral_sxy=80.0, float bilateral_srgb=13.0, float bilateral_compat=10.0, "
       "Tensor? label_mask=None) -> Tensor");
+  m.def(
+      "reliable_region_labels(Tensor cams, Tensor cls_labels, Tensor images, *, float alpha_low=4.0, "
+      "float alpha_high=32.0, float cam_alpha=32.0, float fg_quantile=0.6, float cam_floor=0.1, float bg_sure=0.8, "
+      "float crf_sure=0.8, int ignore_index=255, bool? compact_labels=None) -> (Tensor labels, Tensor sure, "
+      "Tensor q)");
 }
 
 // An importable module so `import rrm_ops._C` loads the library and runs the registrations.

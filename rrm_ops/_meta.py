@@ -87,3 +87,28 @@ def _dense_crf_fake(
     energies = scores if scores is not None else unary
     torch._check(energies.dim() == 4, lambda: f"scores must be 4-D [B, L, H, W], got shape {tuple(energies.shape)}")
     return energies.new_empty(energies.shape, dtype=torch.float32)
+
+
+@torch.library.register_fake("rrm_ops::reliable_region_labels")
+def _reliable_region_labels_fake(
+    cams: Tensor,
+    cls_labels: Tensor,
+    images: Tensor,
+    *,
+    alpha_low: float = 4.0,
+    alpha_high: float = 32.0,
+    cam_alpha: float = 32.0,
+    fg_quantile: float = 0.6,
+    cam_floor: float = 0.1,
+    bg_sure: float = 0.8,
+    crf_sure: float = 0.8,
+    ignore_index: int = 255,
+    compact_labels: bool | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    torch._check(cams.dim() == 4, lambda: f"cams must be 4-D [B, C, H, W], got shape {tuple(cams.shape)}")
+    batch, classes, height, width = cams.shape
+    return (
+        cams.new_empty((batch, height, width), dtype=torch.int64),
+        cams.new_empty((batch, height, width), dtype=torch.bool),
+        cams.new_empty((2, batch, classes + 1, height, width), dtype=torch.float32),
+    )

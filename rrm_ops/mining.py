@@ -1,4 +1,8 @@
-"""Reliable region mining: CAMs -> two dense CRFs on one lattice pair -> pruned labels (DESIGN.md §5.4)."""
+"""Reliable region mining: CAMs -> two dense CRFs on one lattice pair -> pruned labels (DESIGN.md §5.4).
+
+The work is the registered op ``torch.ops.rrm_ops.reliable_region_labels`` (a C++ composite with
+CPU and CUDA kernels); :func:`reliable_region_labels` is its typed Python face.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,6 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor
-
-from rrm_ops.crf import crf_lattices, mean_field, unary_from_scores
-
-# RRM's training-time CRF parameters (DESIGN.md §5.2).
-TRAIN_CRF = dict(n_iter=10, gaussian_sxy=3.0, gaussian_compat=3.0, bilateral_sxy=80.0, bilateral_srgb=13.0,
-                 bilateral_compat=10.0)
 
 
 class MiningDetails(NamedTuple):
@@ -36,11 +34,13 @@ def _check_inputs(cams: Tensor, cls_labels: Tensor, images: Tensor) -> None:
     spatial = tuple(images.shape[2:]) if images.shape[1] == 3 else tuple(images.shape[1:3])
     if images.shape[0] != batch or spatial != (height, width):
         raise ValueError(f"images must have B, H, W = {batch}, {height}, {width} of cams, got {tuple(images.shape)}")
+    # Value checks read data on the host, so only CPU tensors get them (no GPU round trip).
     if cams.device.type == "cpu" and cams.numel():
-        if not torch.isfinite(cams).all() or (cams < 0).any():
+        minimum, maximum = torch.aminmax(cams)  # one pass; NaN propagates to both
+        if not (torch.isfinite(minimum) and torch.isfinite(maximum)) or minimum < 0:
             raise ValueError("cams must be finite and >= 0")
-        if ((cls_labels != 0) & (cls_labels != 1)).any():
-            raise ValueError("cls_labels must hold only 0 and 1")
+    if cls_labels.device.type == "cpu" and ((cls_labels != 0) & (cls_labels != 1)).any():
+        raise ValueError("cls_labels must hold only 0 and 1")
 
 
 def reliable_region_labels(
@@ -57,16 +57,21 @@ def reliable_region_labels(
     crf_sure: float = 0.8,
     ignore_index: int = 255,
     return_details: bool = False,
+    compact_labels: bool | None = None,
 ) -> Tensor | MiningDetails:
     """RRM's reliable region labels of a batch, on the batch's device.
 
     Args:
         cams: float [B, C, H, W] >= 0 at image size, not yet normalised.
-        cls_labels: [B, C] image-level labels in {0, 1}.
+        cls_labels: [B, C] image-level labels in {0, 1}, on the CPU or on the device of cams.
         images: uint8 [B, 3, H, W] or [B, H, W, 3].
         alpha_low, alpha_high: background powers of the two CRFs; cam_alpha: of the CAM argmax.
         fg_quantile, cam_floor, bg_sure, crf_sure: pruning thresholds (DESIGN.md §5.4).
         return_details: also return Q_low, Q_high and the sure-CAM mask.
+        compact_labels: run the CRFs on each image's present labels only, padded to the batch's
+            largest present count (needs that count on the host, free when cls_labels is a CPU
+            tensor), instead of all C+1 labels with the absent ones masked. Both give bitwise
+            the same result; None compacts exactly when cls_labels is on the CPU.
 
     Returns:
         int64 [B, H, W] in {0..C, ignore_index} (class c is label c+1), or MiningDetails.
@@ -75,25 +80,9 @@ def reliable_region_labels(
         Absent classes have Q = 0 (the CRFs run on the present labels only).
     """
     _check_inputs(cams, cls_labels, images)
-    batch, classes, height, width = cams.shape
-    present = cls_labels.to(device=cams.device, dtype=torch.bool)
-    normalised = cams.float() * present[:, :, None, None]
-    normalised = normalised / (normalised.flatten(2).amax(dim=2)[:, :, None, None] + 1e-5)
-    label_mask = torch.cat([torch.ones_like(present[:, :1]), present], dim=1)
-    lattices = crf_lattices(images, gaussian_sxy=TRAIN_CRF["gaussian_sxy"],
-                            bilateral_sxy=TRAIN_CRF["bilateral_sxy"], bilateral_srgb=TRAIN_CRF["bilateral_srgb"])
-    max_cam = normalised.amax(dim=1, keepdim=True)
-
-    def crf_with_background_power(alpha: float) -> Tensor:
-        scores = torch.cat([(1 - max_cam).pow(alpha), normalised], dim=1)
-        return mean_field(unary_from_scores(scores), lattices, n_iter=TRAIN_CRF["n_iter"],
-                          gaussian_compat=TRAIN_CRF["gaussian_compat"],
-                          bilateral_compat=TRAIN_CRF["bilateral_compat"], label_mask=label_mask)
-
-    q_low, q_high = crf_with_background_power(alpha_low), crf_with_background_power(alpha_high)
-    labels, sure = torch.ops.rrm_ops.prune_reliable_labels(
-        normalised.reshape(batch, classes, -1), q_low.reshape(batch, classes + 1, -1),
-        q_high.reshape(batch, classes + 1, -1), float(cam_alpha), float(fg_quantile), float(cam_floor),
-        float(bg_sure), float(crf_sure), int(ignore_index))
-    labels, sure = labels.reshape(batch, height, width), sure.reshape(batch, height, width)
-    return MiningDetails(labels, q_low, q_high, sure) if return_details else labels
+    labels, sure, q = torch.ops.rrm_ops.reliable_region_labels(
+        cams.detach(), cls_labels.detach(), images.detach(), alpha_low=float(alpha_low),
+        alpha_high=float(alpha_high), cam_alpha=float(cam_alpha), fg_quantile=float(fg_quantile),
+        cam_floor=float(cam_floor), bg_sure=float(bg_sure), crf_sure=float(crf_sure),
+        ignore_index=int(ignore_index), compact_labels=compact_labels)
+    return MiningDetails(labels, q[0], q[1], sure) if return_details else labels

@@ -93,3 +93,57 @@ def test_tiny_images_all_zero_cams_and_no_class(height, width):
 def test_bad_inputs_raise_clear_errors(cams, labels, message):
     with pytest.raises(ValueError, match=message):
         rrm_ops.reliable_region_labels(cams, labels, torch.zeros(1, 4, 4, 3, dtype=torch.uint8))
+
+
+def test_registered_kernels():
+    name = "rrm_ops::reliable_region_labels"
+    assert torch._C._dispatch_has_kernel_for_dispatch_key(name, "CPU")
+    if torch.cuda.is_available():
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(name, "CUDA")
+    assert torch._C._dispatch_has_kernel_for_dispatch_key(name, "Meta")
+
+
+def _small_batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    images = np.stack([photo("astronaut", 0, 0, 14, 17), photo("coffee", 0, 0, 14, 17)])
+    cams = np.stack([_cams(14, 17, 4, [2], seed=1)[0], _cams(14, 17, 4, [0, 1, 3], seed=2)[0]])
+    labels = np.array([[0, 0, 1, 0], [1, 1, 0, 1]], np.float32)
+    return torch.from_numpy(cams), torch.from_numpy(labels), torch.from_numpy(images)
+
+
+def test_fake_kernel_shapes_and_opcheck():
+    cams, labels, images = _small_batch()
+    with torch._subclasses.fake_tensor.FakeTensorMode() as mode:
+        fake = [mode.from_tensor(t) for t in (cams, labels, images)]
+        out_labels, sure, q = torch.ops.rrm_ops.reliable_region_labels(*fake)
+    assert (out_labels.shape, out_labels.dtype) == ((2, 14, 17), torch.int64)
+    assert (sure.shape, sure.dtype) == ((2, 14, 17), torch.bool)
+    assert (q.shape, q.dtype) == ((2, 2, 5, 14, 17), torch.float32)
+    torch.library.opcheck(torch.ops.rrm_ops.reliable_region_labels, (cams, labels, images))
+
+
+def test_compacted_labels_equal_masked_labels_bitwise():
+    # The batch's largest present count is 3 + background, so compaction keeps 4 of the 5
+    # labels; masked runs all 5 (padded to 8 on the CPU).
+    args = _small_batch()
+    compact = rrm_ops.reliable_region_labels(*args, return_details=True, compact_labels=True)
+    masked = rrm_ops.reliable_region_labels(*args, return_details=True, compact_labels=False)
+    for got, expected in zip(compact, masked):
+        assert torch.equal(got, expected)
+
+
+def test_op_equals_two_mean_fields_on_shared_lattices():
+    # The two-group mean field equals two separate runs of the CRF family's mean field. The op
+    # computes the unary with logf/powf per pixel, torch with its vectorised log/pow, which may
+    # differ in the last bit; Q then differs by about 1e-7.
+    cams, labels, images = _small_batch()
+    details = rrm_ops.reliable_region_labels(cams, labels, images, return_details=True)
+    present = labels.bool()
+    normalised = cams * present[:, :, None, None]
+    normalised = normalised / (normalised.flatten(2).amax(dim=2)[:, :, None, None] + 1e-5)
+    lattices = rrm_ops.crf_lattices(images)
+    mask = torch.cat([torch.ones_like(present[:, :1]), present], dim=1)
+    for alpha, q in ((4.0, details.q_low), (32.0, details.q_high)):
+        scores = torch.cat([(1 - normalised.amax(dim=1, keepdim=True)).pow(alpha), normalised], dim=1)
+        expected = rrm_ops.mean_field(rrm_ops.unary_from_scores(scores), lattices, label_mask=mask)
+        torch.testing.assert_close(q, expected, rtol=0, atol=1e-5)
+        assert (q.argmax(1) == expected.argmax(1)).float().mean() > 0.999

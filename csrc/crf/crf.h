@@ -8,14 +8,19 @@
 // the filtered values it has just read. The float operations are ordered like pydensecrf's,
 // so results agree with it to rounding.
 //
-// Layouts, for a batch of B images of P pixels, L labels and S slots:
-//   unary, q       float [B, L, P]  labels-first, as the public [B, L, H, W]
+// Layouts, for a batch of B images of P pixels, L labels, S slots and G groups:
+//   unary, q       float [G, B, L, P]  labels-first, as the public [B, L, H, W] (G = 1)
 //   slot_labels    int32 [B, S]     present labels of each image in ascending order, then -1;
 //                                   S is at least the largest present-label count of the batch
 //   norms          float [B*P]      symmetric normalisation factors of one kernel
-//   unary_slots, values  float [B*P, S]  channels-last over slots, the layout the lattice filters
-// Working on slots, not labels, keeps masked labels out of the filters entirely; padding
-// slots hold zeros in the filtered arrays. An image without present labels gets Q = 0.
+//   unary_slots, values  float [B*P, G*S]  channels-last over slots, the layout the lattice
+//                                   filters; group g's slot s is channel g*S + s
+// A group is an independent CRF on the same images and lattices with its own unary (mining runs
+// its two background strengths as two groups): the filters are linear per channel, so one
+// filter over G*S channels equals G filters over S, and shares the lattice traversal among
+// them; the softmax runs within each group. Working on slots, not labels, keeps masked labels
+// out of the filters entirely; padding slots hold zeros in the filtered arrays. An image
+// without present labels gets Q = 0.
 #pragma once
 
 #include <math.h>
@@ -31,44 +36,50 @@ namespace crf {
 struct MeanfieldProblem {
   const float* unary;
   const int32_t* slot_labels;
+  int64_t batch;   // B
   int64_t points;  // P
   int64_t labels;  // L
   int64_t slots;   // S
+  int64_t groups;  // G
   float gaussian_compat;
   float bilateral_compat;
 };
 
+// Filtered channels per pixel: every slot of every group.
+RRM_HOST_DEVICE inline int64_t slot_channels(const MeanfieldProblem& problem) { return problem.groups * problem.slots; }
+
 // The float buffers of one run, carved from one allocation (see workspace_floats). Each
 // lattice has its own vertex buffers, so different images may be at different steps.
+// K = G*S channels.
 struct MeanfieldWorkspace {
   float* gaussian_norm;       // [B*P]
   float* bilateral_norm;      // [B*P]
-  float* unary_slots;         // [B*P, S] the unary of each slot
-  float* gaussian_values;     // [B*P, S] n_g * Q, filtered in place
-  float* bilateral_values;    // [B*P, S] n_b * Q, filtered in place
-  float* gaussian_vertex_a;   // [M_g, S]
-  float* gaussian_vertex_b;   // [M_g, S]
-  float* bilateral_vertex_a;  // [M_b, S]
-  float* bilateral_vertex_b;  // [M_b, S]
+  float* unary_slots;         // [B*P, K] the unary of each slot
+  float* gaussian_values;     // [B*P, K] n_g * Q, filtered in place
+  float* bilateral_values;    // [B*P, K] n_b * Q, filtered in place
+  float* gaussian_vertex_a;   // [M_g, K]
+  float* gaussian_vertex_b;   // [M_g, K]
+  float* bilateral_vertex_a;  // [M_b, K]
+  float* bilateral_vertex_b;  // [M_b, K]
 };
 
-inline int64_t workspace_floats(int64_t pixels, int64_t slots, int64_t gaussian_vertices,
+inline int64_t workspace_floats(int64_t pixels, int64_t channels, int64_t gaussian_vertices,
                                 int64_t bilateral_vertices) {
-  return 2 * pixels + 3 * pixels * slots + 2 * (gaussian_vertices + bilateral_vertices) * slots;
+  return 2 * pixels + 3 * pixels * channels + 2 * (gaussian_vertices + bilateral_vertices) * channels;
 }
 
-inline MeanfieldWorkspace carve_workspace(float* base, int64_t pixels, int64_t slots, int64_t gaussian_vertices,
+inline MeanfieldWorkspace carve_workspace(float* base, int64_t pixels, int64_t channels, int64_t gaussian_vertices,
                                           int64_t bilateral_vertices) {
   MeanfieldWorkspace ws;
   ws.gaussian_norm = base;
   ws.bilateral_norm = ws.gaussian_norm + pixels;
   ws.unary_slots = ws.bilateral_norm + pixels;
-  ws.gaussian_values = ws.unary_slots + pixels * slots;
-  ws.bilateral_values = ws.gaussian_values + pixels * slots;
-  ws.gaussian_vertex_a = ws.bilateral_values + pixels * slots;
-  ws.gaussian_vertex_b = ws.gaussian_vertex_a + gaussian_vertices * slots;
-  ws.bilateral_vertex_a = ws.gaussian_vertex_b + gaussian_vertices * slots;
-  ws.bilateral_vertex_b = ws.bilateral_vertex_a + bilateral_vertices * slots;
+  ws.gaussian_values = ws.unary_slots + pixels * channels;
+  ws.bilateral_values = ws.gaussian_values + pixels * channels;
+  ws.gaussian_vertex_a = ws.bilateral_values + pixels * channels;
+  ws.gaussian_vertex_b = ws.gaussian_vertex_a + gaussian_vertices * channels;
+  ws.bilateral_vertex_a = ws.gaussian_vertex_b + gaussian_vertices * channels;
+  ws.bilateral_vertex_b = ws.bilateral_vertex_a + bilateral_vertices * channels;
   return ws;
 }
 
@@ -115,10 +126,12 @@ RRM_HOST_DEVICE inline void gather_unary_pixel(const MeanfieldProblem& problem, 
   const int64_t image = pixel / problem.points;
   const int64_t p = pixel - image * problem.points;
   const int32_t* labels = problem.slot_labels + image * problem.slots;
-  const float* unary = problem.unary + image * problem.labels * problem.points + p;
-  float* row = unary_slots + pixel * problem.slots;
-  for (int64_t s = 0; s < problem.slots; ++s) {
-    row[s] = labels[s] >= 0 ? unary[labels[s] * problem.points] : INFINITY;
+  float* row = unary_slots + pixel * slot_channels(problem);
+  for (int64_t g = 0; g < problem.groups; ++g) {
+    const float* unary = problem.unary + ((g * problem.batch + image) * problem.labels) * problem.points + p;
+    for (int64_t s = 0; s < problem.slots; ++s) {
+      row[g * problem.slots + s] = labels[s] >= 0 ? unary[labels[s] * problem.points] : INFINITY;
+    }
   }
 }
 
@@ -134,16 +147,18 @@ struct MeanfieldStep {
   float* q;
 };
 
-// One mean-field update of pixel `pixel` (a global index b*P + p). The loops run over all
-// slots, padding included, so that they have no data-dependent bounds.
-RRM_HOST_DEVICE inline void update_pixel(const MeanfieldProblem& problem, const MeanfieldStep& step, int64_t pixel) {
+// One mean-field update of group `group` of pixel `pixel` (a global index b*P + p). The loops
+// run over all slots, padding included, so that they have no data-dependent bounds.
+RRM_HOST_DEVICE inline void update_group(const MeanfieldProblem& problem, const MeanfieldStep& step, int64_t pixel,
+                                         int64_t group) {
   const int64_t slots = problem.slots;
-  const float* unary = step.unary_slots + pixel * slots;
+  const int64_t first = pixel * slot_channels(problem) + group * slots;
+  const float* unary = step.unary_slots + first;
   const float gaussian_norm = step.gaussian_norm[pixel];
   const float bilateral_norm = step.bilateral_norm[pixel];
   // The gaussian row holds the energies, then the exponentials, then Q, then n_g * Q.
-  float* row = step.gaussian_values + pixel * slots;
-  float* bilateral_row = step.bilateral_values + pixel * slots;
+  float* row = step.gaussian_values + first;
+  float* bilateral_row = step.bilateral_values + first;
 
   for (int64_t s = 0; s < slots; ++s) {
     float energy = -unary[s];
@@ -167,7 +182,8 @@ RRM_HOST_DEVICE inline void update_pixel(const MeanfieldProblem& problem, const 
   if (step.q != nullptr) {
     const int64_t image = pixel / problem.points;
     const int32_t* labels = problem.slot_labels + image * slots;
-    float* q = step.q + image * problem.labels * problem.points + (pixel - image * problem.points);
+    float* q = step.q + ((group * problem.batch + image) * problem.labels) * problem.points +
+               (pixel - image * problem.points);
     int64_t s = 0;
     for (int64_t label = 0; label < problem.labels; ++label) {
       const bool is_present = s < slots && labels[s] == label;
@@ -179,6 +195,11 @@ RRM_HOST_DEVICE inline void update_pixel(const MeanfieldProblem& problem, const 
     bilateral_row[s] = bilateral_norm * row[s];
     row[s] = gaussian_norm * row[s];
   }
+}
+
+// One mean-field update of every group of pixel `pixel`.
+RRM_HOST_DEVICE inline void update_pixel(const MeanfieldProblem& problem, const MeanfieldStep& step, int64_t pixel) {
+  for (int64_t group = 0; group < problem.groups; ++group) update_group(problem, step, pixel, group);
 }
 
 }  // namespace crf

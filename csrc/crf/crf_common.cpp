@@ -40,36 +40,6 @@ void check_positive_number(double value, const char* name) {
   TORCH_CHECK(std::isfinite(value) && value > 0, name, " must be a positive finite number, got ", value);
 }
 
-// label_mask bool [B, L] -> int32 [B, S]: each image's present labels in ascending order,
-// padded with -1 to S = the largest present count (at least 1) rounded up to a multiple of
-// slot_multiple.
-at::Tensor slot_labels_of(const at::Tensor& label_mask, int64_t slot_multiple) {
-  const at::Tensor counts = label_mask.sum(1);
-  const int64_t present = std::max<int64_t>(counts.max().item<int64_t>(), 1);
-  const int64_t slots = (present + slot_multiple - 1) / slot_multiple * slot_multiple;
-  // A stable descending sort of the mask lists the present labels first, in label order.
-  const at::Tensor order =
-      std::get<1>(at::sort(label_mask.to(at::kByte), /*stable=*/true, /*dim=*/1, /*descending=*/true));
-  const at::Tensor padded = at::constant_pad_nd(order.slice(1, 0, present), {0, slots - present}, 0);
-  const at::Tensor used = at::arange(slots, counts.options()).unsqueeze(0) < counts.unsqueeze(1);
-  return at::where(used, padded, -1).to(at::kInt).contiguous();
-}
-
-// uint8 [B, H, W, 3] or [B, 3, H, W] -> uint8 [B, H, W, 3]. A [B, 3, 3, 3] image of a 3 x 3
-// problem is read as [B, H, W, 3].
-at::Tensor image_channels_last(const at::Tensor& image, const at::Tensor& input, const char* input_name) {
-  const int64_t batch = input.size(0), height = input.size(2), width = input.size(3);
-  TORCH_CHECK(image.dim() == 4, "image must be uint8 [B, H, W, 3] or [B, 3, H, W], got shape ", shape_of(image));
-  TORCH_CHECK(image.scalar_type() == at::kByte, "image must have dtype uint8 (RGB 0..255), got ", image.scalar_type());
-  check_same_device(image, "image", input, input_name);
-  TORCH_CHECK(image.size(0) == batch, "image has batch size ", image.size(0), " but ", input_name, " has ", batch);
-  if (image.size(1) == height && image.size(2) == width && image.size(3) == 3) return image;
-  TORCH_CHECK(image.size(1) == 3 && image.size(2) == height && image.size(3) == width,
-              "image must be [B, H, W, 3] or [B, 3, H, W] with the H x W = ", height, " x ", width, " of ",
-              input_name, ", got shape ", shape_of(image));
-  return image.permute({0, 2, 3, 1});
-}
-
 // The lattice of `batch` copies of one feature set, from the lattice of one copy: copy b's
 // vertex ids and entries are copy 0's shifted by b * M and b * E, which is exactly what a
 // batched build assigns (vertices are numbered in entry order), at the cost of one build.
@@ -100,6 +70,66 @@ lattice::LatticeTuple tile_lattice(const lattice::LatticeTuple& one, int64_t bat
 
 }  // namespace
 
+int64_t padded_slot_count(int64_t present, int64_t slot_multiple) {
+  const int64_t at_least_one = std::max<int64_t>(present, 1);
+  return (at_least_one + slot_multiple - 1) / slot_multiple * slot_multiple;
+}
+
+at::Tensor slot_labels_of(const at::Tensor& label_mask, int64_t slots) {
+  const int64_t kept = std::min(slots, label_mask.size(1));
+  const at::Tensor counts = label_mask.sum(1);
+  // A stable descending sort of the mask lists the present labels first, in label order.
+  const at::Tensor order =
+      std::get<1>(at::sort(label_mask.to(at::kByte), /*stable=*/true, /*dim=*/1, /*descending=*/true));
+  const at::Tensor padded = at::constant_pad_nd(order.slice(1, 0, kept), {0, slots - kept}, 0);
+  const at::Tensor used = at::arange(slots, counts.options()).unsqueeze(0) < counts.unsqueeze(1);
+  return at::where(used, padded, -1).to(at::kInt).contiguous();
+}
+
+at::Tensor image_channels_last(const at::Tensor& image, const at::Tensor& input, const char* input_name) {
+  const int64_t batch = input.size(0), height = input.size(2), width = input.size(3);
+  TORCH_CHECK(image.dim() == 4, "image must be uint8 [B, H, W, 3] or [B, 3, H, W], got shape ", shape_of(image));
+  TORCH_CHECK(image.scalar_type() == at::kByte, "image must have dtype uint8 (RGB 0..255), got ", image.scalar_type());
+  check_same_device(image, "image", input, input_name);
+  TORCH_CHECK(image.size(0) == batch, "image has batch size ", image.size(0), " but ", input_name, " has ", batch);
+  if (image.size(1) == height && image.size(2) == width && image.size(3) == 3) return image;
+  TORCH_CHECK(image.size(1) == 3 && image.size(2) == height && image.size(3) == width,
+              "image must be [B, H, W, 3] or [B, 3, H, W] with the H x W = ", height, " x ", width, " of ",
+              input_name, ", got shape ", shape_of(image));
+  return image.permute({0, 2, 3, 1});
+}
+
+std::pair<lattice::LatticeTuple, lattice::LatticeTuple> crf_lattices(const at::Tensor& rgb, double gaussian_sxy,
+                                                                     double bilateral_sxy, double bilateral_srgb) {
+  const int64_t batch = rgb.size(0), height = rgb.size(1), width = rgb.size(2);
+  const int64_t pixels = height * width;
+  const at::TensorOptions floats = rgb.options().dtype(at::kFloat);
+  const at::Tensor xs = at::arange(width, floats).view({1, width}).expand({height, width});
+  const at::Tensor ys = at::arange(height, floats).view({height, 1}).expand({height, width});
+  const at::Tensor xy = at::stack({xs, ys}, -1).reshape({1, pixels, 2});
+  // The Gaussian features do not depend on the image: one lattice serves the whole batch.
+  const at::Tensor gaussian_features = xy / gaussian_sxy;
+  const at::Tensor colour = rgb.reshape({batch, pixels, 3}).to(at::kFloat) / bilateral_srgb;
+  const at::Tensor bilateral_features = at::cat({(xy / bilateral_sxy).expand({batch, pixels, 2}), colour}, 2);
+  static const auto build = c10::Dispatcher::singleton()
+                                .findSchemaOrThrow("rrm_ops::lattice_build", "")
+                                .typed<lattice::LatticeTuple(const at::Tensor&)>();
+  return {tile_lattice(build.call(gaussian_features), batch), build.call(bilateral_features)};
+}
+
+at::Tensor allocate_workspace(const MeanfieldProblem& problem, const lattice::LatticeView& gaussian,
+                              const lattice::LatticeView& bilateral, const at::TensorOptions& options) {
+  return at::empty(
+      {workspace_floats(gaussian.num_points, slot_channels(problem), gaussian.num_vertices, bilateral.num_vertices)},
+      options.dtype(at::kFloat));
+}
+
+MeanfieldWorkspace carve_workspace(at::Tensor& workspace, const MeanfieldProblem& problem,
+                                   const lattice::LatticeView& gaussian, const lattice::LatticeView& bilateral) {
+  return carve_workspace(workspace.data_ptr<float>(), gaussian.num_points, slot_channels(problem),
+                         gaussian.num_vertices, bilateral.num_vertices);
+}
+
 MeanfieldInputs checked_meanfield_inputs(const at::Tensor& unary, const std::optional<at::Tensor>& label_mask,
                                          const lattice::LatticeTuple& gaussian,
                                          const lattice::LatticeTuple& bilateral, double gaussian_compat,
@@ -126,8 +156,12 @@ MeanfieldInputs checked_meanfield_inputs(const at::Tensor& unary, const std::opt
 
   MeanfieldInputs inputs;
   inputs.unary = unary.contiguous();
-  inputs.slot_labels = unary.size(0) == 0 ? at::empty({0, 0}, unary.options().dtype(at::kInt))
-                                          : slot_labels_of(mask, slot_multiple);
+  if (unary.size(0) == 0) {
+    inputs.slot_labels = at::empty({0, 0}, unary.options().dtype(at::kInt));
+  } else {
+    const int64_t present = mask.sum(1).max().item<int64_t>();
+    inputs.slot_labels = slot_labels_of(mask, padded_slot_count(present, slot_multiple));
+  }
   inputs.gaussian = lattice::contiguous_lattice(gaussian);
   inputs.bilateral = lattice::contiguous_lattice(bilateral);
   return inputs;
@@ -137,9 +171,11 @@ MeanfieldProblem make_problem(const MeanfieldInputs& inputs, double gaussian_com
   MeanfieldProblem problem;
   problem.unary = inputs.unary.data_ptr<float>();
   problem.slot_labels = inputs.slot_labels.data_ptr<int32_t>();
+  problem.batch = inputs.unary.size(0);
   problem.points = inputs.unary.size(2);
   problem.labels = inputs.unary.size(1);
   problem.slots = inputs.slot_labels.size(1);
+  problem.groups = 1;
   problem.gaussian_compat = static_cast<float>(gaussian_compat);
   problem.bilateral_compat = static_cast<float>(bilateral_compat);
   return problem;
@@ -173,18 +209,6 @@ at::Tensor dense_crf(const std::optional<at::Tensor>& scores, const at::Tensor& 
                                   .to(at::kFloat)
                                   .reshape({batch, labels, pixels});
 
-  const at::TensorOptions floats = input.options().dtype(at::kFloat);
-  const at::Tensor xs = at::arange(width, floats).view({1, width}).expand({height, width});
-  const at::Tensor ys = at::arange(height, floats).view({height, 1}).expand({height, width});
-  const at::Tensor xy = at::stack({xs, ys}, -1).reshape({1, pixels, 2});
-  // The Gaussian features do not depend on the image: one lattice serves the whole batch.
-  const at::Tensor gaussian_features = xy / gaussian_sxy;
-  const at::Tensor colour = rgb.reshape({batch, pixels, 3}).to(at::kFloat) / bilateral_srgb;
-  const at::Tensor bilateral_features = at::cat({(xy / bilateral_sxy).expand({batch, pixels, 2}), colour}, 2);
-
-  static const auto build = c10::Dispatcher::singleton()
-                                .findSchemaOrThrow("rrm_ops::lattice_build", "")
-                                .typed<lattice::LatticeTuple(const at::Tensor&)>();
   static const auto meanfield =
       c10::Dispatcher::singleton()
           .findSchemaOrThrow("rrm_ops::dense_crf_meanfield", "")
@@ -192,8 +216,7 @@ at::Tensor dense_crf(const std::optional<at::Tensor>& scores, const at::Tensor& 
                             const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
                             const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, double, double,
                             int64_t)>();
-  const lattice::LatticeTuple gaussian = tile_lattice(build.call(gaussian_features), batch);
-  const lattice::LatticeTuple bilateral = build.call(bilateral_features);
+  const auto [gaussian, bilateral] = crf_lattices(rgb, gaussian_sxy, bilateral_sxy, bilateral_srgb);
   const at::Tensor q = meanfield.call(energies, label_mask, std::get<0>(gaussian), std::get<1>(gaussian),
                                       std::get<2>(gaussian), std::get<3>(gaussian), std::get<4>(gaussian),
                                       std::get<0>(bilateral), std::get<1>(bilateral), std::get<2>(bilateral),

@@ -13,8 +13,6 @@ namespace crf {
 namespace {
 
 constexpr int64_t kPixelGrain = 256;
-// Whole SSE vectors of slots per row (see crf_ops.h).
-constexpr int64_t kSlotMultiple = 4;
 
 template <typename Body>
 void for_each_pixel(const lattice::ItemSpan& span, const Body& body) {
@@ -40,16 +38,16 @@ void meanfield_cpu(const MeanfieldProblem& problem, const lattice::LatticeView& 
   const lattice::ItemSpan gaussian_span = lattice::item_span(gaussian, problem.points, image_begin, image_end);
   const lattice::ItemSpan bilateral_span = lattice::item_span(bilateral, problem.points, image_begin, image_end);
   const lattice::ItemSpan& pixels = gaussian_span;
-  for_each_pixel(pixels, [&](int64_t i) { gather_unary_pixel(problem, ws.unary_slots, i); });
+  const int64_t channels = slot_channels(problem);
 
   MeanfieldStep step{ws.gaussian_norm,      ws.bilateral_norm, ws.unary_slots, false, ws.gaussian_values,
                      ws.bilateral_values, n_iter == 0 ? q : nullptr};
   for_each_pixel(pixels, [&](int64_t i) { update_pixel(problem, step, i); });
   step.filtered = true;
   for (int64_t iteration = 0; iteration < n_iter; ++iteration) {
-    lattice::filter_cpu_into<float>(gaussian, gaussian_span, ws.gaussian_values, problem.slots, false,
+    lattice::filter_cpu_into<float>(gaussian, gaussian_span, ws.gaussian_values, channels, false,
                                     ws.gaussian_vertex_a, ws.gaussian_vertex_b, ws.gaussian_values);
-    lattice::filter_cpu_into<float>(bilateral, bilateral_span, ws.bilateral_values, problem.slots, false,
+    lattice::filter_cpu_into<float>(bilateral, bilateral_span, ws.bilateral_values, channels, false,
                                     ws.bilateral_vertex_a, ws.bilateral_vertex_b, ws.bilateral_values);
     step.q = iteration == n_iter - 1 ? q : nullptr;
     for_each_pixel(pixels, [&](int64_t i) { update_pixel(problem, step, i); });
@@ -57,6 +55,29 @@ void meanfield_cpu(const MeanfieldProblem& problem, const lattice::LatticeView& 
 }
 
 }  // namespace
+
+void meanfield_from_slots_cpu(const MeanfieldProblem& problem, const lattice::LatticeView& gaussian,
+                              const lattice::LatticeView& bilateral, int64_t n_iter, const MeanfieldWorkspace& ws,
+                              float* q) {
+  const int64_t images = problem.batch;
+  // The norms filter one channel, laid out unlike the K-channel arrays that reuse the same
+  // buffers, so they are computed for the whole batch before any image moves on.
+  norms_cpu(gaussian, lattice::item_span(gaussian, problem.points, 0, images), ws.gaussian_vertex_a,
+            ws.gaussian_vertex_b, ws.gaussian_values, ws.gaussian_norm);
+  norms_cpu(bilateral, lattice::item_span(bilateral, problem.points, 0, images), ws.bilateral_vertex_a,
+            ws.bilateral_vertex_b, ws.gaussian_values, ws.bilateral_norm);
+  if (images == 1 || at::get_num_threads() == 1) {
+    meanfield_cpu(problem, gaussian, bilateral, n_iter, ws, q, 0, images);
+  } else {
+    // Whole images per thread: one parallel region instead of about fifteen per iteration,
+    // each a barrier. Inside it, the steps' parallel_for calls run inline.
+    at::parallel_for(0, images, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t image = begin; image < end; ++image) {
+        meanfield_cpu(problem, gaussian, bilateral, n_iter, ws, q, image, image + 1);
+      }
+    });
+  }
+}
 
 at::Tensor dense_crf_meanfield_cpu(const at::Tensor& unary, const std::optional<at::Tensor>& label_mask,
                                    const at::Tensor& gaussian_offsets, const at::Tensor& gaussian_weights,
@@ -69,36 +90,18 @@ at::Tensor dense_crf_meanfield_cpu(const at::Tensor& unary, const std::optional<
       unary, label_mask,
       {gaussian_offsets, gaussian_weights, gaussian_neighbours, gaussian_splat_ptr, gaussian_splat_entries},
       {bilateral_offsets, bilateral_weights, bilateral_neighbours, bilateral_splat_ptr, bilateral_splat_entries},
-      gaussian_compat, bilateral_compat, n_iter, kSlotMultiple);
+      gaussian_compat, bilateral_compat, n_iter, kCpuSlotMultiple);
   at::Tensor q = at::empty_like(inputs.unary);
   if (q.numel() == 0) return q;
   const MeanfieldProblem problem = make_problem(inputs, gaussian_compat, bilateral_compat);
   const lattice::LatticeView gaussian = lattice::make_view(inputs.gaussian);
   const lattice::LatticeView bilateral = lattice::make_view(inputs.bilateral);
-  const int64_t pixels = gaussian.num_points;
-  at::Tensor workspace = at::empty(
-      {workspace_floats(pixels, problem.slots, gaussian.num_vertices, bilateral.num_vertices)}, q.options());
-  const MeanfieldWorkspace ws =
-      carve_workspace(workspace.data_ptr<float>(), pixels, problem.slots, gaussian.num_vertices,
-                      bilateral.num_vertices);
-  const int64_t images = inputs.unary.size(0);
-  // The norms filter one channel, laid out unlike the S-channel arrays that reuse the same
-  // buffers, so they are computed for the whole batch before any image moves on.
-  norms_cpu(gaussian, lattice::item_span(gaussian, problem.points, 0, images), ws.gaussian_vertex_a,
-            ws.gaussian_vertex_b, ws.gaussian_values, ws.gaussian_norm);
-  norms_cpu(bilateral, lattice::item_span(bilateral, problem.points, 0, images), ws.bilateral_vertex_a,
-            ws.bilateral_vertex_b, ws.gaussian_values, ws.bilateral_norm);
-  if (images == 1 || at::get_num_threads() == 1) {
-    meanfield_cpu(problem, gaussian, bilateral, n_iter, ws, q.data_ptr<float>(), 0, images);
-  } else {
-    // Whole images per thread: one parallel region instead of about fifteen per iteration,
-    // each a barrier. Inside it, the steps' parallel_for calls run inline.
-    at::parallel_for(0, images, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t image = begin; image < end; ++image) {
-        meanfield_cpu(problem, gaussian, bilateral, n_iter, ws, q.data_ptr<float>(), image, image + 1);
-      }
-    });
-  }
+  at::Tensor workspace = allocate_workspace(problem, gaussian, bilateral, q.options());
+  const MeanfieldWorkspace ws = carve_workspace(workspace, problem, gaussian, bilateral);
+  at::parallel_for(0, gaussian.num_points, kPixelGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) gather_unary_pixel(problem, ws.unary_slots, i);
+  });
+  meanfield_from_slots_cpu(problem, gaussian, bilateral, n_iter, ws, q.data_ptr<float>());
   return q;
 }
 

@@ -47,24 +47,32 @@ const char* meanfield(const MeanfieldProblem& problem, const lattice::LatticeVie
                       const lattice::LatticeView& bilateral, int64_t n_iter, const MeanfieldWorkspace& workspace,
                       float* q, cudaStream_t stream) {
   const int64_t pixels = gaussian.num_points;
+  gather_unary_kernel<<<blocks_for(pixels), kThreads, 0, stream>>>(problem, pixels, workspace.unary_slots);
+  return meanfield_from_slots(problem, gaussian, bilateral, n_iter, workspace, q, stream);
+}
+
+const char* meanfield_from_slots(const MeanfieldProblem& problem, const lattice::LatticeView& gaussian,
+                                 const lattice::LatticeView& bilateral, int64_t n_iter,
+                                 const MeanfieldWorkspace& workspace, float* q, cudaStream_t stream) {
+  const int64_t pixels = gaussian.num_points;
+  const int64_t channels = slot_channels(problem);
   const char* error = symmetric_norms(gaussian, workspace.gaussian_vertex_a, workspace.gaussian_vertex_b,
                                       workspace.gaussian_values, workspace.gaussian_norm, stream);
   if (error != nullptr) return error;
   error = symmetric_norms(bilateral, workspace.bilateral_vertex_a, workspace.bilateral_vertex_b,
                           workspace.gaussian_values, workspace.bilateral_norm, stream);
   if (error != nullptr) return error;
-  gather_unary_kernel<<<blocks_for(pixels), kThreads, 0, stream>>>(problem, pixels, workspace.unary_slots);
 
   MeanfieldStep step{workspace.gaussian_norm,   workspace.bilateral_norm,   workspace.unary_slots, false,
                      workspace.gaussian_values, workspace.bilateral_values, n_iter == 0 ? q : nullptr};
   update_kernel<<<blocks_for(pixels), kThreads, 0, stream>>>(problem, step, pixels);
   step.filtered = true;
   for (int64_t iteration = 0; iteration < n_iter; ++iteration) {
-    error = lattice::cuda::filter<float>(gaussian, workspace.gaussian_values, problem.slots, false,
+    error = lattice::cuda::filter<float>(gaussian, workspace.gaussian_values, channels, false,
                                          workspace.gaussian_vertex_a, workspace.gaussian_vertex_b,
                                          workspace.gaussian_values, stream);
     if (error != nullptr) return error;
-    error = lattice::cuda::filter<float>(bilateral, workspace.bilateral_values, problem.slots, false,
+    error = lattice::cuda::filter<float>(bilateral, workspace.bilateral_values, channels, false,
                                          workspace.bilateral_vertex_a, workspace.bilateral_vertex_b,
                                          workspace.bilateral_values, stream);
     if (error != nullptr) return error;

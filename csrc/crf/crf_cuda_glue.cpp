@@ -10,9 +10,6 @@ namespace rrm {
 namespace crf {
 namespace {
 
-// One thread per pixel handles all slots, so no padding helps the GPU.
-constexpr int64_t kSlotMultiple = 1;
-
 at::Tensor dense_crf_meanfield_cuda(const at::Tensor& unary, const std::optional<at::Tensor>& label_mask,
                                     const at::Tensor& gaussian_offsets, const at::Tensor& gaussian_weights,
                                     const at::Tensor& gaussian_neighbours, const at::Tensor& gaussian_splat_ptr,
@@ -25,20 +22,16 @@ at::Tensor dense_crf_meanfield_cuda(const at::Tensor& unary, const std::optional
       unary, label_mask,
       {gaussian_offsets, gaussian_weights, gaussian_neighbours, gaussian_splat_ptr, gaussian_splat_entries},
       {bilateral_offsets, bilateral_weights, bilateral_neighbours, bilateral_splat_ptr, bilateral_splat_entries},
-      gaussian_compat, bilateral_compat, n_iter, kSlotMultiple);
+      gaussian_compat, bilateral_compat, n_iter, kCudaSlotMultiple);
   at::Tensor q = at::empty_like(inputs.unary);
   if (q.numel() == 0) return q;
   const MeanfieldProblem problem = make_problem(inputs, gaussian_compat, bilateral_compat);
   const lattice::LatticeView gaussian = lattice::make_view(inputs.gaussian);
   const lattice::LatticeView bilateral = lattice::make_view(inputs.bilateral);
-  const int64_t pixels = gaussian.num_points;
-  at::Tensor workspace = at::empty(
-      {workspace_floats(pixels, problem.slots, gaussian.num_vertices, bilateral.num_vertices)}, q.options());
-  const char* error =
-      cuda::meanfield(problem, gaussian, bilateral, n_iter,
-                      carve_workspace(workspace.data_ptr<float>(), pixels, problem.slots, gaussian.num_vertices,
-                      bilateral.num_vertices),
-                      q.data_ptr<float>(), c10::cuda::getCurrentCUDAStream());
+  at::Tensor workspace = allocate_workspace(problem, gaussian, bilateral, q.options());
+  const char* error = cuda::meanfield(problem, gaussian, bilateral, n_iter,
+                                      carve_workspace(workspace, problem, gaussian, bilateral), q.data_ptr<float>(),
+                                      c10::cuda::getCurrentCUDAStream());
   TORCH_CHECK(error == nullptr, "dense_crf_meanfield failed on the GPU: ", error == nullptr ? "" : error);
   return q;
 }

@@ -4,6 +4,7 @@
 #include <ATen/ATen.h>
 
 #include <optional>
+#include <utility>
 
 #include "crf/crf.h"
 #include "lattice/lattice_ops.h"
@@ -11,8 +12,20 @@
 namespace rrm {
 namespace crf {
 
-// The validated, contiguous inputs of a mean-field run. The slot count is padded to a multiple
-// of the launcher's slot_multiple (4 on the CPU, where whole SSE vectors then cover a row).
+// The slot count of a run is padded to a multiple of the launcher's slot multiple: on the CPU
+// whole SSE vectors then cover a row; on CUDA one thread per pixel handles all slots, so no
+// padding helps.
+constexpr int64_t kCpuSlotMultiple = 4;
+constexpr int64_t kCudaSlotMultiple = 1;
+
+// The slot count for `present` labels (at least 1) rounded up to a multiple of slot_multiple.
+int64_t padded_slot_count(int64_t present, int64_t slot_multiple);
+
+// label_mask bool [B, L] -> int32 [B, slots]: each image's present labels in ascending order,
+// padded with -1. `slots` must be at least the largest present count; no host synchronisation.
+at::Tensor slot_labels_of(const at::Tensor& label_mask, int64_t slots);
+
+// The validated, contiguous inputs of a mean-field run.
 struct MeanfieldInputs {
   at::Tensor unary;        // float32 [B, L, P]
   at::Tensor slot_labels;  // int32 [B, S] (see crf.h); [0, 0] when the batch is empty
@@ -26,6 +39,28 @@ MeanfieldInputs checked_meanfield_inputs(const at::Tensor& unary, const std::opt
                                          double bilateral_compat, int64_t n_iter, int64_t slot_multiple);
 
 MeanfieldProblem make_problem(const MeanfieldInputs& inputs, double gaussian_compat, double bilateral_compat);
+
+// One uninitialised float tensor holding a run's workspace, and its carving (see crf.h).
+at::Tensor allocate_workspace(const MeanfieldProblem& problem, const lattice::LatticeView& gaussian,
+                              const lattice::LatticeView& bilateral, const at::TensorOptions& options);
+MeanfieldWorkspace carve_workspace(at::Tensor& workspace, const MeanfieldProblem& problem,
+                                   const lattice::LatticeView& gaussian, const lattice::LatticeView& bilateral);
+
+// uint8 [B, H, W, 3] or [B, 3, H, W] -> uint8 [B, H, W, 3] (a view) of an image whose batch
+// and size must match those of `input` [B, *, H, W]. A [B, 3, 3, 3] image of a 3 x 3 problem is
+// read as [B, H, W, 3].
+at::Tensor image_channels_last(const at::Tensor& image, const at::Tensor& input, const char* input_name);
+
+// The Gaussian lattice (on (x, y) / gaussian_sxy, built once and tiled over the batch) and the
+// bilateral lattice (on ((x, y) / bilateral_sxy, rgb / bilateral_srgb)) of rgb uint8
+// [B, H, W, 3], built through the dispatcher on rgb's device.
+std::pair<lattice::LatticeTuple, lattice::LatticeTuple> crf_lattices(const at::Tensor& rgb, double gaussian_sxy,
+                                                                     double bilateral_sxy, double bilateral_srgb);
+
+// Norms, then n_iter updates of a run whose ws.unary_slots are filled; writes Q [G, B, L, P].
+void meanfield_from_slots_cpu(const MeanfieldProblem& problem, const lattice::LatticeView& gaussian,
+                              const lattice::LatticeView& bilateral, int64_t n_iter, const MeanfieldWorkspace& ws,
+                              float* q);
 
 // The public op: validates scores (or unary) and image, builds both lattices through the
 // dispatcher and runs rrm_ops::dense_crf_meanfield, so one function serves every device.

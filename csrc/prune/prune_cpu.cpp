@@ -16,23 +16,29 @@ namespace {
 
 constexpr int64_t kPixelGrain = 2048;
 
-// Threshold of label `label` of one item (see prune.h).
-float label_threshold(const PixelSummary* summaries, int64_t pixels, int32_t label, const PruneParams& params) {
-  bool occurs_in_low = false;
-  std::vector<float> candidates;
+// Thresholds [C+1] of the labels of one item (see prune.h), from one pass over its pixels that
+// records which labels occur in `low` and buckets the quantile candidates by class.
+void item_thresholds(const PixelSummary* summaries, int64_t pixels, int32_t classes, const PruneParams& params,
+                     float* thresholds) {
+  std::vector<char> occurs_in_low(classes + 1, 0);
+  std::vector<std::vector<float>> candidates(classes + 1);
   for (int64_t p = 0; p < pixels; ++p) {
-    occurs_in_low |= summaries[p].low == label;
-    if (label > 0 && summaries[p].cam_arg == label && is_quantile_candidate(summaries[p], params.cam_floor)) {
-      candidates.push_back(summaries[p].cam_score);
-    }
+    const PixelSummary& s = summaries[p];
+    occurs_in_low[s.low] = 1;
+    if (is_quantile_candidate(s, params.cam_floor)) candidates[s.cam_arg].push_back(s.cam_score);
   }
   constexpr float kNever = std::numeric_limits<float>::infinity();
-  if (!occurs_in_low) return kNever;
-  if (label == 0) return params.bg_sure;
-  if (candidates.empty()) return kNever;
-  const int64_t rank = quantile_rank(static_cast<int64_t>(candidates.size()), params.fg_quantile);
-  std::nth_element(candidates.begin(), candidates.begin() + rank, candidates.end());
-  return candidates[rank];
+  thresholds[0] = occurs_in_low[0] ? params.bg_sure : kNever;
+  for (int32_t label = 1; label <= classes; ++label) {
+    std::vector<float>& values = candidates[label];
+    if (!occurs_in_low[label] || values.empty()) {
+      thresholds[label] = kNever;
+      continue;
+    }
+    const int64_t rank = quantile_rank(static_cast<int64_t>(values.size()), params.fg_quantile);
+    std::nth_element(values.begin(), values.begin() + rank, values.end());
+    thresholds[label] = values[rank];
+  }
 }
 
 std::tuple<at::Tensor, at::Tensor> prune_reliable_labels_cpu(const at::Tensor& cams_in, const at::Tensor& q_low_in,
@@ -62,11 +68,9 @@ std::tuple<at::Tensor, at::Tensor> prune_reliable_labels_cpu(const at::Tensor& c
   });
 
   std::vector<float> thresholds(batch * (classes + 1));
-  at::parallel_for(0, batch * (classes + 1), 1, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const int64_t b = i / (classes + 1);
-      thresholds[i] = label_threshold(summaries.data() + b * pixels, pixels, static_cast<int32_t>(i % (classes + 1)),
-                                      params);
+  at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      item_thresholds(summaries.data() + b * pixels, pixels, classes, params, thresholds.data() + b * (classes + 1));
     }
   });
 

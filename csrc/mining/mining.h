@@ -1,0 +1,58 @@
+// Reliable region mining (DESIGN.md §5.4 step 3): the per-pixel body that writes the unaries of
+// both CRFs straight into the mean field's slot rows, shared by the CPU and CUDA launchers.
+//
+// The two CRFs of an image differ only in the background score (1 - max_c cam)^alpha, so they
+// run as the two groups of one mean field (see crf/crf.h): group 0 with alpha_low, group 1 with
+// alpha_high, sharing the slot table and both lattices. Writing the slot unaries directly skips
+// the [2, B, C+1, P] score and unary tensors of the composite it replaces.
+#pragma once
+
+#include <math.h>
+#include <stdint.h>
+
+#include "common/macros.h"
+#include "crf/crf.h"
+
+namespace rrm {
+namespace mining {
+
+constexpr int kCrfGroups = 2;
+
+struct MiningUnary {
+  const float* cams;            // [B, C, P] normalised, absent classes 0 (C = L - 1)
+  const float* max_cam;         // [B, P] max over the classes of cams
+  float alpha[kCrfGroups];      // background power of each group: alpha_low, alpha_high
+};
+
+// pydensecrf's unary_from_softmax: -log(clip(score, 1e-5, 1)).
+RRM_HOST_DEVICE inline float unary_of_score(float score) {
+  const float clipped = score < 1e-5f ? 1e-5f : (score > 1.f ? 1.f : score);
+  return -logf(clipped);
+}
+
+// The slot unaries of pixel `pixel` (a global index b*P + p) for both groups; padding slots get
+// +inf, so their Q is exactly 0 (as gather_unary_pixel gives them). problem.groups must be 2.
+RRM_HOST_DEVICE inline void mining_unary_pixel(const MiningUnary& unary, const crf::MeanfieldProblem& problem,
+                                               float* unary_slots, int64_t pixel) {
+  const int64_t image = pixel / problem.points;
+  const int64_t p = pixel - image * problem.points;
+  const int32_t* labels = problem.slot_labels + image * problem.slots;
+  const float* cams = unary.cams + image * (problem.labels - 1) * problem.points + p;
+  const float not_object = 1.f - unary.max_cam[pixel];
+  float* row = unary_slots + pixel * crf::slot_channels(problem);
+  for (int g = 0; g < kCrfGroups; ++g) {
+    for (int64_t s = 0; s < problem.slots; ++s) {
+      const int32_t label = labels[s];
+      float value = INFINITY;
+      if (label == 0) {
+        value = unary_of_score(powf(not_object, unary.alpha[g]));
+      } else if (label > 0) {
+        value = unary_of_score(cams[(label - 1) * problem.points]);
+      }
+      row[g * problem.slots + s] = value;
+    }
+  }
+}
+
+}  // namespace mining
+}  // namespace rrm

@@ -1,0 +1,118 @@
+// Device-independent part of the reliable region mining op: argument validation, CAM
+// normalisation, the slot table, the lattices, and the pruning op, around a device's two-group
+// mean field (mining_cpu.cpp, mining_cuda_glue.cpp).
+#include <ATen/core/dispatch/Dispatcher.h>
+
+#include <cmath>
+
+#include "common/checks.h"
+#include "crf/crf_ops.h"
+#include "lattice/lattice_ops.h"
+#include "mining/mining_ops.h"
+#include "prune/prune_ops.h"
+
+namespace rrm {
+namespace mining {
+namespace {
+
+// RRM's training-time CRF parameters (DESIGN.md §5.2).
+constexpr int64_t kIterations = 10;
+constexpr double kGaussianSxy = 3.0;
+constexpr double kGaussianCompat = 3.0;
+constexpr double kBilateralSxy = 80.0;
+constexpr double kBilateralSrgb = 13.0;
+constexpr double kBilateralCompat = 10.0;
+
+void check_power(double alpha, const char* name) {
+  TORCH_CHECK(std::isfinite(alpha) && alpha > 0, name, " must be a positive finite number, got ", alpha);
+}
+
+// bool [B, C+1] on cls_labels' device: the background, then the present classes.
+at::Tensor label_mask_of(const at::Tensor& cls_labels) {
+  const at::Tensor present = cls_labels.ne(0);
+  return at::cat({at::ones({present.size(0), 1}, present.options()), present}, 1);
+}
+
+// int32 [B, S] slot table on `device`. Compact: S is the batch's largest present count, read
+// on the host (free when cls_labels is a CPU tensor). Otherwise S covers all C+1 labels and
+// absent ones are masked: no host synchronisation. Both give the same Q (padding slots have
+// Q = 0 and add exact zeros to every sum).
+at::Tensor slot_table(const at::Tensor& label_mask, bool compact, int64_t slot_multiple, const at::Device& device) {
+  const int64_t needed = compact ? label_mask.sum(1).max().item<int64_t>() : label_mask.size(1);
+  return crf::slot_labels_of(label_mask, crf::padded_slot_count(needed, slot_multiple)).to(device);
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> reliable_region_labels(
+    const at::Tensor& cams, const at::Tensor& cls_labels, const at::Tensor& images, double alpha_low,
+    double alpha_high, double cam_alpha, double fg_quantile, double cam_floor, double bg_sure, double crf_sure,
+    int64_t ignore_index, std::optional<bool> compact_labels, int64_t slot_multiple, MeanfieldRunner run) {
+  check_dim(cams, 4, "cams", "[B, C, H, W]");
+  check_floating(cams, "cams");
+  const int64_t batch = cams.size(0), classes = cams.size(1), height = cams.size(2), width = cams.size(3);
+  const int64_t pixels = height * width;
+  TORCH_CHECK(classes >= 1, "cams must have at least one class channel, got shape ", shape_of(cams));
+  TORCH_CHECK(cls_labels.dim() == 2 && cls_labels.size(0) == batch && cls_labels.size(1) == classes,
+              "cls_labels must be [B, C] = [", batch, ", ", classes, "], got shape ", shape_of(cls_labels));
+  TORCH_CHECK(cls_labels.is_cpu() || cls_labels.device() == cams.device(), "cls_labels must be on the CPU or on ",
+              cams.device(), " with cams, got ", cls_labels.device());
+  const at::Tensor rgb = crf::image_channels_last(images, cams, "cams");
+  check_power(alpha_low, "alpha_low");
+  check_power(alpha_high, "alpha_high");
+  // Validates the pruning parameters before the CRFs run (the pruning op checks them again).
+  prune::make_params(cam_alpha, fg_quantile, cam_floor, bg_sure, crf_sure, ignore_index);
+
+  const at::TensorOptions floats = cams.options().dtype(at::kFloat);
+  at::Tensor q = at::empty({kCrfGroups, batch, classes + 1, height, width}, floats);
+  if (batch * pixels == 0) {
+    return {at::empty({batch, height, width}, floats.dtype(at::kLong)),
+            at::empty({batch, height, width}, floats.dtype(at::kBool)), q};
+  }
+
+  // Step 1: absent classes zeroed, each map divided by (its max + 1e-5), in float32.
+  const at::Tensor present = cls_labels.to(cams.device()).ne(0).unsqueeze(2);
+  at::Tensor normalised = cams.reshape({batch, classes, pixels}).to(at::kFloat) * present;
+  normalised.div_(normalised.amax(2, /*keepdim=*/true).add_(1e-5));
+  const at::Tensor max_cam = normalised.amax(1).contiguous();
+
+  const at::Tensor label_mask = label_mask_of(cls_labels);
+  const at::Tensor slot_labels = slot_table(label_mask, compact_labels.value_or(cls_labels.is_cpu()), slot_multiple,
+                                            cams.device());
+  const auto [gaussian_built, bilateral_built] =
+      crf::crf_lattices(rgb, kGaussianSxy, kBilateralSxy, kBilateralSrgb);
+  const lattice::LatticeTuple gaussian_tensors = lattice::contiguous_lattice(gaussian_built);
+  const lattice::LatticeTuple bilateral_tensors = lattice::contiguous_lattice(bilateral_built);
+  const lattice::LatticeView gaussian = lattice::make_view(gaussian_tensors);
+  const lattice::LatticeView bilateral = lattice::make_view(bilateral_tensors);
+
+  crf::MeanfieldProblem problem;
+  problem.unary = nullptr;  // the runner writes the slot unaries itself
+  problem.slot_labels = slot_labels.data_ptr<int32_t>();
+  problem.batch = batch;
+  problem.points = pixels;
+  problem.labels = classes + 1;
+  problem.slots = slot_labels.size(1);
+  problem.groups = kCrfGroups;
+  problem.gaussian_compat = static_cast<float>(kGaussianCompat);
+  problem.bilateral_compat = static_cast<float>(kBilateralCompat);
+  const MiningUnary unary{normalised.data_ptr<float>(),
+                          max_cam.data_ptr<float>(),
+                          {static_cast<float>(alpha_low), static_cast<float>(alpha_high)}};
+  at::Tensor workspace = crf::allocate_workspace(problem, gaussian, bilateral, floats);
+  run(unary, problem, gaussian, bilateral, kIterations, crf::carve_workspace(workspace, problem, gaussian, bilateral),
+      q.data_ptr<float>());
+
+  static const auto prune_op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("rrm_ops::prune_reliable_labels", "")
+          .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, const at::Tensor&, double,
+                                                    double, double, double, double, int64_t)>();
+  const at::Tensor q_flat = q.view({kCrfGroups, batch, classes + 1, pixels});
+  const auto [labels, sure] = prune_op.call(normalised, q_flat[0], q_flat[1], cam_alpha, fg_quantile, cam_floor,
+                                            bg_sure, crf_sure, ignore_index);
+  return {labels.view({batch, height, width}), sure.view({batch, height, width}), q};
+}
+
+}  // namespace mining
+}  // namespace rrm

@@ -1,0 +1,38 @@
+// CPU launcher of the reliable region mining op: the slot unaries of mining.h in an
+// at::parallel_for, then the CRF family's CPU mean field.
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include "crf/crf_ops.h"
+#include "mining/mining_ops.h"
+
+namespace rrm {
+namespace mining {
+namespace {
+
+constexpr int64_t kPixelGrain = 1024;
+
+void meanfield_cpu(const MiningUnary& unary, const crf::MeanfieldProblem& problem,
+                   const lattice::LatticeView& gaussian, const lattice::LatticeView& bilateral, int64_t n_iter,
+                   const crf::MeanfieldWorkspace& ws, float* q) {
+  at::parallel_for(0, gaussian.num_points, kPixelGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) mining_unary_pixel(unary, problem, ws.unary_slots, i);
+  });
+  crf::meanfield_from_slots_cpu(problem, gaussian, bilateral, n_iter, ws, q);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> reliable_region_labels_cpu(
+    const at::Tensor& cams, const at::Tensor& cls_labels, const at::Tensor& images, double alpha_low,
+    double alpha_high, double cam_alpha, double fg_quantile, double cam_floor, double bg_sure, double crf_sure,
+    int64_t ignore_index, std::optional<bool> compact_labels) {
+  return reliable_region_labels(cams, cls_labels, images, alpha_low, alpha_high, cam_alpha, fg_quantile, cam_floor,
+                                bg_sure, crf_sure, ignore_index, compact_labels, crf::kCpuSlotMultiple,
+                                &meanfield_cpu);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(rrm_ops, CPU, m) { m.impl("reliable_region_labels", &reliable_region_labels_cpu); }
+
+}  // namespace mining
+}  // namespace rrm

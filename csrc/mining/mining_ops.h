@@ -1,0 +1,33 @@
+// ATen-level entry points of the reliable region mining op (DESIGN.md §5.4), a composite of the
+// lattice, CRF and pruning families: one lattice pair per batch, both CRFs as one two-group
+// mean field, then rrm_ops::prune_reliable_labels.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <optional>
+#include <tuple>
+
+#include "crf/crf.h"
+#include "lattice/lattice.h"
+#include "mining/mining.h"
+
+namespace rrm {
+namespace mining {
+
+// A device's mean field of the two mining CRFs: fills ws.unary_slots from `unary` (body of
+// mining.h), then runs the mean field, writing Q [2, B, L, P] to q.
+using MeanfieldRunner = void (*)(const MiningUnary& unary, const crf::MeanfieldProblem& problem,
+                                 const lattice::LatticeView& gaussian, const lattice::LatticeView& bilateral,
+                                 int64_t n_iter, const crf::MeanfieldWorkspace& ws, float* q);
+
+// The op rrm_ops::reliable_region_labels for a device with its slot multiple (crf_ops.h) and
+// mean-field runner. Returns labels int64 [B, H, W], sure bool [B, H, W] and
+// q float32 [2, B, C+1, H, W] (Q_low, Q_high).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> reliable_region_labels(
+    const at::Tensor& cams, const at::Tensor& cls_labels, const at::Tensor& images, double alpha_low,
+    double alpha_high, double cam_alpha, double fg_quantile, double cam_floor, double bg_sure, double crf_sure,
+    int64_t ignore_index, std::optional<bool> compact_labels, int64_t slot_multiple, MeanfieldRunner run);
+
+}  // namespace mining
+}  // namespace rrm
