@@ -182,6 +182,17 @@ def positive_int_arg(text: str) -> int:
     return value
 
 
+def add_prediction_arguments(parser: argparse.ArgumentParser, batch_size: int) -> None:
+    """``--scales``, ``--flip``, ``--crf``, ``--batch-size`` (default ``batch_size``) and
+    ``--device``: the options of :class:`PredictionOptions` and where predictions run."""
+    parser.add_argument("--scales", type=scales_arg, default=(1.0,), help="comma-separated test scales (default: 1)")
+    parser.add_argument("--flip", action="store_true", help="also average over mirrored images")
+    parser.add_argument("--crf", action="store_true", help="refine with RRM's inference dense CRF")
+    parser.add_argument("--batch-size", type=positive_int_arg, default=batch_size,
+                        help=f"images of one size per batch (default: {batch_size})")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m rrm.infer", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -190,12 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-root", required=True, help="VOC-layout folder (holding JPEGImages, ImageSets, ...)")
     parser.add_argument("--split", default="val", help="image list name (val, test, ...) or list file (default: val)")
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--scales", type=scales_arg, default=(1.0,), help="comma-separated test scales (default: 1)")
-    parser.add_argument("--flip", action="store_true", help="also average over mirrored images")
-    parser.add_argument("--crf", action="store_true", help="refine with RRM's inference dense CRF")
-    parser.add_argument("--batch-size", type=positive_int_arg, default=1,
-                        help="images of one size per batch (default: 1)")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
+    add_prediction_arguments(parser, batch_size=1)
     parser.add_argument("--backbone", default=None,
                         help="use instead of the checkpoint's backbone: resnet38, resnet101 (DeepLab), small")
     parser.add_argument("--save-probs", action="store_true", help="also write probabilities to OUT/probs/<name>.npy")

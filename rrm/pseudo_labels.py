@@ -11,9 +11,8 @@ through ``rrm_ops.dense_crf``). The checkpoint formats are those of ``rrm.infer`
 
 Ignore policy: a pixel whose top probability (the CRF marginal with ``--crf``) is below
 ``--ignore-below`` is written as 255, which step 2's cross-entropy ignores. The default,
-:data:`DEFAULT_IGNORE_BELOW`, is 0: every pixel gets a class, as RRM's own step 2 (trained on
-its CRF-refined one-step masks) does; the CRF already cleans the object boundaries where
-the network is unsure.
+:data:`DEFAULT_IGNORE_BELOW`, is 0: every pixel gets a class, because the CRF already settles
+the object boundaries where the network is unsure; a threshold trades coverage for precision.
 
 Resuming: an image whose PNG exists is skipped, and every PNG is written to a temporary name
 and renamed into place, so an interrupted export restarted with the same command redoes only
@@ -31,7 +30,7 @@ from pathlib import Path
 import torch
 
 from rrm.data import DatasetError, ensure_synthetic_dataset
-from rrm.infer import OutputLayout, PredictionOptions, positive_int_arg, predict_images, scales_arg
+from rrm.infer import OutputLayout, PredictionOptions, add_prediction_arguments, predict_images
 from rrm.predict import (
     CommandError,
     crf_available,
@@ -86,14 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-root", default=None, help="VOC-layout folder (default: the embedded synthetic dataset)")
     parser.add_argument("--split", default="train", help="image list name or list file (default: train)")
     parser.add_argument("--out", required=True, help="folder of the pseudo-label PNGs")
-    parser.add_argument("--scales", type=scales_arg, default=(1.0,), help="comma-separated test scales (default: 1)")
-    parser.add_argument("--flip", action="store_true", help="also average over mirrored images")
-    parser.add_argument("--crf", action="store_true", help="refine with RRM's inference dense CRF")
+    add_prediction_arguments(parser, batch_size=8)
     parser.add_argument("--ignore-below", type=float, default=DEFAULT_IGNORE_BELOW,
                         help=f"write 255 where the top probability is below this (default: {DEFAULT_IGNORE_BELOW})")
-    parser.add_argument("--batch-size", type=positive_int_arg, default=8,
-                        help="images of one size per batch (default: 8)")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
     return parser
 
 
