@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -175,6 +176,18 @@ def test_fcn_stage_resume_ends_with_the_same_parameters(tmp_path, data_root, gro
     assert actual["step"] == 4
     for name, tensor in expected["model"].items():
         assert torch.equal(tensor, actual["model"][name]), name
+
+
+def test_fcn_stage_under_two_process_torchrun_keeps_ranks_in_sync(tmp_path, data_root, ground_truth_pseudo_labels):
+    out = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29518",
+               "-m", "rrm.train", *fcn_arguments(data_root, ground_truth_pseudo_labels, out, steps=2),
+               "--batch-size", "1"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["processes"] == 2 and metrics["ranks_in_sync"] is True
 
 
 def test_fcn_stage_uses_its_own_default_schedule(tmp_path, data_root, ground_truth_pseudo_labels):
