@@ -93,6 +93,9 @@ class TrainConfig:
             raise ConfigError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
         if self.stage not in ("rrm", "fcn"):
             raise ConfigError(f"stage must be 'rrm' or 'fcn', got {self.stage!r}")
+        if self.stage == "fcn" and not self.pseudo_labels:
+            raise ConfigError("stage fcn trains on pseudo labels: pass --pseudo-labels FOLDER "
+                              "(written by python -m rrm.pseudo_labels)")
         if 1.0 not in self.cam_scales:
             raise ConfigError(f"cam_scales must include 1.0, got {self.cam_scales}")
         if not 0 < self.energy_scale <= 1:
@@ -112,6 +115,11 @@ class TrainConfig:
 
 
 _FIELD_TYPES = typing.get_type_hints(TrainConfig)
+
+# Defaults of stage fcn where they differ from the one-step ones: step 2 fits fixed pseudo
+# masks with plain cross-entropy, which needs no classification-only phase, and its budget
+# is a few minutes on 2 CPU cores so that the whole two-step run stays near 20 minutes.
+FCN_STAGE_DEFAULTS: dict[str, Any] = {"max_steps": 1000, "cls_only_steps": 0, "val_every": 500}
 
 
 def _scalar_type(name: str) -> type:
@@ -165,6 +173,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         flag = "--" + item.name.replace("_", "-")
         default = item.default
         shown = ",".join(str(s) for s in default) if isinstance(default, tuple) else default
+        if item.name in FCN_STAGE_DEFAULTS:
+            shown = f"{shown}; stage fcn: {FCN_STAGE_DEFAULTS[item.name]}"
         parser.add_argument(flag, dest=item.name, default=None, metavar=item.name.upper(),
                             help=f"{item.metadata.get('help', '')} (default: {shown})")
 
@@ -176,6 +186,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         given = getattr(args, name, None)
         if given is not None:
             values[name] = given
+    if values.get("stage", TrainConfig.stage) == "fcn":
+        values = {**FCN_STAGE_DEFAULTS, **values}
     config = TrainConfig(**{name: _coerce(name, value) for name, value in values.items()})
     config.validate()
     return config

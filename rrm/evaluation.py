@@ -1,10 +1,11 @@
-"""Validation of an RRM network: CAM-argmax baseline, segmentation branch, panels."""
+"""Validation: of an RRM network (CAM-argmax baseline, segmentation branch) and of a
+step-2 segmentation network (DeepLab), with panels."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -15,7 +16,7 @@ from rrm.data import IGNORE_INDEX
 from rrm.distributed import Context, all_reduce_sum
 from rrm.metrics import ConfusionMatrix
 from rrm.mining import mine_reliable_labels, upsampled_cams
-from rrm.panels import colourise, draw_panel, heatmap
+from rrm.panels import SEGMENTATION_COLUMNS, colourise, draw_panel, heatmap
 
 
 def normalised_cams(cams: Tensor, cls_labels: Tensor) -> Tensor:
@@ -56,6 +57,19 @@ class LabelQuality:
         }
 
 
+def samples_of_rank(dataset, ctx: Context) -> Iterator[tuple[dict, Tensor, Tensor]]:
+    """This process's share of ``dataset`` (samples ``rank::world_size``): each sample with
+    its image float32 ``[1, 3, H, W]`` and mask int64 ``[1, H, W]`` on the device."""
+    for index in range(ctx.rank, len(dataset), ctx.world_size):
+        sample = dataset[index]
+        yield sample, sample["image"][None].to(ctx.device), sample["mask"][None].to(ctx.device)
+
+
+def segmentation_labels(seg_logits: Tensor, size: tuple[int, int]) -> Tensor:
+    """Logits ``[B, L, h, w]`` resized bilinearly to ``size``, then argmax: int64 ``[B, *size]``."""
+    return F.interpolate(seg_logits, size=size, mode="bilinear", align_corners=False).argmax(dim=1)
+
+
 @torch.no_grad()
 def validate(model, dataset, config, ctx: Context, panel_path: Path | None = None) -> dict[str, float]:
     """mIoU of the CAM baseline and of the segmentation branch on ``dataset`` (images are
@@ -65,16 +79,12 @@ def validate(model, dataset, config, ctx: Context, panel_path: Path | None = Non
     num_labels = model.num_classes + 1
     cam_scores, seg_scores = ConfusionMatrix(num_labels), ConfusionMatrix(num_labels)
     panel_rows = []
-    for index in range(ctx.rank, len(dataset), ctx.world_size):
-        sample = dataset[index]
-        image = sample["image"][None].to(ctx.device)
+    for sample, image, target in samples_of_rank(dataset, ctx):
         labels = sample["label"][None].to(ctx.device)
-        target = sample["mask"][None].to(ctx.device)
         out = model(image, cam_scales=config.cam_scales)
         cams = upsampled_cams(out["cams"], tuple(target.shape[-2:]))
         cam_pred = cam_argmax_labels(cams, labels, config.cam_bg_threshold)
-        seg_pred = F.interpolate(out["seg_logits"], size=target.shape[-2:], mode="bilinear", align_corners=False)
-        seg_pred = seg_pred.argmax(dim=1)
+        seg_pred = segmentation_labels(out["seg_logits"], tuple(target.shape[-2:]))
         cam_scores.update(cam_pred, target)
         seg_scores.update(seg_pred, target)
         if panel_path is not None and ctx.is_main and len(panel_rows) < config.panel_images:
@@ -83,6 +93,28 @@ def validate(model, dataset, config, ctx: Context, panel_path: Path | None = Non
     if panel_rows:
         draw_panel(panel_rows, panel_path)
     return {"cam_miou": cam_scores.compute().miou, "seg_miou": seg_scores.compute().miou}
+
+
+@torch.no_grad()
+def validate_segmentation(model, dataset, ctx: Context, panel_path: Path | None = None,
+                          panel_images: int = 0) -> dict[str, float]:
+    """``{"seg_miou": ...}`` of a segmentation network (``model(images)["seg_logits"]``,
+    e.g. step 2's DeepLab) on ``dataset``, split over the processes and all-reduced. Rank 0
+    draws ``panel_path``: image | prediction | ground truth for ``panel_images`` images."""
+    was_training = model.training
+    model.eval()
+    scores = ConfusionMatrix(model.num_classes + 1)
+    panel_rows = []
+    for sample, image, target in samples_of_rank(dataset, ctx):
+        prediction = segmentation_labels(model(image)["seg_logits"], tuple(target.shape[-2:]))
+        scores.update(prediction, target)
+        if panel_path is not None and ctx.is_main and len(panel_rows) < panel_images:
+            panel_rows.append([sample["image_uint8"].permute(1, 2, 0).numpy(),
+                               colourise(prediction[0].cpu().numpy()), colourise(target[0].cpu().numpy())])
+    model.train(was_training)
+    if panel_rows:
+        draw_panel(panel_rows, panel_path, SEGMENTATION_COLUMNS)
+    return {"seg_miou": scores.compute().miou}
 
 
 def _panel_row(sample, cams: Tensor, labels: Tensor, seg_pred: Tensor, target: Tensor, config) -> Sequence[np.ndarray]:

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rrm.data import DatasetError, write_mask
+from rrm.data import IGNORE_INDEX, DatasetError, write_mask
 from rrm.predict import (
     CommandError,
     crf_available,
@@ -83,11 +83,13 @@ class OutputLayout:
 
 @dataclass(frozen=True)
 class PredictionOptions:
-    """Test-time augmentation and refinement (see :func:`predict_batch`)."""
+    """Test-time augmentation and refinement (see :func:`predict_batch`), and the labelling:
+    pixels whose top probability is below ``ignore_below`` get 255 (ignore) in the mask."""
 
     scales: tuple[float, ...] = (1.0,)
     flip: bool = False
     crf: bool = False
+    ignore_below: float = 0.0
 
 
 def predict_batch(network: torch.nn.Module, images: torch.Tensor, images_uint8: torch.Tensor,
@@ -100,11 +102,19 @@ def predict_batch(network: torch.nn.Module, images: torch.Tensor, images_uint8: 
     return probabilities
 
 
-def save_outputs(layout: OutputLayout, names: Sequence[str], probabilities: torch.Tensor) -> None:
-    """Write the mask (argmax) and, if the layout asks for them, the float16 probabilities
-    ``[L, H, W]`` of each image of a batch; the probabilities go first, so an existing mask
-    means the image is complete."""
-    masks = probabilities.argmax(dim=1).to(torch.uint8).cpu().numpy()
+def labels_of(probabilities: torch.Tensor, ignore_below: float = 0.0) -> torch.Tensor:
+    """uint8 ``[B, H, W]`` masks of probabilities ``[B, L, H, W]``: the argmax, and
+    :data:`~rrm.data.IGNORE_INDEX` where the top probability is below ``ignore_below``."""
+    top, labels = probabilities.max(dim=1)
+    return labels.to(torch.uint8).masked_fill(top < ignore_below, IGNORE_INDEX)
+
+
+def save_outputs(layout: OutputLayout, names: Sequence[str], probabilities: torch.Tensor,
+                 ignore_below: float = 0.0) -> None:
+    """Write the mask (:func:`labels_of`) and, if the layout asks for them, the float16
+    probabilities ``[L, H, W]`` of each image of a batch; the probabilities go first, so an
+    existing mask means the image is complete."""
+    masks = labels_of(probabilities, ignore_below).cpu().numpy()
     stored = probabilities.half().cpu().numpy() if layout.save_probs else None
     for index, name in enumerate(names):
         if stored is not None:
@@ -122,7 +132,7 @@ def predict_images(network: torch.nn.Module, names: Sequence[str], paths: Sequen
     for number, indices in enumerate(batches, start=1):
         batch = load_batch([names[i] for i in indices], [paths[i] for i in indices])
         probabilities = predict_batch(network, batch.images.to(device), batch.images_uint8.to(device), options)
-        save_outputs(layout, batch.names, probabilities)
+        save_outputs(layout, batch.names, probabilities, options.ignore_below)
         done += len(indices)
         if number % report_every == 0 or number == len(batches):
             rate = done / max(time.perf_counter() - started, 1e-9)
@@ -150,7 +160,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _scales(text: str) -> tuple[float, ...]:
+def scales_arg(text: str) -> tuple[float, ...]:
+    """argparse type of ``--scales``: positive numbers separated by commas."""
     try:
         scales = tuple(float(item) for item in text.split(","))
     except ValueError:
@@ -160,7 +171,8 @@ def _scales(text: str) -> tuple[float, ...]:
     return scales
 
 
-def _positive_int(text: str) -> int:
+def positive_int_arg(text: str) -> int:
+    """argparse type of a whole number >= 1."""
     try:
         value = int(text)
     except ValueError:
@@ -168,6 +180,17 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
     return value
+
+
+def add_prediction_arguments(parser: argparse.ArgumentParser, batch_size: int) -> None:
+    """``--scales``, ``--flip``, ``--crf``, ``--batch-size`` (default ``batch_size``) and
+    ``--device``: the options of :class:`PredictionOptions` and where predictions run."""
+    parser.add_argument("--scales", type=scales_arg, default=(1.0,), help="comma-separated test scales (default: 1)")
+    parser.add_argument("--flip", action="store_true", help="also average over mirrored images")
+    parser.add_argument("--crf", action="store_true", help="refine with RRM's inference dense CRF")
+    parser.add_argument("--batch-size", type=positive_int_arg, default=batch_size,
+                        help=f"images of one size per batch (default: {batch_size})")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -178,11 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-root", required=True, help="VOC-layout folder (holding JPEGImages, ImageSets, ...)")
     parser.add_argument("--split", default="val", help="image list name (val, test, ...) or list file (default: val)")
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--scales", type=_scales, default=(1.0,), help="comma-separated test scales (default: 1)")
-    parser.add_argument("--flip", action="store_true", help="also average over mirrored images")
-    parser.add_argument("--crf", action="store_true", help="refine with RRM's inference dense CRF")
-    parser.add_argument("--batch-size", type=_positive_int, default=1, help="images of one size per batch (default: 1)")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
+    add_prediction_arguments(parser, batch_size=1)
     parser.add_argument("--backbone", default=None,
                         help="use instead of the checkpoint's backbone: resnet38, resnet101 (DeepLab), small")
     parser.add_argument("--save-probs", action="store_true", help="also write probabilities to OUT/probs/<name>.npy")

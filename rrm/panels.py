@@ -1,4 +1,5 @@
-"""PNG panels for eyeballing a run: image | CAM | reliable labels | prediction | ground truth."""
+"""PNG panels for eyeballing a run: image | CAM | reliable labels | prediction | ground truth
+(step 2: image | prediction | ground truth)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from PIL import Image, ImageDraw
 from rrm.data import IGNORE_INDEX, voc_palette
 
 COLUMNS = ("image", "CAM", "reliable", "prediction", "ground truth")
+SEGMENTATION_COLUMNS = ("image", "prediction", "ground truth")
 
 
 def colourise(labels: np.ndarray) -> np.ndarray:
@@ -29,14 +31,15 @@ def heatmap(values: np.ndarray) -> np.ndarray:
     return rgb.astype(np.uint8)
 
 
-def draw_panel(rows: Sequence[Sequence[np.ndarray]], path: str | Path) -> None:
-    """Write one row per image; each row holds the five RGB uint8 [H, W, 3] tiles of COLUMNS."""
+def draw_panel(rows: Sequence[Sequence[np.ndarray]], path: str | Path, columns: Sequence[str] = COLUMNS) -> None:
+    """Write one row per image; each row holds one RGB uint8 [H, W, 3] tile per title of
+    ``columns`` (default: the five of a one-step validation)."""
     tile_h = max(tile.shape[0] for row in rows for tile in row)
     tile_w = max(tile.shape[1] for row in rows for tile in row)
     header, gap = 14, 2
-    canvas = Image.new("RGB", (len(COLUMNS) * (tile_w + gap), header + len(rows) * (tile_h + gap)), "white")
+    canvas = Image.new("RGB", (len(columns) * (tile_w + gap), header + len(rows) * (tile_h + gap)), "white")
     draw = ImageDraw.Draw(canvas)
-    for column, title in enumerate(COLUMNS):
+    for column, title in enumerate(columns):
         draw.text((column * (tile_w + gap) + 2, 1), title, fill=(0, 0, 0))
     for r, row in enumerate(rows):
         for column, tile in enumerate(row):

@@ -1,9 +1,13 @@
-"""One-step RRM training: ``python -m rrm.train [options]`` (``torchrun`` for several processes).
+"""RRM training: ``python -m rrm.train [options]`` (``torchrun`` for several processes).
 
-With no options it trains the small backbone on the embedded synthetic dataset on the CPU.
-Each step: multi-scale CAMs -> reliable region labels (two dense CRFs + pruning, batched, on
-the training device) -> multilabel soft-margin + reliable-region cross-entropy + dense energy
-loss -> SGD with RRM's four-group poly schedule.
+With no options it trains one-step RRM with the small backbone on the embedded synthetic
+dataset on the CPU. Each step: multi-scale CAMs -> reliable region labels (two dense CRFs +
+pruning, batched, on the training device) -> multilabel soft-margin + reliable-region
+cross-entropy + dense energy loss -> SGD with RRM's four-group poly schedule.
+
+``--stage fcn --pseudo-labels P`` trains step 2 instead: DeepLab with cross-entropy on the
+pseudo masks in P (see rrm.train_fcn). ``--two-step`` runs one-step RRM, the pseudo-label
+export and step 2 in one run folder (see rrm.two_step).
 """
 
 from __future__ import annotations
@@ -27,11 +31,13 @@ from rrm import distributed
 from rrm.checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, save_atomic
 from rrm.config import ConfigError, TrainConfig, add_config_arguments, config_from_args, save_yaml
 from rrm.data import DatasetError, EvalTransform, TrainTransform, VOCSegmentation, ensure_synthetic_dataset
-from rrm.evaluation import LabelQuality, cam_argmax_labels, validate
+from rrm.evaluation import LabelQuality, cam_argmax_labels, validate, validate_segmentation
 from rrm.losses import reliable_region_cross_entropy
 from rrm.mining import mine_reliable_labels, upsampled_cams
 from rrm.models import build_rrm, load_state_dict_file
+from rrm.predict import CommandError
 from rrm.progress import ProgressLog
+from rrm.train_fcn import build_fcn_network, fcn_training_step
 
 
 class StepBatches:
@@ -62,9 +68,9 @@ class Run:
     config: TrainConfig
     ctx: distributed.Context
     model: torch.nn.Module  # DDP-wrapped when distributed
-    core: torch.nn.Module  # the RRMNet itself
+    core: torch.nn.Module  # the RRMNet (stage fcn: the DeepLabV2) itself
     optimizer: torch.optim.Optimizer
-    energy_loss: torch.nn.Module
+    energy_loss: torch.nn.Module | None  # stage rrm only
     out: Path
     step: int = 0
     stop_signal: int = 0
@@ -81,7 +87,14 @@ def poly_learning_rate(optimizer: torch.optim.Optimizer, step: int, max_steps: i
 
 
 def training_step(run: Run, batch: dict, quality: dict[str, LabelQuality]) -> dict[str, torch.Tensor]:
-    """One optimisation step; returns the loss parts (detached, on the device)."""
+    """One optimisation step of the run's stage; returns the loss parts (detached, on the device)."""
+    if run.config.stage == "fcn":
+        return fcn_training_step(run.model, run.optimizer, batch, run.ctx.device)
+    return rrm_training_step(run, batch, quality)
+
+
+def rrm_training_step(run: Run, batch: dict, quality: dict[str, LabelQuality]) -> dict[str, torch.Tensor]:
+    """One one-step RRM optimisation step; returns the loss parts (detached, on the device)."""
     config, device = run.config, run.ctx.device
     images = batch["image"].to(device, non_blocking=True)
     images_uint8 = batch["image_uint8"].to(device, non_blocking=True)
@@ -120,12 +133,20 @@ def _measure_label_quality(batch, cams, cls_labels, reliable, rois, quality, con
     quality["cam"].update(cam_labels, target)
 
 
+def build_network(config: TrainConfig) -> torch.nn.Module:
+    """The stage's network with its initial weights: RRMNet (rrm) or DeepLabV2 (fcn)."""
+    if config.stage == "fcn":
+        return build_fcn_network(config)
+    network = build_rrm(config.backbone)
+    network.dropout7.p = config.cls_dropout
+    if config.weights:
+        network.load_pretrained(load_state_dict_file(config.weights))
+    return network
+
+
 def build_run(config: TrainConfig, ctx: distributed.Context, out: Path) -> Run:
     torch.manual_seed(config.seed)
-    core = build_rrm(config.backbone).to(ctx.device)
-    core.dropout7.p = config.cls_dropout
-    if config.weights:
-        core.load_pretrained(load_state_dict_file(config.weights))
+    core = build_network(config).to(ctx.device)
     groups = core.param_groups(config.lr, config.weight_decay)
     for group in groups:
         group["initial_lr"] = group["lr"] if config.optimizer == "sgd" else config.lr
@@ -135,12 +156,14 @@ def build_run(config: TrainConfig, ctx: distributed.Context, out: Path) -> Run:
     else:
         optimizer = torch.optim.Adam(groups, lr=config.lr)
     model = DistributedDataParallel(core) if ctx.distributed else core
-    energy_loss = rrm_ops.DenseEnergyLoss(
-        weight=config.energy_weight,
-        sigma_rgb=config.energy_sigma_rgb,
-        sigma_xy=config.energy_sigma_xy,
-        scale_factor=config.energy_scale,
-    )
+    energy_loss = None
+    if config.stage == "rrm":
+        energy_loss = rrm_ops.DenseEnergyLoss(
+            weight=config.energy_weight,
+            sigma_rgb=config.energy_sigma_rgb,
+            sigma_xy=config.energy_sigma_xy,
+            scale_factor=config.energy_scale,
+        )
     return Run(config, ctx, model, core, optimizer, energy_loss, out)
 
 
@@ -221,11 +244,21 @@ def _periodic_work(run: Run, val_set, quality, log: ProgressLog) -> None:
     if config.checkpoint_every and run.step % config.checkpoint_every == 0 and run.step < config.max_steps:
         save_checkpoint(run)
     if config.val_every and run.step % config.val_every == 0 and run.step < config.max_steps:
-        metrics = validate(run.core, val_set, config, run.ctx, run.out / "panels" / f"step_{run.step:06d}.png")
-        log.record(run.step, {f"val/{k}": v for k, v in {**metrics, **_quality_metrics(quality)}.items()})
+        metrics = _validate(run, val_set, run.out / "panels" / f"step_{run.step:06d}.png")
+        log.record(run.step, {f"val/{k}": v for k, v in {**metrics, **_quality_metrics(run, quality)}.items()})
 
 
-def _quality_metrics(quality: dict[str, LabelQuality]) -> dict[str, float]:
+def _validate(run: Run, val_set, panel: Path) -> dict[str, float]:
+    """Stage rrm: CAM and segmentation-branch mIoU; stage fcn: segmentation mIoU."""
+    if run.config.stage == "fcn":
+        return validate_segmentation(run.core, val_set, run.ctx, panel, run.config.panel_images)
+    return validate(run.core, val_set, run.config, run.ctx, panel)
+
+
+def _quality_metrics(run: Run, quality: dict[str, LabelQuality]) -> dict[str, float]:
+    """Reliable-label and CAM precision on the train masks (stage rrm; stage fcn has none)."""
+    if run.config.stage == "fcn":
+        return {}
     reliable, cam = quality["reliable"].reduced(), quality["cam"].reduced()
     return {
         "reliable_precision": reliable["precision"],
@@ -236,28 +269,34 @@ def _quality_metrics(quality: dict[str, LabelQuality]) -> dict[str, float]:
 
 def _final_metrics(run: Run, val_set, quality, log: ProgressLog) -> dict[str, float]:
     panel = run.out / "panels" / f"step_{run.step:06d}.png"
-    metrics = {**validate(run.core, val_set, run.config, run.ctx, panel), **_quality_metrics(quality)}
+    metrics = {**_validate(run, val_set, panel), **_quality_metrics(run, quality)}
     metrics.update(steps=run.step, wall_time_s=log.elapsed(), processes=run.ctx.world_size,
                    ranks_in_sync=distributed.parameters_in_sync(run.core))
     log.record(run.step, {f"val/{k}": v for k, v in metrics.items()})
     return metrics
 
 
+def data_root(config: TrainConfig, ctx: distributed.Context) -> Path:
+    """``config.data_root``, or the embedded synthetic dataset (generated by rank 0 on first use)."""
+    if config.data_root is not None:
+        return Path(config.data_root)
+    if ctx.is_main:
+        ensure_synthetic_dataset()
+    distributed.barrier()
+    return ensure_synthetic_dataset()
+
+
 def datasets(config: TrainConfig, ctx: distributed.Context) -> tuple[VOCSegmentation, VOCSegmentation]:
-    if config.data_root is None:
-        if ctx.is_main:
-            ensure_synthetic_dataset()
-        distributed.barrier()
-        root = ensure_synthetic_dataset()
-    else:
-        root = Path(config.data_root)
+    """The training split (stage fcn: with the pseudo masks) and the validation split."""
+    root = data_root(config, ctx)
     train_set = VOCSegmentation(root, config.train_list, transform=TrainTransform(crop_size=config.crop_size),
-                                seed=config.seed)
+                                mask_dir=config.pseudo_labels if config.stage == "fcn" else None, seed=config.seed)
     val_set = VOCSegmentation(root, config.val_list, transform=EvalTransform(), require_masks=True)
     return train_set, val_set
 
 
-def _run_folder(config: TrainConfig) -> Path:
+def run_folder(config: TrainConfig) -> Path:
+    """``--out``; else the folder of the checkpoint resumed from; else ``runs/<timestamp>``."""
     if config.out:
         return Path(config.out)
     if config.resume:
@@ -283,20 +322,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_config_arguments(parser)
     parser.add_argument("--stop-at", type=int, default=None,
                         help="stop at this step with a checkpoint, as an interruption would (for time-sliced jobs)")
+    parser.add_argument("--two-step", action="store_true",
+                        help="one-step RRM (the options above), pseudo labels of the train list, then step 2 "
+                             "(stage fcn defaults), in OUT/one_step, OUT/pseudo_labels, OUT/fcn; rerun with the "
+                             "same --out to resume")
+    parser.add_argument("--fcn-max-steps", type=int, default=None,
+                        help="with --two-step: steps of step 2 (default: the stage fcn default)")
     args = parser.parse_args(argv)
     try:
+        if args.two_step:
+            # Imported here because rrm.two_step builds on this module.
+            from rrm.two_step import run_two_step
+
+            return run_two_step(args)
         config, checkpoint = _effective_config(args)
         ctx = distributed.setup(config.device)
-        return _train_main(config, checkpoint, ctx, args.stop_at)
-    except (ConfigError, CheckpointError, DatasetError, ValueError, FileNotFoundError) as error:
+        run_training(config, checkpoint, ctx, args.stop_at)
+        return 0
+    except (ConfigError, CheckpointError, DatasetError, CommandError, ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     finally:
         distributed.teardown()
 
 
-def _train_main(config: TrainConfig, checkpoint: dict | None, ctx: distributed.Context, stop_at: int | None) -> int:
-    out = _run_folder(config)
+def run_training(config: TrainConfig, checkpoint: dict | None, ctx: distributed.Context,
+                 stop_at: int | None = None) -> dict[str, float] | None:
+    """Train ``config`` (from ``checkpoint`` when resuming) in its run folder; returns the
+    final metrics (also written to ``metrics.json``), or None when stopped at ``stop_at``."""
+    out = run_folder(config)
     train_set, val_set = datasets(config, ctx)
     run = build_run(config, ctx, out)
     if checkpoint is not None:
@@ -310,12 +364,12 @@ def _train_main(config: TrainConfig, checkpoint: dict | None, ctx: distributed.C
     metrics = train(run, train_set, val_set, log, stop_at)
     if metrics is None:
         log.message(f"stopped at step {run.step} as asked; resume with --resume {out / 'last.pth'}")
-        return 0
+        return None
     if ctx.is_main:
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
         log.message(f"done: {json.dumps(metrics)}\nrun folder: {out}")
     distributed.barrier()
-    return 0
+    return metrics
 
 
 if __name__ == "__main__":

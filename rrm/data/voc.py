@@ -227,6 +227,8 @@ class VOCSegmentation(Dataset):
             default :class:`~rrm.data.transforms.EvalTransform`.
         mask_source: ``"auto"`` (per image: ``SegmentationClass`` if it has the mask, else
             ``SegmentationClassAug``, else none), one of the two folder names, or ``"none"``.
+        mask_dir: a folder of ``<name>.png`` masks to read instead of ``mask_source`` (e.g.
+            the pseudo labels of step 2); every listed image must have one.
         label_source: ``"auto"`` (``cls_labels.npy`` if it exists, else the masks),
             ``"npy"`` or ``"masks"``.
         cls_labels_path: where ``cls_labels.npy`` is; default ``root/cls_labels.npy``.
@@ -258,6 +260,7 @@ class VOCSegmentation(Dataset):
         *,
         transform: Transform | None = None,
         mask_source: str = "auto",
+        mask_dir: str | os.PathLike | None = None,
         label_source: str = "auto",
         cls_labels_path: str | os.PathLike | None = None,
         require_masks: bool = False,
@@ -285,7 +288,7 @@ class VOCSegmentation(Dataset):
                     f"image list {self.list_path} names {name!r} but {image_path} does not exist"
                 )
 
-        self.mask_paths = self._find_masks(mask_source)
+        self.mask_paths = self._find_masks(mask_source) if mask_dir is None else self._masks_in(Path(mask_dir))
         if label_source not in ("auto", "npy", "masks"):
             raise ValueError(f"label_source must be 'auto', 'npy' or 'masks', got {label_source!r}")
         labels_path = Path(cls_labels_path) if cls_labels_path is not None else self.root / CLS_LABELS_FILE
@@ -349,6 +352,15 @@ class VOCSegmentation(Dataset):
                     found = candidate
                     break
             paths.append(found)
+        return paths
+
+    def _masks_in(self, folder: Path) -> list[Path | None]:
+        if not folder.is_dir():
+            raise DatasetError(f"mask folder missing: {folder}")
+        paths = [folder / f"{name}.png" for name in self.names]
+        missing = [path.name for path in paths if not path.is_file()]
+        if missing:
+            raise DatasetError(f"{len(missing)} of {len(paths)} masks missing from {folder} (first: {missing[0]})")
         return paths
 
     def _mask_dirs_text(self, mask_source: str) -> str:
