@@ -53,11 +53,6 @@ class TrainConfig:
     cls_only_steps: int = field(
         default=1900, metadata={"help": "train the classification branch alone for the first N steps"}
     )
-    joint_backbone_lr_scale: float = field(
-        default=1.0,
-        metadata={"help": "factor on the backbone's learning rate once the joint phase starts, so the fresh "
-                          "segmentation head does not drag the trained features"},
-    )
     cam_scales: tuple[float, ...] = field(default=(1.0, 0.5, 1.5, 2.0), metadata={"help": "CAM scales"})
     alpha_low: float = field(default=4.0, metadata={"help": "background power of the low-background CRF"})
     alpha_high: float = field(default=32.0, metadata={"help": "background power of the high-background CRF"})
@@ -84,7 +79,7 @@ class TrainConfig:
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
-        non_negative = ("weight_decay", "joint_backbone_lr_scale", "momentum", "num_workers", "cls_only_steps", "val_every",
+        non_negative = ("weight_decay", "momentum", "num_workers", "cls_only_steps", "val_every",
                         "checkpoint_every", "energy_weight", "panel_images")
         for name in non_negative:
             if getattr(self, name) < 0:

@@ -76,14 +76,11 @@ class Run:
     stop_signal: int = 0
 
 
-def poly_learning_rate(optimizer: torch.optim.Optimizer, step: int, max_steps: int, power: float,
-                       backbone_scale: float = 1.0) -> None:
-    """RRM's poly schedule: each group's lr = its initial lr x (1 - step / max_steps)^power,
-    times ``backbone_scale`` for the backbone groups."""
+def poly_learning_rate(optimizer: torch.optim.Optimizer, step: int, max_steps: int, power: float) -> None:
+    """RRM's poly schedule: each group's lr = its initial lr x (1 - step / max_steps)^power."""
     factor = (1 - step / max_steps) ** power
     for group in optimizer.param_groups:
-        scale = backbone_scale if group["name"].startswith("backbone") else 1.0
-        group["lr"] = group["initial_lr"] * factor * scale
+        group["lr"] = group["initial_lr"] * factor
 
 
 def training_step(run: Run, batch: dict, quality: dict[str, LabelQuality]) -> dict[str, torch.Tensor]:
@@ -220,8 +217,7 @@ def train(run: Run, train_set: VOCSegmentation, val_set: VOCSegmentation, log: P
         loader = DataLoader(train_set, batch_sampler=batches.of_epoch(epoch, first), num_workers=config.num_workers,
                             generator=torch.Generator(), pin_memory=run.ctx.device.type == "cuda")
         for batch in loader:
-            backbone_scale = 1.0 if run.step < config.cls_only_steps else config.joint_backbone_lr_scale
-            poly_learning_rate(run.optimizer, run.step, config.max_steps, config.poly_power, backbone_scale)
+            poly_learning_rate(run.optimizer, run.step, config.max_steps, config.poly_power)
             losses = training_step(run, batch, quality)
             run.step += 1
             log.step(run.step, losses, images=config.batch_size * run.ctx.world_size)
