@@ -13,6 +13,7 @@ from rrm.data import VOCSegmentation, read_image, read_mask
 from rrm.data.synthetic import (
     PALETTE,
     SYNTHETIC_CLASSES,
+    SYNTHETIC_VERSION,
     ensure_synthetic_dataset,
     generate_synthetic_dataset,
     main,
@@ -131,7 +132,7 @@ def test_shared_palette_does_not_identify_the_class():
 def test_ensure_caches_in_rrm_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("RRM_CACHE", str(tmp_path / "cache"))
     root = ensure_synthetic_dataset(**SMALL)
-    assert root == tmp_path / "cache" / "synthetic-v1-train6-val3-size64-seed0"
+    assert root == tmp_path / "cache" / f"synthetic-v{SYNTHETIC_VERSION}-train6-val3-size64-seed0"
     stamp = (root / "cls_labels.npy").stat().st_mtime_ns
     assert ensure_synthetic_dataset(**SMALL) == root
     assert (root / "cls_labels.npy").stat().st_mtime_ns == stamp
