@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rrm.config import ConfigError, TrainConfig
-from rrm.data import IGNORE_INDEX
+from rrm.losses import masked_cross_entropy
 from rrm.models import DeepLabV2, build_deeplab, load_state_dict_file
 
 
@@ -53,8 +53,7 @@ def fcn_training_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch:
     target = batch["mask"].to(device, non_blocking=True)
     logits = F.interpolate(model(images)["seg_logits"], size=images.shape[-2:], mode="bilinear",
                            align_corners=False)
-    labelled = (target != IGNORE_INDEX).sum().clamp(min=1)
-    loss = F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, reduction="sum") / labelled
+    loss = masked_cross_entropy(logits, target)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
