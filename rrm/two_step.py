@@ -37,7 +37,7 @@ EXPORT_BATCH_SIZE = 8
 # Options step 2 takes from the one-step run; the others are stage fcn's defaults.
 SHARED_OPTIONS = ("data_root", "train_list", "val_list", "batch_size", "crop_size", "device", "seed",
                   "num_workers", "log_every", "panel_images")
-STAGE_FOLDERS = {"one_step": "one_step", "pseudo_labels": "pseudo_labels", "fcn": "fcn"}
+STAGE_FOLDERS = ("one_step", "pseudo_labels", "fcn")
 # Rows of the summary table: (metrics.json key, label); values are fractions shown in percent.
 TABLE_ROWS = (
     ("cam_miou", "CAM mIoU (val)"),
@@ -123,7 +123,7 @@ def run_two_step(args: argparse.Namespace) -> int:
     if ctx.distributed and not one_step_config.out:
         raise ConfigError("--two-step under torchrun needs --out (the processes must share one run folder)")
     out = run_folder(one_step_config)
-    folders = {stage: out / name for stage, name in STAGE_FOLDERS.items()}
+    folders = {stage: out / stage for stage in STAGE_FOLDERS}
     one_step = train_stage(replace(one_step_config, out=str(folders["one_step"])), ctx)
 
     root = data_root(one_step_config, ctx)
