@@ -72,6 +72,11 @@ class TrainConfig:
     cam_bg_threshold: float = field(
         default=0.2, metadata={"help": "background score of the CAM-argmax baseline (normalised CAMs)"}
     )
+    crf_val_scales: tuple[float, ...] = field(
+        default=(1.0, 1.5, 2.0),
+        metadata={"help": "scales of the final validation under RRM's inference protocol (flip, dense CRF); "
+                          "RRM on VOC: 1,0.5,1.5,2 (see cam_scales for why 0.5 is left out here)"},
+    )
     val_every: int = field(default=600, metadata={"help": "validate every N steps (0: only at the end)"})
     checkpoint_every: int = field(default=200, metadata={"help": "write last.pth every N steps"})
     log_every: int = field(default=50, metadata={"help": "progress line and metrics.jsonl record every N steps"})
@@ -97,6 +102,8 @@ class TrainConfig:
                               "(written by python -m rrm.pseudo_labels)")
         if 1.0 not in self.cam_scales:
             raise ConfigError(f"cam_scales must include 1.0, got {self.cam_scales}")
+        if not self.crf_val_scales or min(self.crf_val_scales) <= 0:
+            raise ConfigError(f"crf_val_scales must be positive numbers, got {self.crf_val_scales}")
         if not 0 < self.energy_scale <= 1:
             raise ConfigError(f"energy_scale must be in (0, 1], got {self.energy_scale}")
         if not 0 <= self.fg_quantile < 1:
@@ -110,6 +117,7 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["cam_scales"] = list(self.cam_scales)
+        data["crf_val_scales"] = list(self.crf_val_scales)
         return data
 
 

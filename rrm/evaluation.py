@@ -1,5 +1,6 @@
 """Validation: of an RRM network (CAM-argmax baseline, segmentation branch) and of a
-step-2 segmentation network (DeepLab), with panels."""
+step-2 segmentation network (DeepLab), with panels; and of either under RRM's inference
+protocol (multi-scale, flip, dense CRF)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from rrm.distributed import Context, all_reduce_sum
 from rrm.metrics import ConfusionMatrix
 from rrm.mining import mine_reliable_labels, upsampled_cams
 from rrm.panels import SEGMENTATION_COLUMNS, colourise, draw_panel, heatmap
+from rrm.predict import refine_with_crf, segmentation_probabilities
 
 
 def normalised_cams(cams: Tensor, cls_labels: Tensor) -> Tensor:
@@ -115,6 +117,22 @@ def validate_segmentation(model, dataset, ctx: Context, panel_path: Path | None 
     if panel_rows:
         draw_panel(panel_rows, panel_path, SEGMENTATION_COLUMNS)
     return {"seg_miou": scores.compute().miou}
+
+
+@torch.no_grad()
+def validate_with_crf(model, dataset, ctx: Context, scales: Sequence[float]) -> float:
+    """mIoU of the segmentation branch under RRM's inference protocol: probabilities averaged
+    over ``scales`` and their mirror images, refined by the inference dense CRF
+    (:data:`rrm.predict.CRF_INFERENCE_PARAMS`). Images are split over the processes."""
+    was_training = model.training
+    model.eval()
+    scores = ConfusionMatrix(model.num_classes + 1)
+    for sample, image, target in samples_of_rank(dataset, ctx):
+        probabilities = segmentation_probabilities(model, image, scales, flip=True)
+        refined = refine_with_crf(probabilities, sample["image_uint8"][None].to(ctx.device))
+        scores.update(refined.argmax(dim=1), target)
+    model.train(was_training)
+    return scores.compute().miou
 
 
 def _panel_row(sample, cams: Tensor, labels: Tensor, seg_pred: Tensor, target: Tensor, config) -> Sequence[np.ndarray]:

@@ -31,7 +31,7 @@ from rrm import distributed
 from rrm.checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, save_atomic
 from rrm.config import ConfigError, TrainConfig, add_config_arguments, config_from_args, save_yaml
 from rrm.data import DatasetError, EvalTransform, TrainTransform, VOCSegmentation, ensure_synthetic_dataset
-from rrm.evaluation import LabelQuality, cam_argmax_labels, validate, validate_segmentation
+from rrm.evaluation import LabelQuality, cam_argmax_labels, validate, validate_segmentation, validate_with_crf
 from rrm.losses import reliable_region_cross_entropy
 from rrm.mining import mine_reliable_labels, upsampled_cams
 from rrm.models import build_rrm, load_state_dict_file
@@ -288,6 +288,7 @@ def _quality_metrics(run: Run, quality: dict[str, LabelQuality]) -> dict[str, fl
 def _final_metrics(run: Run, val_set, quality, log: ProgressLog) -> dict[str, float]:
     panel = run.out / "panels" / f"step_{run.step:06d}.png"
     metrics = {**_validate(run, val_set, panel), **_quality_metrics(run, quality)}
+    metrics["seg_crf_miou"] = validate_with_crf(run.core, val_set, run.ctx, run.config.crf_val_scales)
     metrics.update(steps=run.step, wall_time_s=log.elapsed(), processes=run.ctx.world_size,
                    ranks_in_sync=distributed.parameters_in_sync(run.core))
     log.record(run.step, {f"val/{k}": v for k, v in metrics.items()})
