@@ -7,7 +7,8 @@
    on those pseudo labels, sharing the data, batch, crop, device and seed options.
 
 ``OUT/metrics.json`` holds the one-step keys (``cam_miou``, ``reliable_precision``,
-``reliable_coverage``, ``seg_miou``, ...) and ``pseudo_label_miou``, ``two_step_miou``,
+``reliable_coverage``, ``seg_miou``, ``seg_crf_miou``, ...) and ``pseudo_label_miou``,
+``two_step_miou``, ``two_step_crf_miou``,
 the stages' wall times and ``wall_time_s``, their sum. Rerunning with the same ``--out``
 resumes: finished stages (those with a ``metrics.json``) are skipped, an interrupted
 training resumes from its ``last.pth`` and the export redoes only missing PNGs.
@@ -44,8 +45,10 @@ TABLE_ROWS = (
     ("reliable_precision", "reliable-label precision (train)"),
     ("reliable_coverage", "reliable-label coverage (train)"),
     ("seg_miou", "one-step mIoU (val)"),
+    ("seg_crf_miou", "one-step mIoU, scales + flip + CRF (val)"),
     ("pseudo_label_miou", "pseudo-label mIoU (train masks)"),
     ("two_step_miou", "two-step mIoU (val)"),
+    ("two_step_crf_miou", "two-step mIoU, scales + flip + CRF (val)"),
 )
 
 
@@ -84,11 +87,13 @@ def pseudo_label_miou(pseudo_labels: Path, root: Path, split: str) -> float:
 def two_step_metrics(one_step: dict[str, float], pseudo_miou: float, fcn: dict[str, float],
                      export_time_s: float) -> dict[str, float]:
     """The run folder's ``metrics.json``: the one-step keys, ``pseudo_label_miou``,
-    ``two_step_miou`` (step 2's ``seg_miou``), each stage's wall time and their sum."""
+    ``two_step_miou`` and ``two_step_crf_miou`` (step 2's ``seg_miou`` and ``seg_crf_miou``),
+    each stage's wall time and their sum."""
     return {
         **one_step,
         "pseudo_label_miou": pseudo_miou,
         "two_step_miou": fcn["seg_miou"],
+        "two_step_crf_miou": fcn["seg_crf_miou"],
         "one_step_wall_time_s": one_step["wall_time_s"],
         "pseudo_labels_wall_time_s": export_time_s,
         "fcn_wall_time_s": fcn["wall_time_s"],

@@ -34,6 +34,7 @@ def test_few_steps_write_the_run_folder(tiny_dataset, tmp_path):
         assert key in metrics
     assert metrics["steps"] == 4
     assert 0.0 <= metrics["seg_miou"] <= 1.0
+    assert 0.0 <= metrics["seg_crf_miou"] <= 1.0
     assert (out / "config.yaml").is_file()
     assert _state(out / "last.pth")["step"] == 4
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -117,3 +118,19 @@ def test_segmentation_head_schedule_starts_after_the_classification_phase():
     poly_learning_rate(optimizer, 80, 100, 1.0)
     assert by_name["segmentation_head_weights"]["lr"] == pytest.approx(1.0 * 0.5)
     assert by_name["backbone_weights"]["lr"] == pytest.approx(0.1 * 0.2)
+
+
+def test_crf_validation_equals_infer_then_evaluate(tiny_dataset, tmp_path):
+    from rrm.evaluate import main as evaluate_main
+    from rrm.infer import main as infer_main
+
+    out = tmp_path / "run"
+    assert main(["--data-root", str(tiny_dataset), "--out", str(out), *TINY, "--crf-val-scales", "1,1.5,2"]) == 0
+    predictions = tmp_path / "pred"
+    assert infer_main(["--checkpoint", str(out / "last.pth"), "--data-root", str(tiny_dataset), "--split", "val",
+                       "--out", str(predictions), "--crf", "--flip", "--scales", "1,1.5,2", "--batch-size", "1"]) == 0
+    assert evaluate_main(["--pred", str(predictions), "--data-root", str(tiny_dataset), "--split", "val",
+                          "--json", str(tmp_path / "scores.json")]) == 0
+    scores = json.loads((tmp_path / "scores.json").read_text())
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["seg_crf_miou"] == pytest.approx(scores["miou"], abs=1e-9)

@@ -267,8 +267,8 @@ def test_perfect_pseudo_labels_score_one(data_root, ground_truth_pseudo_labels):
 
 def test_two_step_metrics_and_table():
     one_step = {"cam_miou": 0.41, "reliable_precision": 0.9, "reliable_coverage": 0.5, "seg_miou": 0.626,
-                "steps": 2600, "wall_time_s": 600.0}
-    fcn = {"seg_miou": 0.663, "steps": 1000, "wall_time_s": 200.0}
+                "seg_crf_miou": 0.64, "steps": 2600, "wall_time_s": 600.0}
+    fcn = {"seg_miou": 0.663, "seg_crf_miou": 0.68, "steps": 1000, "wall_time_s": 200.0}
     metrics = two_step_metrics(one_step, 0.7, fcn, 50.0)
     assert {key: metrics[key] for key in one_step if key != "wall_time_s"} == {
         key: value for key, value in one_step.items() if key != "wall_time_s"}
@@ -277,7 +277,9 @@ def test_two_step_metrics_and_table():
     table = summary_table(metrics).splitlines()
     expected_rows = {"CAM mIoU (val)": "41.00", "reliable-label precision (train)": "90.00",
                      "reliable-label coverage (train)": "50.00", "one-step mIoU (val)": "62.60",
-                     "pseudo-label mIoU (train masks)": "70.00", "two-step mIoU (val)": "66.30"}
+                     "pseudo-label mIoU (train masks)": "70.00", "two-step mIoU (val)": "66.30",
+                     "one-step mIoU, scales + flip + CRF (val)": "64.00",
+                     "two-step mIoU, scales + flip + CRF (val)": "68.00"}
     for label, value in expected_rows.items():
         assert any(line.startswith(label) and line.split()[-1] == value for line in table), (label, table)
     assert summary_table({**metrics, "pseudo_label_miou": math.nan}).count(" -") == 1
@@ -294,7 +296,9 @@ def test_two_step_run_writes_all_stages_and_resumes_by_skipping_them(tmp_path, d
                 "two_step_miou", "wall_time_s"):
         assert key in metrics, key
     assert metrics["seg_miou"] == json.loads((out / "one_step" / "metrics.json").read_text())["seg_miou"]
-    assert metrics["two_step_miou"] == json.loads((out / "fcn" / "metrics.json").read_text())["seg_miou"]
+    fcn_metrics = json.loads((out / "fcn" / "metrics.json").read_text())
+    assert metrics["two_step_miou"] == fcn_metrics["seg_miou"]
+    assert metrics["two_step_crf_miou"] == fcn_metrics["seg_crf_miou"]
     assert metrics["pseudo_label_miou"] == pytest.approx(pseudo_label_miou(out / "pseudo_labels", data_root, "train"))
     assert _state(out / "fcn" / "last.pth")["step"] == 2
     assert "two-step mIoU (val)" in first_output
