@@ -111,22 +111,37 @@ void assign_offsets(const CpuBuild& b, const int32_t* vertex_of_owner, int32_t* 
   });
 }
 
-// CSR of entries per vertex. Entries are placed with an atomic cursor, then each vertex's
-// list is sorted, which gives the same ascending order as a sequential counting sort.
+// CSR of entries per vertex by a counting sort over fixed chunks of entries: each chunk counts
+// its entries per vertex, a prefix over (vertex, chunk) gives each chunk its place in every
+// vertex's list, and each chunk fills its places in entry order, so every list is ascending
+// without sorting. The result does not depend on the chunking.
 void build_splat_csr(const int32_t* offsets, int64_t entries, int32_t vertices, int32_t* ptr,
                      int32_t* splat_entries) {
-  at::parallel_for(0, entries, kPointGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t e = begin; e < end; ++e) __atomic_fetch_add(ptr + offsets[e] + 1, 1, __ATOMIC_RELAXED);
+  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), entries / kPointGrain));
+  const int64_t chunk_size = (entries + chunks - 1) / chunks;
+  std::vector<int32_t> cursor(chunks * vertices, 0);
+  const auto for_each_chunk = [&](auto visit) {
+    at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t c = begin; c < end; ++c) {
+        visit(cursor.data() + c * vertices, c * chunk_size, std::min(entries, (c + 1) * chunk_size));
+      }
+    });
+  };
+  for_each_chunk([&](int32_t* count, int64_t first, int64_t last) {
+    for (int64_t e = first; e < last; ++e) ++count[offsets[e]];
   });
-  for (int32_t v = 0; v < vertices; ++v) ptr[v + 1] += ptr[v];
-  std::vector<int32_t> cursor(ptr, ptr + vertices);
-  at::parallel_for(0, entries, kPointGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t e = begin; e < end; ++e) {
-      splat_entries[__atomic_fetch_add(&cursor[offsets[e]], 1, __ATOMIC_RELAXED)] = static_cast<int32_t>(e);
+  int32_t running = 0;
+  for (int32_t v = 0; v < vertices; ++v) {
+    ptr[v] = running;
+    for (int64_t c = 0; c < chunks; ++c) {
+      const int32_t count = cursor[c * vertices + v];
+      cursor[c * vertices + v] = running;
+      running += count;
     }
-  });
-  at::parallel_for(0, vertices, kVertexGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t v = begin; v < end; ++v) std::sort(splat_entries + ptr[v], splat_entries + ptr[v + 1]);
+  }
+  ptr[vertices] = running;
+  for_each_chunk([&](int32_t* next, int64_t first, int64_t last) {
+    for (int64_t e = first; e < last; ++e) splat_entries[next[offsets[e]]++] = static_cast<int32_t>(e);
   });
 }
 
@@ -167,7 +182,7 @@ void build_cpu(const float* features, int64_t batch, int64_t points, int d, int3
     }
   });
 
-  splat_ptr = at::zeros({static_cast<int64_t>(vertices) + 1}, at::kInt);
+  splat_ptr = at::empty({static_cast<int64_t>(vertices) + 1}, at::kInt);
   build_splat_csr(offsets, entries, vertices, splat_ptr.data_ptr<int32_t>(), splat_entries);
 }
 
