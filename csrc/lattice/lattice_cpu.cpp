@@ -231,6 +231,7 @@ void build_cpu(const float* features, int64_t batch, int64_t points, int d, int3
   build_splat_csr(offsets, batch * points * d1, vertices, splat_ptr.data_ptr<int32_t>(), splat_entries);
 }
 
+
 // Calls body(std::integral_constant<int, K>(), c_begin) over the channels in blocks of K = 8,
 // then 4, then 1 (see the note on blocks in lattice.h).
 template <typename Body>
@@ -241,21 +242,55 @@ void for_channel_blocks(int64_t channels, const Body& body) {
   for (; c < channels; ++c) body(std::integral_constant<int, 1>(), c);
 }
 
-}  // namespace
+// Splat by scattering the points in order. Each vertex then receives its contributions in
+// ascending entry order, starting from zero, exactly the sum splat_vertex gathers, so the result
+// is bitwise the same; but the values are read once and in order while the writes go to the
+// vertex buffer, which is small and stays in cache. Unlike the gather it cannot be split
+// between threads.
+template <typename scalar_t>
+void splat_by_scatter(const LatticeView& lat, const ItemSpan& span, const scalar_t* values, int64_t channels,
+                      scalar_t* vertex_values) {
+  std::fill(vertex_values + span.vertex_begin * channels, vertex_values + span.vertex_end * channels, scalar_t(0));
+  for (int64_t point = span.point_begin; point < span.point_end; ++point) {
+    const scalar_t* in = values + point * channels;
+    for (int64_t e = point * lat.d1; e < (point + 1) * lat.d1; ++e) {
+      const scalar_t w = static_cast<scalar_t>(lat.weights[e]);
+      scalar_t* vertex = vertex_values + static_cast<int64_t>(lat.offsets[e]) * channels;
+      for_channel_blocks(channels, [&](auto block, int64_t c) {
+        constexpr int K = decltype(block)::value;
+        scalar_t sum[K];
+        for (int k = 0; k < K; ++k) sum[k] = vertex[c + k] + w * in[c + k];
+        for (int k = 0; k < K; ++k) vertex[c + k] = sum[k];
+      });
+    }
+  }
+}
 
 template <typename scalar_t>
-void filter_cpu_into(const LatticeView& lat, const ItemSpan& span, const scalar_t* values, int64_t channels,
-                     bool reverse, scalar_t* buffer_a, scalar_t* buffer_b, scalar_t* out) {
+void splat_by_gather(const LatticeView& lat, const ItemSpan& span, const scalar_t* values, int64_t channels,
+                     scalar_t* vertex_values) {
   RRM_DISPATCH_FEATURE_DIM(lat.d1 - 1, [&] {
     at::parallel_for(span.vertex_begin, span.vertex_end, kVertexGrain, [&](int64_t begin, int64_t end) {
       for (int64_t v = begin; v < end; ++v) {
         for_channel_blocks(channels, [&](auto block, int64_t c) {
           splat_vertex<scalar_t, decltype(block)::value, FEATURE_DIM>(lat, static_cast<int32_t>(v), values, channels,
-                                                                      c, buffer_a);
+                                                                      c, vertex_values);
         });
       }
     });
   });
+}
+
+}  // namespace
+
+template <typename scalar_t>
+void filter_cpu_into(const LatticeView& lat, const ItemSpan& span, const scalar_t* values, int64_t channels,
+                     bool reverse, scalar_t* buffer_a, scalar_t* buffer_b, scalar_t* out) {
+  if (at::get_num_threads() == 1 || at::in_parallel_region()) {
+    splat_by_scatter(lat, span, values, channels, buffer_a);
+  } else {
+    splat_by_gather(lat, span, values, channels, buffer_a);
+  }
   scalar_t* src = buffer_a;
   scalar_t* dst = buffer_b;
   for (int step = 0; step < lat.d1; ++step) {
