@@ -73,7 +73,7 @@ class TrainConfig:
         default=0.2, metadata={"help": "background score of the CAM-argmax baseline (normalised CAMs)"}
     )
     crf_val_scales: tuple[float, ...] = field(
-        default=(1.0, 1.5, 2.0),
+        default=(1.0, 1.5),
         metadata={"help": "scales of the final validation under RRM's inference protocol (flip, dense CRF); "
                           "RRM on VOC: 1,0.5,1.5,2 (see cam_scales for why 0.5 is left out here)"},
     )

@@ -77,30 +77,10 @@ class Run:
 
 
 def poly_learning_rate(optimizer: torch.optim.Optimizer, step: int, max_steps: int, power: float) -> None:
-    """RRM's poly schedule: each group's lr = its initial lr x (1 - t)^power, where t is the
-    fraction done of the steps from the group's ``first_step`` (default 0) to ``max_steps``."""
+    """RRM's poly schedule: each group's lr = its initial lr x (1 - step / max_steps)^power."""
+    factor = (1 - step / max_steps) ** power
     for group in optimizer.param_groups:
-        first = group.get("first_step", 0)
-        done = max(0, step - first) / max(1, max_steps - first)
-        group["lr"] = group["initial_lr"] * (1 - done) ** power
-
-
-def separate_segmentation_head(groups: list[dict], network: torch.nn.Module, first_step: int) -> list[dict]:
-    """Move the segmentation branch's parameters out of the head groups into groups of their
-    own (named ``segmentation_<group>``) whose poly schedule starts at ``first_step``.
-
-    The branch first trains after the classification-only phase; on the run's schedule it
-    would start at a fraction of its learning rate (after 1,000 of 1,300 steps: 27 %).
-    """
-    branch = {id(parameter) for parameter in network.segmentation_head_parameters()}
-    separated = []
-    for group in groups:
-        moved = [parameter for parameter in group["params"] if id(parameter) in branch]
-        separated.append({**group, "params": [parameter for parameter in group["params"] if id(parameter) not in branch]})
-        if moved:
-            separated.append({**group, "name": f"segmentation_{group['name']}", "params": moved,
-                              "first_step": first_step})
-    return separated
+        group["lr"] = group["initial_lr"] * factor
 
 
 def training_step(run: Run, batch: dict, quality: dict[str, LabelQuality]) -> dict[str, torch.Tensor]:
@@ -165,8 +145,6 @@ def build_run(config: TrainConfig, ctx: distributed.Context, out: Path) -> Run:
     torch.manual_seed(config.seed)
     core = build_network(config).to(ctx.device)
     groups = core.param_groups(config.lr, config.weight_decay)
-    if config.stage == "rrm":
-        groups = separate_segmentation_head(groups, core, config.cls_only_steps)
     for group in groups:
         group["initial_lr"] = group["lr"] if config.optimizer == "sgd" else config.lr
         group["lr"] = group["initial_lr"]

@@ -96,30 +96,6 @@ def test_corrupt_checkpoint_gives_clear_error(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_segmentation_head_schedule_starts_after_the_classification_phase():
-    from rrm.models import build_rrm
-    from rrm.train import poly_learning_rate, separate_segmentation_head
-
-    network = build_rrm("small")
-    groups = separate_segmentation_head(network.param_groups(0.1, 0.0), network, first_step=60)
-    for group in groups:
-        group["initial_lr"] = group["lr"]
-    grouped = [id(p) for group in groups for p in group["params"]]
-    assert sorted(grouped) == sorted(id(p) for p in network.parameters() if p.requires_grad)
-    optimizer = torch.optim.SGD(groups, lr=0.1)
-    by_name = {group["name"]: group for group in optimizer.param_groups}
-    assert {"segmentation_head_weights", "segmentation_head_biases"} <= set(by_name)
-    assert {id(p) for p in by_name["segmentation_head_weights"]["params"]} == {
-        id(network.fc8_seg_conv1.weight), id(network.fc8_seg_conv2.weight)}
-
-    poly_learning_rate(optimizer, 60, 100, 1.0)
-    assert by_name["segmentation_head_weights"]["lr"] == pytest.approx(1.0)
-    assert by_name["head_weights"]["lr"] == pytest.approx(1.0 * 0.4)
-    poly_learning_rate(optimizer, 80, 100, 1.0)
-    assert by_name["segmentation_head_weights"]["lr"] == pytest.approx(1.0 * 0.5)
-    assert by_name["backbone_weights"]["lr"] == pytest.approx(0.1 * 0.2)
-
-
 def test_crf_validation_equals_infer_then_evaluate(tiny_dataset, tmp_path):
     from rrm.evaluate import main as evaluate_main
     from rrm.infer import main as infer_main

@@ -95,12 +95,6 @@ class RRMNet(nn.Module):
         """The layers RRM trains from scratch (``fc8`` and the segmentation branch)."""
         return [getattr(self, name) for name in HEAD_MODULES if hasattr(self, name)]
 
-    def segmentation_head_parameters(self) -> list[nn.Parameter]:
-        """The parameters of the segmentation branch (empty without it)."""
-        if not self.has_seg_head:
-            return []
-        return [*self.fc8_seg_conv1.parameters(), *self.fc8_seg_conv2.parameters()]
-
     def train(self, mode: bool = True) -> RRMNet:
         super().train(mode)
         if self.freeze_bn:
