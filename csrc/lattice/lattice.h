@@ -175,22 +175,6 @@ RRM_HOST_DEVICE inline int32_t hash_find(const int32_t* table, uint32_t mask, co
   }
 }
 
-// Writes the keys of the two blur neighbours of the vertex with key `key` along lattice axis
-// `axis` (0..d): one step back and one step forward along that lattice direction.
-template <int D>
-RRM_HOST_DEVICE inline void blur_neighbour_keys(const int32_t* key, int d_runtime, int axis, int32_t* minus,
-                                                int32_t* plus) {
-  const int d = D > 0 ? D : d_runtime;
-  for (int k = 0; k < d; ++k) {
-    minus[k] = key[k] - 1;
-    plus[k] = key[k] + 1;
-  }
-  if (axis < d) {
-    minus[axis] = key[axis] + d;
-    plus[axis] = key[axis] - d;
-  }
-}
-
 // Finds the two blur neighbours of the vertex with key `key` along lattice axis `axis`
 // (0..d) and writes their vertex ids (or -1). `vertex_of_owner` maps an owner entry to its
 // vertex id.
@@ -202,7 +186,14 @@ RRM_HOST_DEVICE inline void find_blur_neighbours(const int32_t* table, uint32_t 
   constexpr int kCap = (D > 0 ? D : kMaxDim);
   int32_t minus[kCap];
   int32_t plus[kCap];
-  blur_neighbour_keys<D>(key, d, axis, minus, plus);
+  for (int k = 0; k < d; ++k) {
+    minus[k] = key[k] - 1;
+    plus[k] = key[k] + 1;
+  }
+  if (axis < d) {
+    minus[axis] = key[axis] + d;
+    plus[axis] = key[axis] - d;
+  }
   const int32_t owner_minus = hash_find<D>(table, mask, keys, d, minus);
   const int32_t owner_plus = hash_find<D>(table, mask, keys, d, plus);
   out_pair[0] = owner_minus < 0 ? -1 : vertex_of_owner[owner_minus];

@@ -18,146 +18,95 @@ namespace {
 
 constexpr int64_t kPointGrain = 512;
 constexpr int64_t kVertexGrain = 256;
+// Points are visited in fixed blocks processed in order, so that a point whose simplex vertex
+// repeats the previous point's (common: neighbouring pixels share simplices) can reuse its
+// slot without touching the hash table. Fixed blocks keep the result thread-count independent.
+constexpr int64_t kBlockPoints = 256;
 
-// Open-addressing table of distinct keys, numbered in order of first insertion. The keys are
-// kept densely in id order, so tables stay small (a few vertices per many entries) and
-// cache-resident, and the id order doubles as the list of keys.
-template <int D>
-class KeyTable {
- public:
-  KeyTable(int d, int64_t expected_keys) : d_(D > 0 ? D : d) {
-    int64_t capacity = 256;
-    while (capacity < 2 * expected_keys) capacity <<= 1;
-    slots_.assign(capacity, -1);
+// Entries of one lattice build on the CPU, with the block structure described above.
+struct CpuBuild {
+  int d;
+  int d1;
+  int64_t points;     // per item
+  int64_t total_points;
+  int64_t capacity;   // hash slots per item
+  int32_t* keys;      // [E, d]
+  int32_t* table;     // [B * capacity] entry ids
+  int32_t* slot;      // [E] slot within the item's table
+
+  int64_t blocks() const { return (total_points + kBlockPoints - 1) / kBlockPoints; }
+  int32_t* item_table(int64_t point) const { return table + (point / points) * capacity; }
+  // True when entry (point, r) has the same vertex as (point - 1, r) of the same block and item.
+  bool continues_run(int64_t point, int r) const {
+    const int64_t e = point * d1 + r;
+    return point % kBlockPoints != 0 && point % points != 0 && slot[e] == slot[e - d1];
   }
-
-  int32_t size() const { return static_cast<int32_t>(keys_.size() / d_); }
-  const int32_t* key(int32_t id) const { return keys_.data() + static_cast<int64_t>(id) * d_; }
-
-  int32_t find(const int32_t* key) const {
-    for (uint32_t slot = home(key);; slot = next(slot)) {
-      const int32_t id = slots_[slot];
-      if (id < 0 || keys_equal<D>(this->key(id), key, d_)) return id;
-    }
-  }
-
-  int32_t find_or_insert(const int32_t* key) {
-    uint32_t slot = home(key);
-    for (; slots_[slot] >= 0; slot = next(slot)) {
-      if (keys_equal<D>(this->key(slots_[slot]), key, d_)) return slots_[slot];
-    }
-    const int32_t id = size();
-    slots_[slot] = id;
-    keys_.insert(keys_.end(), key, key + d_);
-    if (2 * keys_.size() > slots_.size() * d_) grow();
-    return id;
-  }
-
- private:
-  uint32_t home(const int32_t* key) const { return hash_key<D>(key, d_) & mask(); }
-  uint32_t next(uint32_t slot) const { return (slot + 1) & mask(); }
-  uint32_t mask() const { return static_cast<uint32_t>(slots_.size() - 1); }
-
-  void grow() {
-    slots_.assign(2 * slots_.size(), -1);
-    for (int32_t id = 0; id < size(); ++id) {
-      uint32_t slot = home(key(id));
-      while (slots_[slot] >= 0) slot = next(slot);
-      slots_[slot] = id;
-    }
-  }
-
-  int d_;
-  std::vector<int32_t> slots_;
-  std::vector<int32_t> keys_;
-};
-
-// A run of consecutive points of one batch item, deduplicated on its own. Several chunks per
-// item let the threads share a single image; the merge below makes the result independent of
-// the chunking.
-template <int D>
-struct Chunk {
-  int64_t item;
-  int64_t first_point;
-  int64_t last_point;
-  KeyTable<D> table;
-  std::vector<int32_t> vertex_of_local;
-};
-
-template <int D>
-std::vector<Chunk<D>> make_chunks(int d, int64_t batch, int64_t points) {
-  std::vector<Chunk<D>> chunks;
-  if (batch * points == 0) return chunks;
-  const int64_t threads = at::get_num_threads();
-  const int64_t pieces = std::max<int64_t>(1, std::min((threads + batch - 1) / batch, points / kPointGrain));
-  const int64_t piece_points = (points + pieces - 1) / pieces;
-  for (int64_t item = 0; item < batch; ++item) {
-    for (int64_t first = 0; first < points; first += piece_points) {
-      const int64_t begin = item * points + first;
-      const int64_t end = item * points + std::min(points, first + piece_points);
-      chunks.push_back({item, begin, end, KeyTable<D>(d, (end - begin) * (d + 1) / 8), {}});
-    }
-  }
-  return chunks;
-}
-
-// Embeds the chunk's points and numbers their distinct keys in the chunk's table, writing the
-// chunk-local ids into offsets. A point whose simplex vertex repeats the previous point's
-// (common: neighbouring pixels share simplices) skips the table.
-template <int D>
-void embed_chunk(const float* features, int d, const ElevationScale& scale, Chunk<D>& chunk, int32_t* offsets,
-                 float* weights) {
-  const int d1 = d + 1;
-  int32_t keys[2][(kMaxDim + 1) * kMaxDim];
-  for (int64_t point = chunk.first_point; point < chunk.last_point; ++point) {
-    const int32_t* previous = keys[(point - 1) & 1];
-    int32_t* current = keys[point & 1];
-    embed_point<D>(features + point * d, d, scale, current, weights + point * d1);
-    int32_t* ids = offsets + point * d1;
-    for (int r = 0; r < d1; ++r) {
-      const int32_t* key = current + r * d;
-      const bool repeats = point > chunk.first_point && keys_equal<D>(key, previous + r * d, d);
-      ids[r] = repeats ? ids[r - d1] : chunk.table.find_or_insert(key);
-    }
-  }
-}
-
-// Numbers the distinct keys of one item in order of first entry: chunks in point order, and
-// within a chunk its keys in order of first insertion, which is the same order. Returns the
-// item's table, whose ids are the item's vertex ids less the item's first vertex.
-template <int D>
-KeyTable<D> merge_item(int d, std::vector<Chunk<D>*>& item_chunks) {
-  int64_t local_keys = 0;
-  for (const Chunk<D>* chunk : item_chunks) local_keys += chunk->table.size();
-  KeyTable<D> table(d, local_keys);
-  for (Chunk<D>* chunk : item_chunks) {
-    chunk->vertex_of_local.resize(chunk->table.size());
-    for (int32_t id = 0; id < chunk->table.size(); ++id) {
-      chunk->vertex_of_local[id] = table.find_or_insert(chunk->table.key(id));
-    }
-  }
-  return table;
-}
-
-// Writes the blur neighbours of the vertices [first_vertex, first_vertex + table.size()) of one
-// item, looked up in the item's table.
-template <int D>
-void find_item_neighbours(const KeyTable<D>& table, int d, int32_t first_vertex, int32_t vertices,
-                          int32_t* neighbours) {
-  const auto vertex_of = [&](const int32_t* key) {
-    const int32_t id = table.find(key);
-    return id < 0 ? -1 : first_vertex + id;
-  };
-  at::parallel_for(0, table.size(), kVertexGrain, [&](int64_t begin, int64_t end) {
-    int32_t minus[kMaxDim];
-    int32_t plus[kMaxDim];
-    for (int64_t id = begin; id < end; ++id) {
-      for (int axis = 0; axis <= d; ++axis) {
-        blur_neighbour_keys<D>(table.key(static_cast<int32_t>(id)), d, axis, minus, plus);
-        int32_t* pair = neighbours + (static_cast<int64_t>(axis) * vertices + first_vertex + id) * 2;
-        pair[0] = vertex_of(minus);
-        pair[1] = vertex_of(plus);
+  template <typename Visit>
+  void for_each_block(Visit visit) const {
+    at::parallel_for(0, blocks(), 1, [&](int64_t begin, int64_t end) {
+      for (int64_t block = begin; block < end; ++block) {
+        const int64_t last = std::min(total_points, (block + 1) * kBlockPoints);
+        for (int64_t point = block * kBlockPoints; point < last; ++point) visit(block, point);
       }
+    });
+  }
+};
+
+template <int D>
+void insert_points(const CpuBuild& b) {
+  const uint32_t mask = static_cast<uint32_t>(b.capacity - 1);
+  b.for_each_block([&](int64_t, int64_t point) {
+    for (int r = 0; r < b.d1; ++r) {
+      const int64_t e = point * b.d1 + r;
+      const bool same_key = point % kBlockPoints != 0 && point % b.points != 0 &&
+                            keys_equal<D>(b.keys + e * b.d, b.keys + (e - b.d1) * b.d, b.d);
+      b.slot[e] = same_key ? b.slot[e - b.d1]
+                           : hash_insert<D>(b.item_table(point), mask, b.keys, b.d, static_cast<int32_t>(e));
+    }
+  });
+}
+
+// Elects the smallest entry of each key as its owner and numbers the owners in entry order,
+// so vertex ids never depend on which thread won an insertion race. Returns the vertex count.
+int32_t number_vertices(const CpuBuild& b, int32_t* vertex_of_owner, at::Tensor& owners_t) {
+  b.for_each_block([&](int64_t, int64_t point) {
+    for (int r = 0; r < b.d1; ++r) {
+      if (!b.continues_run(point, r)) {
+        const int64_t e = point * b.d1 + r;
+        atomic_min_i32(b.item_table(point) + b.slot[e], static_cast<int32_t>(e));
+      }
+    }
+  });
+  auto is_owner = [&](int64_t point, int r) {
+    const int64_t e = point * b.d1 + r;
+    return !b.continues_run(point, r) && b.item_table(point)[b.slot[e]] == e;
+  };
+  std::vector<int32_t> block_first(b.blocks() + 1, 0);
+  b.for_each_block([&](int64_t block, int64_t point) {
+    for (int r = 0; r < b.d1; ++r) block_first[block + 1] += is_owner(point, r);
+  });
+  for (int64_t block = 0; block < b.blocks(); ++block) block_first[block + 1] += block_first[block];
+  const int32_t vertices = block_first[b.blocks()];
+  owners_t = at::empty({vertices}, at::kInt);
+  int32_t* owners = owners_t.data_ptr<int32_t>();
+  std::vector<int32_t> next(block_first.begin(), block_first.end() - 1);
+  b.for_each_block([&](int64_t block, int64_t point) {
+    for (int r = 0; r < b.d1; ++r) {
+      if (is_owner(point, r)) {
+        const int64_t e = point * b.d1 + r;
+        vertex_of_owner[e] = next[block];
+        owners[next[block]++] = static_cast<int32_t>(e);
+      }
+    }
+  });
+  return vertices;
+}
+
+void assign_offsets(const CpuBuild& b, const int32_t* vertex_of_owner, int32_t* offsets) {
+  b.for_each_block([&](int64_t, int64_t point) {
+    for (int r = 0; r < b.d1; ++r) {
+      const int64_t e = point * b.d1 + r;
+      offsets[e] = b.continues_run(point, r) ? offsets[e - b.d1] : vertex_of_owner[b.item_table(point)[b.slot[e]]];
     }
   });
 }
@@ -200,35 +149,41 @@ template <int D>
 void build_cpu(const float* features, int64_t batch, int64_t points, int d, int32_t* offsets, float* weights,
                at::Tensor& neighbours, at::Tensor& splat_ptr, int32_t* splat_entries) {
   const int d1 = d + 1;
+  const int64_t entries = batch * points * d1;
   const ElevationScale scale = elevation_scale(d);
-  std::vector<Chunk<D>> chunks = make_chunks<D>(d, batch, points);
-  at::parallel_for(0, static_cast<int64_t>(chunks.size()), 1, [&](int64_t begin, int64_t end) {
-    for (int64_t c = begin; c < end; ++c) embed_chunk<D>(features, d, scale, chunks[c], offsets, weights);
+  at::Tensor keys_t = at::empty({entries, d}, at::kInt);
+  at::Tensor slot_t = at::empty({entries}, at::kInt);
+  const int64_t capacity = hash_table_capacity(points * d1);
+  at::Tensor table_t = at::full({batch * capacity}, -1, at::kInt);
+  const CpuBuild b{d, d1, points, batch * points, capacity, keys_t.data_ptr<int32_t>(), table_t.data_ptr<int32_t>(),
+                   slot_t.data_ptr<int32_t>()};
+
+  at::parallel_for(0, b.total_points, kPointGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) embed_point<D>(features + i * d, d, scale, b.keys + i * d1 * d, weights + i * d1);
   });
+  insert_points<D>(b);
+  at::Tensor vertex_of_owner_t = at::empty({entries}, at::kInt);
+  int32_t* vertex_of_owner = vertex_of_owner_t.data_ptr<int32_t>();
+  at::Tensor owners_t;
+  const int32_t vertices = number_vertices(b, vertex_of_owner, owners_t);
+  assign_offsets(b, vertex_of_owner, offsets);
 
-  std::vector<std::vector<Chunk<D>*>> chunks_of_item(batch);
-  for (Chunk<D>& chunk : chunks) chunks_of_item[chunk.item].push_back(&chunk);
-  std::vector<KeyTable<D>> tables;
-  tables.reserve(batch);
-  for (int64_t item = 0; item < batch; ++item) tables.push_back(merge_item<D>(d, chunks_of_item[item]));
-  std::vector<int32_t> first_vertex(batch + 1, 0);
-  for (int64_t item = 0; item < batch; ++item) first_vertex[item + 1] = first_vertex[item] + tables[item].size();
-  const int32_t vertices = first_vertex[batch];
-
-  at::parallel_for(0, static_cast<int64_t>(chunks.size()), 1, [&](int64_t begin, int64_t end) {
-    for (int64_t c = begin; c < end; ++c) {
-      const Chunk<D>& chunk = chunks[c];
-      for (int64_t e = chunk.first_point * d1; e < chunk.last_point * d1; ++e) {
-        offsets[e] = first_vertex[chunk.item] + chunk.vertex_of_local[offsets[e]];
+  const int32_t* owners = owners_t.data_ptr<int32_t>();
+  const uint32_t mask = static_cast<uint32_t>(capacity - 1);
+  neighbours = at::empty({d1, vertices, 2}, at::kInt);
+  int32_t* pairs = neighbours.data_ptr<int32_t>();
+  at::parallel_for(0, vertices, kVertexGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t v = begin; v < end; ++v) {
+      const int32_t owner = owners[v];
+      for (int axis = 0; axis < d1; ++axis) {
+        find_blur_neighbours<D>(b.item_table(owner / d1), mask, b.keys, d, b.keys + static_cast<int64_t>(owner) * d,
+                                axis, vertex_of_owner, pairs + (static_cast<int64_t>(axis) * vertices + v) * 2);
       }
     }
   });
-  neighbours = at::empty({d1, vertices, 2}, at::kInt);
-  for (int64_t item = 0; item < batch; ++item) {
-    find_item_neighbours<D>(tables[item], d, first_vertex[item], vertices, neighbours.data_ptr<int32_t>());
-  }
+
   splat_ptr = at::empty({static_cast<int64_t>(vertices) + 1}, at::kInt);
-  build_splat_csr(offsets, batch * points * d1, vertices, splat_ptr.data_ptr<int32_t>(), splat_entries);
+  build_splat_csr(offsets, entries, vertices, splat_ptr.data_ptr<int32_t>(), splat_entries);
 }
 
 
