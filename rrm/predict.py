@@ -122,7 +122,7 @@ def load_segmentation_model(path: str | os.PathLike, backbone: str | None = None
         network = builder(backbone, num_classes)
     except ValueError as error:
         raise CommandError(str(error)) from None
-    _check_fits(network.state_dict(), state, f"checkpoint {path} does not fit {kind} with backbone {backbone!r}")
+    check_state_dict_fits(network.state_dict(), state, f"checkpoint {path} does not fit {kind} with backbone {backbone!r}")
     network.load_state_dict(state)
     network.eval()
     source = f"rrm training checkpoint (step {content.get('step', '?')})" if is_training_checkpoint else "state dict"
@@ -170,7 +170,7 @@ def _guess_backbone(state: dict[str, torch.Tensor], kind: str, path: Path) -> st
     raise CommandError(f"cannot tell the backbone of checkpoint {path} from its keys; pass --backbone")
 
 
-def _check_fits(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], context: str) -> None:
+def check_state_dict_fits(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], context: str) -> None:
     """Raise :class:`CommandError` summarising missing, unexpected and mis-shaped keys (torch's
     own message lists every key over many lines)."""
     missing = [key for key in expected if key not in found]

@@ -11,9 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rrm.config import ConfigError, TrainConfig
+from rrm.config import TrainConfig
 from rrm.losses import masked_cross_entropy
 from rrm.models import DeepLabV2, build_deeplab, load_state_dict_file
+from rrm.predict import check_state_dict_fits
 
 
 def build_fcn_network(config: TrainConfig) -> DeepLabV2:
@@ -27,16 +28,9 @@ def build_fcn_network(config: TrainConfig) -> DeepLabV2:
         target = network if whole else network.backbone
         if not whole:
             state = {key: value for key, value in state.items() if not key.startswith("fc.")}
-        missing, unexpected = (sorted(set(target.state_dict()) - set(state)), sorted(set(state) - set(target.state_dict())))
-        if missing or unexpected:
-            raise ConfigError(f"weights {config.weights} do not fit DeepLab/{config.backbone}"
-                              f"{' (whole network)' if whole else ' backbone'}: {len(missing)} missing keys "
-                              f"(e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]})")
-        try:
-            target.load_state_dict(state)
-        except RuntimeError:
-            raise ConfigError(f"weights {config.weights} have tensors of other shapes than DeepLab/"
-                              f"{config.backbone}") from None
+        check_state_dict_fits(target.state_dict(), state, f"weights {config.weights} do not fit DeepLab/"
+                              f"{config.backbone}{' (whole network)' if whole else ' backbone'}")
+        target.load_state_dict(state)
     return network
 
 
