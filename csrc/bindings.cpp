@@ -7,18 +7,19 @@
 TORCH_LIBRARY(rrm_ops, m) {
   m.def(
       "lattice_build(Tensor features) -> (Tensor offsets, Tensor weights, Tensor neighbours, Tensor splat_ptr, "
-      "Tensor splat_entries)");
+      "Tensor splat_entries, Tensor splat_weights)");
   m.def(
       "lattice_filter(Tensor offsets, Tensor weights, Tensor neighbours, Tensor splat_ptr, Tensor splat_entries, "
-      "Tensor values, bool reverse=False) -> Tensor");
+      "Tensor splat_weights, Tensor values, bool reverse=False) -> Tensor");
   m.def(
       "prune_reliable_labels(Tensor cams, Tensor q_low, Tensor q_high, float cam_alpha, float fg_quantile, "
       "float cam_floor, float bg_sure, float crf_sure, int ignore_index) -> (Tensor labels, Tensor sure)");
   m.def(
       "dense_crf_meanfield(Tensor unary, Tensor? label_mask, Tensor gaussian_offsets, Tensor gaussian_weights, "
       "Tensor gaussian_neighbours, Tensor gaussian_splat_ptr, Tensor gaussian_splat_entries, "
-      "Tensor bilateral_offsets, Tensor bilateral_weights, Tensor bilateral_neighbours, Tensor bilateral_splat_ptr, "
-      "Tensor bilateral_splat_entries, float gaussian_compat, float bilateral_compat, int n_iter) -> Tensor");
+      "Tensor gaussian_splat_weights, Tensor bilateral_offsets, Tensor bilateral_weights, Tensor bilateral_neighbours, "
+      "Tensor bilateral_splat_ptr, Tensor bilateral_splat_entries, Tensor bilateral_splat_weights, "
+      "float gaussian_compat, float bilateral_compat, int n_iter) -> Tensor");
   m.def(
       "dense_crf(Tensor? scores, Tensor image, *, Tensor? unary=None, int n_iter=10, float gaussian_sxy=3.0, "
       "float gaussian_compat=3.0, float bilateral_sxy=80.0, float bilateral_srgb=13.0, float bilateral_compat=10.0, "

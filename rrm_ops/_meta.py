@@ -5,16 +5,17 @@ from torch import Tensor
 
 
 @torch.library.register_fake("rrm_ops::lattice_build")
-def _lattice_build_fake(features: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+def _lattice_build_fake(features: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     batch, points, dim = features.shape
     vertices = torch.library.get_ctx().new_dynamic_size()
-    entries = features.new_empty((batch, points, dim + 1), dtype=torch.int32)
+    entries = batch * points * (dim + 1)
     return (
-        entries,
+        features.new_empty((batch, points, dim + 1), dtype=torch.int32),
         features.new_empty((batch, points, dim + 1), dtype=torch.float32),
         features.new_empty((dim + 1, vertices, 2), dtype=torch.int32),
         features.new_empty((vertices + 1,), dtype=torch.int32),
-        features.new_empty((batch * points * (dim + 1),), dtype=torch.int32),
+        features.new_empty((entries,), dtype=torch.int32),
+        features.new_empty((entries,), dtype=torch.float32),
     )
 
 
@@ -25,6 +26,7 @@ def _lattice_filter_fake(
     neighbours: Tensor,
     splat_ptr: Tensor,
     splat_entries: Tensor,
+    splat_weights: Tensor,
     values: Tensor,
     reverse: bool = False,
 ) -> Tensor:
@@ -56,11 +58,13 @@ def _dense_crf_meanfield_fake(
     gaussian_neighbours: Tensor,
     gaussian_splat_ptr: Tensor,
     gaussian_splat_entries: Tensor,
+    gaussian_splat_weights: Tensor,
     bilateral_offsets: Tensor,
     bilateral_weights: Tensor,
     bilateral_neighbours: Tensor,
     bilateral_splat_ptr: Tensor,
     bilateral_splat_entries: Tensor,
+    bilateral_splat_weights: Tensor,
     gaussian_compat: float,
     bilateral_compat: float,
     n_iter: int,

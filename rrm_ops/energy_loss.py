@@ -31,7 +31,7 @@ class _GatedEnergy(torch.autograd.Function):
     """``-scale · Σ S' ⊙ gate ⊙ W(S')`` with ``S' = probs ⊙ rois``, all in points layout.
 
     Inputs: probs [N, P, K], rois [N, P, 1], gate [N, P, 1] (a constant), scale = weight / N,
-    exact (which backward), then the five lattice tensors. Returns a 0-d tensor.
+    exact (which backward), then the lattice tensors. Returns a 0-d tensor.
     """
 
     @staticmethod
@@ -45,6 +45,7 @@ class _GatedEnergy(torch.autograd.Function):
             ctx.save_for_backward(energy_a, rois)
         ctx.scale = scale
         ctx.exact = exact
+        ctx.lattice_tensors = len(lattice)
         return loss
 
     @staticmethod
@@ -60,7 +61,7 @@ class _GatedEnergy(torch.autograd.Function):
             # RRM's rule: treat W as symmetric, which makes the gradient 2 A and needs no filtering.
             energy_a, rois = ctx.saved_tensors
             grad_probs = (energy_a * rois).mul_(grad_loss * (-2.0 * ctx.scale))
-        return (grad_probs,) + (None,) * 9
+        return (grad_probs,) + (None,) * (4 + ctx.lattice_tensors)
 
 
 def gated_dense_energy(

@@ -18,7 +18,9 @@ class LatticeTensors:
     offsets: int32 [B, P, d+1] global vertex id of each point's simplex vertices.
     weights: float32 [B, P, d+1] barycentric weights.
     neighbours: int32 [d+1, M, 2] blur neighbours of each vertex per axis (-1 if absent).
-    splat_ptr: int32 [M+1] and splat_entries: int32 [B*P*(d+1)] the vertex -> entries CSR.
+    splat_ptr: int32 [M+1] and splat_entries: int32 [B*P*(d+1)] the vertex -> entries CSR
+        (each vertex's entries in ascending order).
+    splat_weights: float32 [B*P*(d+1)] the weights of splat_entries, in CSR order.
     """
 
     offsets: Tensor
@@ -26,9 +28,10 @@ class LatticeTensors:
     neighbours: Tensor
     splat_ptr: Tensor
     splat_entries: Tensor
+    splat_weights: Tensor
 
-    def as_tuple(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        return (self.offsets, self.weights, self.neighbours, self.splat_ptr, self.splat_entries)
+    def as_tuple(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+        return (self.offsets, self.weights, self.neighbours, self.splat_ptr, self.splat_entries, self.splat_weights)
 
     @property
     def num_vertices(self) -> int:
@@ -116,14 +119,17 @@ class Lattice:
         return torch.ops.rrm_ops.lattice_filter(*self.tensors.as_tuple(), values, reverse)
 
 
+_LATTICE_TENSORS = len(LatticeTensors.__dataclass_fields__)
+
+
 def _lattice_filter_setup_context(ctx, inputs, output) -> None:
-    ctx.lattice = inputs[:5]
-    ctx.reverse = inputs[6]
+    ctx.lattice = inputs[:_LATTICE_TENSORS]
+    ctx.reverse = inputs[_LATTICE_TENSORS + 1]
 
 
 def _lattice_filter_backward(ctx, grad: Tensor):
     grad_values = torch.ops.rrm_ops.lattice_filter(*ctx.lattice, grad.contiguous(), not ctx.reverse)
-    return None, None, None, None, None, grad_values, None
+    return (None,) * _LATTICE_TENSORS + (grad_values, None)
 
 
 torch.library.register_autograd(

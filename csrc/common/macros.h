@@ -10,6 +10,25 @@
 #define RRM_HOST_DEVICE
 #endif
 
+// A pointer through which no other pointer of the function reaches the same memory.
+#define RRM_RESTRICT __restrict__
+
+// Asks the CPU compiler to vectorise the loop that follows (its iterations must be independent,
+// or reductions GCC may not reorder); nothing for nvcc, where one thread runs one element.
+#if !defined(__CUDACC__) && defined(_OPENMP)
+#define RRM_SIMD _Pragma("omp simd")
+#else
+#define RRM_SIMD
+#endif
+
+// For the per-element bodies of the hot loops: the CPU compilers otherwise keep the larger ones
+// out of line, and a call per pixel stops them vectorising the loop around it.
+#if defined(__CUDACC__)
+#define RRM_INLINE __forceinline__
+#else
+#define RRM_INLINE inline __attribute__((always_inline))
+#endif
+
 namespace rrm {
 
 // Compare-and-swap on an int32 slot; returns the value held before the call.

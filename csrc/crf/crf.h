@@ -12,6 +12,7 @@
 //   unary, q       float [G, B, L, P]  labels-first, as the public [B, L, H, W] (G = 1)
 //   slot_labels    int32 [B, S]     present labels of each image in ascending order, then -1;
 //                                   S is at least the largest present-label count of the batch
+//                                   and a multiple of kSlotLanes
 //   norms          float [B*P]      symmetric normalisation factors of one kernel
 //   unary_slots, values  float [B*P, G*S]  channels-last over slots, the layout the lattice
 //                                   filters; group g's slot s is channel g*S + s
@@ -99,7 +100,7 @@ RRM_HOST_DEVICE inline To bit_cast(From from) {
 // polynomial, with exactly 0 below about -87.3 where expf turns subnormal. Written in plain
 // float and integer operations (no calls, no float compares) so that CPU compilers vectorise
 // it and the CPU and CUDA evaluate the same formula.
-RRM_HOST_DEVICE inline float exp_nonpositive(float x) {
+RRM_HOST_DEVICE RRM_INLINE float exp_nonpositive(float x) {
   // Clamp to -100 through the bits: for x <= 0, larger magnitudes have larger unsigned patterns.
   const uint32_t minus_100 = 0xC2C80000u;
   const uint32_t x_bits = bit_cast<uint32_t>(x);
@@ -147,37 +148,73 @@ struct MeanfieldStep {
   float* q;
 };
 
+// The slot count is a multiple of kSlotLanes. The softmax's maximum and sum run lane by lane,
+// then across the lanes, an order every device follows and CPU compilers can vectorise.
+constexpr int64_t kSlotLanes = 4;
+
+// max(a, b) for numbers (fmaxf is a library call on the CPU unless NaNs are ruled out).
+RRM_HOST_DEVICE RRM_INLINE float larger(float a, float b) { return a > b ? a : b; }
+
+// The largest of values[0, count) in lane order. Starting below every finite value keeps an
+// image without present labels free of NaN.
+RRM_HOST_DEVICE RRM_INLINE float lane_maximum(const float* values, int64_t count) {
+  float lane[kSlotLanes];
+  for (int k = 0; k < kSlotLanes; ++k) lane[k] = -3.402823466e38f;
+  for (int64_t s = 0; s < count; s += kSlotLanes) {
+    for (int k = 0; k < kSlotLanes; ++k) lane[k] = larger(values[s + k], lane[k]);
+  }
+  return larger(larger(lane[0], lane[1]), larger(lane[2], lane[3]));
+}
+
+// The sum of values[0, count) in lane order.
+RRM_HOST_DEVICE RRM_INLINE float lane_sum(const float* values, int64_t count) {
+  float lane[kSlotLanes];
+  for (int k = 0; k < kSlotLanes; ++k) lane[k] = 0.f;
+  for (int64_t s = 0; s < count; s += kSlotLanes) {
+    for (int k = 0; k < kSlotLanes; ++k) lane[k] += values[s + k];
+  }
+  return (lane[0] + lane[1]) + (lane[2] + lane[3]);
+}
+
 // One mean-field update of group `group` of pixel `pixel` (a global index b*P + p). The loops
-// run over all slots, padding included, so that they have no data-dependent bounds.
-RRM_HOST_DEVICE inline void update_group(const MeanfieldProblem& problem, const MeanfieldStep& step, int64_t pixel,
-                                         int64_t group) {
-  const int64_t slots = problem.slots;
+// run over all slots, padding included, so that they have no data-dependent bounds; the
+// element-wise ones are plain loops the CPU compiler vectorises (the rows never overlap).
+// S > 0 fixes the slot count at compile time (it must equal problem.slots), which lets the CPU
+// compiler unroll the loops completely.
+template <int S = 0>
+RRM_HOST_DEVICE RRM_INLINE void update_group(const MeanfieldProblem& problem, const MeanfieldStep& step, int64_t pixel,
+                                             int64_t group) {
+  // Scalars are read into locals first: the rows' float stores could otherwise alias the
+  // problem's float members and force a reload after every store.
+  const int64_t slots = S > 0 ? S : problem.slots;
   const int64_t first = pixel * slot_channels(problem) + group * slots;
-  const float* unary = step.unary_slots + first;
+  const float* RRM_RESTRICT unary = step.unary_slots + first;
   const float gaussian_norm = step.gaussian_norm[pixel];
   const float bilateral_norm = step.bilateral_norm[pixel];
-  // The gaussian row holds the energies, then the exponentials, then Q, then n_g * Q.
-  float* row = step.gaussian_values + first;
-  float* bilateral_row = step.bilateral_values + first;
+  const float gaussian_compat = problem.gaussian_compat;
+  const float bilateral_compat = problem.bilateral_compat;
+  // The gaussian row holds the energies, then the exponentials, then n_g * Q.
+  float* RRM_RESTRICT row = step.gaussian_values + first;
+  float* RRM_RESTRICT bilateral_row = step.bilateral_values + first;
 
-  for (int64_t s = 0; s < slots; ++s) {
-    float energy = -unary[s];
-    if (step.filtered) {
-      energy = energy + problem.gaussian_compat * (gaussian_norm * row[s]);
-      energy = energy + problem.bilateral_compat * (bilateral_norm * bilateral_row[s]);
+  if (step.filtered) {
+    RRM_SIMD
+    for (int64_t s = 0; s < slots; ++s) {
+      float energy = -unary[s];
+      energy = energy + gaussian_compat * (gaussian_norm * row[s]);
+      energy = energy + bilateral_compat * (bilateral_norm * bilateral_row[s]);
+      row[s] = energy;
     }
-    row[s] = energy;
+  } else {
+    RRM_SIMD
+    for (int64_t s = 0; s < slots; ++s) row[s] = -unary[s];
   }
-  // Starting below every finite energy keeps an image without present labels free of NaN.
-  float max_energy = -3.402823466e38f;
-  for (int64_t s = 0; s < slots; ++s) max_energy = row[s] > max_energy ? row[s] : max_energy;
+  const float max_energy = lane_maximum(row, slots);
+  RRM_SIMD
   for (int64_t s = 0; s < slots; ++s) row[s] = exp_nonpositive(row[s] - max_energy);
   // The maximum contributes exactly exp(0) = 1, so the sum is 1 or more whenever a label is
   // present; raising it to 1 only matters (giving Q = 0) when none is.
-  float sum = 0.f;
-  for (int64_t s = 0; s < slots; ++s) sum += row[s];
-  sum = sum > 1.f ? sum : 1.f;
-  for (int64_t s = 0; s < slots; ++s) row[s] = row[s] / sum;
+  const float sum = larger(lane_sum(row, slots), 1.f);
 
   if (step.q != nullptr) {
     const int64_t image = pixel / problem.points;
@@ -187,19 +224,23 @@ RRM_HOST_DEVICE inline void update_group(const MeanfieldProblem& problem, const 
     int64_t s = 0;
     for (int64_t label = 0; label < problem.labels; ++label) {
       const bool is_present = s < slots && labels[s] == label;
-      q[label * problem.points] = is_present ? row[s] : 0.f;
+      q[label * problem.points] = is_present ? row[s] / sum : 0.f;
       s += is_present ? 1 : 0;
     }
   }
+  RRM_SIMD
   for (int64_t s = 0; s < slots; ++s) {
-    bilateral_row[s] = bilateral_norm * row[s];
-    row[s] = gaussian_norm * row[s];
+    const float q = row[s] / sum;
+    bilateral_row[s] = bilateral_norm * q;
+    row[s] = gaussian_norm * q;
   }
 }
 
 // One mean-field update of every group of pixel `pixel`.
-RRM_HOST_DEVICE inline void update_pixel(const MeanfieldProblem& problem, const MeanfieldStep& step, int64_t pixel) {
-  for (int64_t group = 0; group < problem.groups; ++group) update_group(problem, step, pixel, group);
+template <int S = 0>
+RRM_HOST_DEVICE RRM_INLINE void update_pixel(const MeanfieldProblem& problem, const MeanfieldStep& step,
+                                             int64_t pixel) {
+  for (int64_t group = 0; group < problem.groups; ++group) update_group<S>(problem, step, pixel, group);
 }
 
 }  // namespace crf

@@ -18,8 +18,7 @@ void check_lattice(const lattice::LatticeTuple& lat, const char* name, const at:
               " lattice must be built over the B = ", unary.size(0), " images of P = ", unary.size(2),
               " pixels of unary, got offsets of shape ", shape_of(offsets));
   // An empty [B, P, 0] stand-in for values runs the lattice family's structural checks.
-  lattice::checked_filter_inputs(offsets, std::get<1>(lat), std::get<2>(lat), std::get<3>(lat), std::get<4>(lat),
-                                 at::empty({unary.size(0), unary.size(2), 0}, unary.options()));
+  lattice::checked_filter_inputs(lat, at::empty({unary.size(0), unary.size(2), 0}, unary.options()));
 }
 
 // Returns the minimum of a floating tensor after checking it is finite, in one pass over it
@@ -65,14 +64,15 @@ lattice::LatticeTuple tile_lattice(const lattice::LatticeTuple& one, int64_t bat
           std::get<1>(one).expand({batch, points, d1}).contiguous(),
           tiled_neighbours.contiguous(),
           tiled_ptr,
-          (splat_entries.unsqueeze(0) + entry_shift.unsqueeze(1)).flatten().contiguous()};
+          (splat_entries.unsqueeze(0) + entry_shift.unsqueeze(1)).flatten().contiguous(),
+          std::get<5>(one).repeat({batch})};
 }
 
 }  // namespace
 
-int64_t padded_slot_count(int64_t present, int64_t slot_multiple) {
+int64_t padded_slot_count(int64_t present) {
   const int64_t at_least_one = std::max<int64_t>(present, 1);
-  return (at_least_one + slot_multiple - 1) / slot_multiple * slot_multiple;
+  return (at_least_one + kSlotLanes - 1) / kSlotLanes * kSlotLanes;
 }
 
 at::Tensor slot_labels_of(const at::Tensor& label_mask, int64_t slots) {
@@ -133,7 +133,7 @@ MeanfieldWorkspace carve_workspace(at::Tensor& workspace, const MeanfieldProblem
 MeanfieldInputs checked_meanfield_inputs(const at::Tensor& unary, const std::optional<at::Tensor>& label_mask,
                                          const lattice::LatticeTuple& gaussian,
                                          const lattice::LatticeTuple& bilateral, double gaussian_compat,
-                                         double bilateral_compat, int64_t n_iter, int64_t slot_multiple) {
+                                         double bilateral_compat, int64_t n_iter) {
   check_dim(unary, 3, "unary", "[B, L, P]");
   check_dtype(unary, at::kFloat, "unary");
   TORCH_CHECK(unary.size(1) >= 1, "unary must have at least one label (L >= 1), got shape ", shape_of(unary));
@@ -160,7 +160,7 @@ MeanfieldInputs checked_meanfield_inputs(const at::Tensor& unary, const std::opt
     inputs.slot_labels = at::empty({0, 0}, unary.options().dtype(at::kInt));
   } else {
     const int64_t present = mask.sum(1).max().item<int64_t>();
-    inputs.slot_labels = slot_labels_of(mask, padded_slot_count(present, slot_multiple));
+    inputs.slot_labels = slot_labels_of(mask, padded_slot_count(present));
   }
   inputs.gaussian = lattice::contiguous_lattice(gaussian);
   inputs.bilateral = lattice::contiguous_lattice(bilateral);
@@ -214,14 +214,14 @@ at::Tensor dense_crf(const std::optional<at::Tensor>& scores, const at::Tensor& 
           .findSchemaOrThrow("rrm_ops::dense_crf_meanfield", "")
           .typed<at::Tensor(const at::Tensor&, const std::optional<at::Tensor>&, const at::Tensor&, const at::Tensor&,
                             const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                            const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, double, double,
-                            int64_t)>();
+                            const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                            const at::Tensor&, const at::Tensor&, double, double, int64_t)>();
   const auto [gaussian, bilateral] = crf_lattices(rgb, gaussian_sxy, bilateral_sxy, bilateral_srgb);
-  const at::Tensor q = meanfield.call(energies, label_mask, std::get<0>(gaussian), std::get<1>(gaussian),
-                                      std::get<2>(gaussian), std::get<3>(gaussian), std::get<4>(gaussian),
-                                      std::get<0>(bilateral), std::get<1>(bilateral), std::get<2>(bilateral),
-                                      std::get<3>(bilateral), std::get<4>(bilateral), gaussian_compat,
-                                      bilateral_compat, n_iter);
+  const at::Tensor q = std::apply(
+      [&](const auto&... lattices) {
+        return meanfield.call(energies, label_mask, lattices..., gaussian_compat, bilateral_compat, n_iter);
+      },
+      std::tuple_cat(gaussian, bilateral));
   return q.view({batch, labels, height, width});
 }
 

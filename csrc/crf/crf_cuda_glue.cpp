@@ -13,16 +13,20 @@ namespace {
 at::Tensor dense_crf_meanfield_cuda(const at::Tensor& unary, const std::optional<at::Tensor>& label_mask,
                                     const at::Tensor& gaussian_offsets, const at::Tensor& gaussian_weights,
                                     const at::Tensor& gaussian_neighbours, const at::Tensor& gaussian_splat_ptr,
-                                    const at::Tensor& gaussian_splat_entries, const at::Tensor& bilateral_offsets,
-                                    const at::Tensor& bilateral_weights, const at::Tensor& bilateral_neighbours,
-                                    const at::Tensor& bilateral_splat_ptr, const at::Tensor& bilateral_splat_entries,
-                                    double gaussian_compat, double bilateral_compat, int64_t n_iter) {
+                                    const at::Tensor& gaussian_splat_entries, const at::Tensor& gaussian_splat_weights,
+                                    const at::Tensor& bilateral_offsets, const at::Tensor& bilateral_weights,
+                                    const at::Tensor& bilateral_neighbours, const at::Tensor& bilateral_splat_ptr,
+                                    const at::Tensor& bilateral_splat_entries,
+                                    const at::Tensor& bilateral_splat_weights, double gaussian_compat,
+                                    double bilateral_compat, int64_t n_iter) {
   const c10::cuda::CUDAGuard guard(unary.device());
   const MeanfieldInputs inputs = checked_meanfield_inputs(
       unary, label_mask,
-      {gaussian_offsets, gaussian_weights, gaussian_neighbours, gaussian_splat_ptr, gaussian_splat_entries},
-      {bilateral_offsets, bilateral_weights, bilateral_neighbours, bilateral_splat_ptr, bilateral_splat_entries},
-      gaussian_compat, bilateral_compat, n_iter, kCudaSlotMultiple);
+      {gaussian_offsets, gaussian_weights, gaussian_neighbours, gaussian_splat_ptr, gaussian_splat_entries,
+       gaussian_splat_weights},
+      {bilateral_offsets, bilateral_weights, bilateral_neighbours, bilateral_splat_ptr, bilateral_splat_entries,
+       bilateral_splat_weights},
+      gaussian_compat, bilateral_compat, n_iter);
   at::Tensor q = at::empty_like(inputs.unary);
   if (q.numel() == 0) return q;
   const MeanfieldProblem problem = make_problem(inputs, gaussian_compat, bilateral_compat);

@@ -12,14 +12,8 @@
 namespace rrm {
 namespace crf {
 
-// The slot count of a run is padded to a multiple of the launcher's slot multiple: on the CPU
-// whole SSE vectors then cover a row; on CUDA one thread per pixel handles all slots, so no
-// padding helps.
-constexpr int64_t kCpuSlotMultiple = 4;
-constexpr int64_t kCudaSlotMultiple = 1;
-
-// The slot count for `present` labels (at least 1) rounded up to a multiple of slot_multiple.
-int64_t padded_slot_count(int64_t present, int64_t slot_multiple);
+// The slot count for `present` labels (at least 1) rounded up to a multiple of kSlotLanes.
+int64_t padded_slot_count(int64_t present);
 
 // label_mask bool [B, L] -> int32 [B, slots]: each image's present labels in ascending order,
 // padded with -1. `slots` must be at least the largest present count; no host synchronisation.
@@ -36,7 +30,7 @@ struct MeanfieldInputs {
 MeanfieldInputs checked_meanfield_inputs(const at::Tensor& unary, const std::optional<at::Tensor>& label_mask,
                                          const lattice::LatticeTuple& gaussian,
                                          const lattice::LatticeTuple& bilateral, double gaussian_compat,
-                                         double bilateral_compat, int64_t n_iter, int64_t slot_multiple);
+                                         double bilateral_compat, int64_t n_iter);
 
 MeanfieldProblem make_problem(const MeanfieldInputs& inputs, double gaussian_compat, double bilateral_compat);
 

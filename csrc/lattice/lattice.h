@@ -10,6 +10,7 @@
 //   neighbours int32 [D1, M, 2] vertex ids of the two blur neighbours per axis, -1 if absent
 //   splat_ptr  int32 [M+1]      CSR row pointers: entries of vertex v are
 //   splat_entries int32 [B*P*D1]  splat_entries[splat_ptr[v] .. splat_ptr[v+1]) in ascending order
+//   splat_weights float [B*P*D1]  weights[splat_entries[k]], so the splat reads its list in order
 // Vertices of one batch item are contiguous and never neighbour another item's vertices.
 // Vertex ids are assigned in order of each vertex's first entry, so the lattice tensors are
 // identical on every device and thread count.
@@ -70,15 +71,15 @@ RRM_HOST_DEVICE inline void embed_point(const float* feature, int d_runtime, con
     coordinate_sum += rem0[i] / (d + 1);
   }
 
+  // Counting comparisons (not branching on them) keeps the unpredictable outcomes off the
+  // branch predictor; ties rank the lower index after the higher one.
   for (int i = 0; i <= d; ++i) rank[i] = 0;
   for (int i = 0; i < d; ++i) {
     const float di = elevated[i] - static_cast<float>(rem0[i]);
     for (int j = i + 1; j <= d; ++j) {
-      if (di < elevated[j] - static_cast<float>(rem0[j])) {
-        ++rank[i];
-      } else {
-        ++rank[j];
-      }
+      const int less = di < elevated[j] - static_cast<float>(rem0[j]) ? 1 : 0;
+      rank[i] += less;
+      rank[j] += 1 - less;
     }
   }
 
@@ -94,12 +95,15 @@ RRM_HOST_DEVICE inline void embed_point(const float* feature, int d_runtime, con
     }
   }
 
-  for (int i = 0; i <= d + 1; ++i) barycentric[i] = 0.f;
-  for (int i = 0; i <= d; ++i) {
-    const float v = (elevated[i] - static_cast<float>(rem0[i])) * down_factor;
-    barycentric[d - rank[i]] += v;
-    barycentric[d - rank[i] + 1] -= v;
-  }
+  // The reference adds each coordinate's offset v_i to barycentric[d - rank_i] and subtracts it
+  // from barycentric[d - rank_i + 1]. The ranks are a permutation of 0..d, so every weight is
+  // one difference v_(rank d-k) - v_(rank d-k+1), which float arithmetic gives identically
+  // whatever the order of the two updates.
+  float by_rank[kCap];
+  for (int i = 0; i <= d; ++i) by_rank[rank[i]] = (elevated[i] - static_cast<float>(rem0[i])) * down_factor;
+  barycentric[0] = by_rank[d];
+  for (int k = 1; k <= d; ++k) barycentric[k] = by_rank[d - k] - by_rank[d - k + 1];
+  barycentric[d + 1] = -by_rank[0];
   // Double precision here reproduces the rounding of the reference implementation.
   barycentric[0] = static_cast<float>(static_cast<double>(barycentric[0]) +
                                       (1.0 + static_cast<double>(barycentric[d + 1])));
@@ -119,18 +123,27 @@ inline int64_t hash_table_capacity(int64_t entries_per_item) {
   return capacity;
 }
 
-template <int D>
-RRM_HOST_DEVICE inline uint32_t hash_key(const int32_t* key, int d_runtime) {
-  const int d = D > 0 ? D : d_runtime;
-  uint32_t h = 2166136261u;
-  for (int i = 0; i < d; ++i) {
-    h = (h ^ static_cast<uint32_t>(key[i])) * 16777619u;
-    h ^= h >> 15;
-  }
+// murmur3's 32-bit finaliser.
+RRM_HOST_DEVICE inline uint32_t mix_bits(uint32_t h) {
   h ^= h >> 16;
   h *= 0x85ebca6bu;
   h ^= h >> 13;
+  h *= 0xc2b2ae35u;
+  h ^= h >> 16;
   return h;
+}
+
+template <int D>
+RRM_HOST_DEVICE inline uint32_t hash_key(const int32_t* key, int d_runtime) {
+  const int d = D > 0 ? D : d_runtime;
+  // A sum of independent products (no serial dependency between coordinates) with pseudo-random
+  // odd multipliers (constants when d is), then the finaliser. Multipliers in arithmetic
+  // progression collide on the lattice's linearly related keys.
+  uint32_t h = 0;
+  for (int i = 0; i < d; ++i) {
+    h += static_cast<uint32_t>(key[i]) * (mix_bits(0x9e3779b9u * static_cast<uint32_t>(i + 1)) | 1u);
+  }
+  return mix_bits(h);
 }
 
 template <int D>
@@ -207,6 +220,7 @@ struct LatticeView {
   const int32_t* neighbours;
   const int32_t* splat_ptr;
   const int32_t* splat_entries;
+  const float* splat_weights;
   int64_t num_points;  // B*P
   int32_t num_vertices;
   int d1;
@@ -220,41 +234,41 @@ struct LatticeView {
 // Gather splat of vertex v: contributions summed in entry (hence point) order, which makes the
 // result independent of scheduling. D > 0 fixes d at compile time (entry -> point division).
 template <typename scalar_t, int K, int D = 0>
-RRM_HOST_DEVICE inline void splat_vertex(const LatticeView& lat, int32_t v, const scalar_t* values, int64_t channels,
-                                         int64_t c_begin, scalar_t* vertex_values) {
+RRM_HOST_DEVICE RRM_INLINE void splat_vertex(const LatticeView& lat, int32_t v, const scalar_t* values,
+                                             int64_t channels, int64_t c_begin, scalar_t* vertex_values) {
   const int d1 = D > 0 ? D + 1 : lat.d1;
   scalar_t sum[K];
   for (int c = 0; c < K; ++c) sum[c] = scalar_t(0);
   for (int32_t k = lat.splat_ptr[v]; k < lat.splat_ptr[v + 1]; ++k) {
-    const int32_t entry = lat.splat_entries[k];
-    const scalar_t w = static_cast<scalar_t>(lat.weights[entry]);
-    const scalar_t* in = values + static_cast<int64_t>(entry / d1) * channels + c_begin;
+    const scalar_t w = static_cast<scalar_t>(lat.splat_weights[k]);
+    const scalar_t* in = values + static_cast<int64_t>(lat.splat_entries[k] / d1) * channels + c_begin;
     for (int c = 0; c < K; ++c) sum[c] += w * in[c];
   }
   scalar_t* out = vertex_values + static_cast<int64_t>(v) * channels + c_begin;
   for (int c = 0; c < K; ++c) out[c] = sum[c];
 }
 
-// One (1/2, 1, 1/2) blur step of vertex v along `axis`.
+// One (1/2, 1, 1/2) blur step of vertex v along `axis`. A missing neighbour reads a row of
+// zeros, so the channel loop has no branches; all rows are loaded before the output is stored
+// (the compiler cannot rule out that they overlap), which keeps the loop in vector registers.
 template <typename scalar_t, int K>
-RRM_HOST_DEVICE inline void blur_vertex(const LatticeView& lat, int32_t v, int axis, const scalar_t* src,
-                                        int64_t channels, int64_t c_begin, scalar_t* dst) {
+RRM_HOST_DEVICE RRM_INLINE void blur_vertex(const LatticeView& lat, int32_t v, int axis, const scalar_t* src,
+                                            int64_t channels, int64_t c_begin, scalar_t* dst) {
+  const scalar_t zeros[K] = {};
   const int32_t* pair = lat.neighbours + (static_cast<int64_t>(axis) * lat.num_vertices + v) * 2;
   const scalar_t* self = src + static_cast<int64_t>(v) * channels + c_begin;
-  const scalar_t* minus = pair[0] < 0 ? nullptr : src + static_cast<int64_t>(pair[0]) * channels + c_begin;
-  const scalar_t* plus = pair[1] < 0 ? nullptr : src + static_cast<int64_t>(pair[1]) * channels + c_begin;
+  const scalar_t* minus = pair[0] < 0 ? zeros : src + static_cast<int64_t>(pair[0]) * channels + c_begin;
+  const scalar_t* plus = pair[1] < 0 ? zeros : src + static_cast<int64_t>(pair[1]) * channels + c_begin;
+  scalar_t blurred[K];
+  for (int c = 0; c < K; ++c) blurred[c] = self[c] + scalar_t(0.5) * (minus[c] + plus[c]);
   scalar_t* out = dst + static_cast<int64_t>(v) * channels + c_begin;
-  for (int c = 0; c < K; ++c) {
-    const scalar_t m = minus ? minus[c] : scalar_t(0);
-    const scalar_t p = plus ? plus[c] : scalar_t(0);
-    out[c] = self[c] + scalar_t(0.5) * (m + p);
-  }
+  for (int c = 0; c < K; ++c) out[c] = blurred[c];
 }
 
 // Slice of point `point` (a global index b*P + p).
 template <typename scalar_t, int K>
-RRM_HOST_DEVICE inline void slice_point(const LatticeView& lat, int64_t point, const scalar_t* vertex_values,
-                                        int64_t channels, int64_t c_begin, scalar_t alpha, scalar_t* out_values) {
+RRM_HOST_DEVICE RRM_INLINE void slice_point(const LatticeView& lat, int64_t point, const scalar_t* vertex_values,
+                                            int64_t channels, int64_t c_begin, scalar_t alpha, scalar_t* out_values) {
   scalar_t sum[K];
   for (int c = 0; c < K; ++c) sum[c] = scalar_t(0);
   for (int r = 0; r < lat.d1; ++r) {

@@ -1,4 +1,6 @@
 // Device-independent validation of the lattice ops' arguments.
+#include <utility>
+
 #include "common/checks.h"
 #include "lattice/lattice_ops.h"
 
@@ -16,9 +18,8 @@ at::Tensor checked_features(const at::Tensor& features) {
   return features.contiguous();
 }
 
-at::Tensor checked_filter_inputs(const at::Tensor& offsets, const at::Tensor& weights, const at::Tensor& neighbours,
-                                 const at::Tensor& splat_ptr, const at::Tensor& splat_entries,
-                                 const at::Tensor& values) {
+at::Tensor checked_filter_inputs(const LatticeTuple& lattice, const at::Tensor& values) {
+  const auto& [offsets, weights, neighbours, splat_ptr, splat_entries, splat_weights] = lattice;
   check_dim(offsets, 3, "offsets", "[B, P, d+1]");
   check_dim(values, 3, "values", "[B, P, C]");
   check_floating(values, "values");
@@ -27,6 +28,7 @@ at::Tensor checked_filter_inputs(const at::Tensor& offsets, const at::Tensor& we
   check_dtype(neighbours, at::kInt, "neighbours");
   check_dtype(splat_ptr, at::kInt, "splat_ptr");
   check_dtype(splat_entries, at::kInt, "splat_entries");
+  check_dtype(splat_weights, at::kFloat, "splat_weights");
   TORCH_CHECK(values.size(0) == offsets.size(0) && values.size(1) == offsets.size(1),
               "values must be [B, P, C] with B and P of the lattice (", offsets.size(0), ", ", offsets.size(1),
               "), got shape ", shape_of(values));
@@ -38,10 +40,12 @@ at::Tensor checked_filter_inputs(const at::Tensor& offsets, const at::Tensor& we
                   neighbours.size(2) == 2,
               "neighbours must be [d+1, M, 2] = [", offsets.size(2), ", ", vertices, ", 2], got ",
               shape_of(neighbours));
-  TORCH_CHECK(splat_entries.dim() == 1 && splat_entries.numel() == offsets.numel(),
-              "splat_entries must be 1-D with B*P*(d+1) = ", offsets.numel(), " elements, got ",
-              shape_of(splat_entries));
-  for (const auto* t : {&weights, &neighbours, &splat_ptr, &splat_entries}) {
+  for (const auto& [t, name] :
+       {std::pair{&splat_entries, "splat_entries"}, std::pair{&splat_weights, "splat_weights"}}) {
+    TORCH_CHECK(t->dim() == 1 && t->numel() == offsets.numel(), name, " must be 1-D with B*P*(d+1) = ",
+                offsets.numel(), " elements, got ", shape_of(*t));
+  }
+  for (const auto* t : {&weights, &neighbours, &splat_ptr, &splat_entries, &splat_weights}) {
     check_same_device(*t, "lattice tensors", offsets, "offsets");
   }
   check_same_device(values, "values", offsets, "the lattice");
@@ -49,18 +53,18 @@ at::Tensor checked_filter_inputs(const at::Tensor& offsets, const at::Tensor& we
 }
 
 LatticeTuple contiguous_lattice(const LatticeTuple& lattice) {
-  return {std::get<0>(lattice).contiguous(), std::get<1>(lattice).contiguous(), std::get<2>(lattice).contiguous(),
-          std::get<3>(lattice).contiguous(), std::get<4>(lattice).contiguous()};
+  return std::apply([](const auto&... tensors) { return LatticeTuple{tensors.contiguous()...}; }, lattice);
 }
 
 LatticeView make_view(const LatticeTuple& lattice) {
-  const auto& [offsets, weights, neighbours, splat_ptr, splat_entries] = lattice;
+  const auto& [offsets, weights, neighbours, splat_ptr, splat_entries, splat_weights] = lattice;
   LatticeView view;
   view.offsets = offsets.data_ptr<int32_t>();
   view.weights = weights.data_ptr<float>();
   view.neighbours = neighbours.data_ptr<int32_t>();
   view.splat_ptr = splat_ptr.data_ptr<int32_t>();
   view.splat_entries = splat_entries.data_ptr<int32_t>();
+  view.splat_weights = splat_weights.data_ptr<float>();
   view.num_points = offsets.size(0) * offsets.size(1);
   view.num_vertices = static_cast<int32_t>(splat_ptr.size(0) - 1);
   view.d1 = static_cast<int>(offsets.size(2));

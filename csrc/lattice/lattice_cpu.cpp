@@ -1,9 +1,24 @@
 // CPU launchers of the lattice op family: at::parallel_for over the bodies of lattice.h.
+//
+// The build works on fixed blocks of consecutive points of one batch item, so that every
+// result is the same for any thread count:
+//   1. Per block, in parallel: embed each point (embed_point) and give each entry the index of
+//      its key among the block's distinct keys. Neighbouring points share most simplex
+//      vertices, always at the same rank, so most entries are resolved by comparing with the
+//      previous point's entry of that rank; the rest go through a small block-local table.
+//   2. Insert the blocks' distinct keys into their item's table (hash_insert) and elect the
+//      smallest of each key its owner (atomic_min_i32). The table is sized by the distinct
+//      count, a small multiple of the vertex count, so it stays in cache; sizing it by the
+//      entry count made every probe a cache miss.
+//   3. Number the owners in block order, which is the order of each vertex's first entry as on
+//      CUDA, map every entry to its vertex, find the blur neighbours (find_blur_neighbours) and
+//      build the splat CSR by a counting sort.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstring>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -18,95 +33,196 @@ namespace {
 
 constexpr int64_t kPointGrain = 512;
 constexpr int64_t kVertexGrain = 256;
-// Points are visited in fixed blocks processed in order, so that a point whose simplex vertex
-// repeats the previous point's (common: neighbouring pixels share simplices) can reuse its
-// slot without touching the hash table. Fixed blocks keep the result thread-count independent.
-constexpr int64_t kBlockPoints = 256;
+constexpr int64_t kBlockPoints = 2048;
 
-// Entries of one lattice build on the CPU, with the block structure described above.
-struct CpuBuild {
+// The blocks of a build: each batch item's points cut into runs of kBlockPoints (the last one
+// shorter). A block's distinct keys get the ids [block * capacity, block * capacity + count).
+struct Blocks {
+  int64_t points;           // per item
+  int64_t per_item;         // blocks per item
+  int64_t count;            // blocks in all
+  int64_t capacity;         // distinct keys a block can hold: its largest entry count
   int d;
   int d1;
-  int64_t points;     // per item
-  int64_t total_points;
-  int64_t capacity;   // hash slots per item
-  int32_t* keys;      // [E, d]
-  int32_t* table;     // [B * capacity] entry ids
-  int32_t* slot;      // [E] slot within the item's table
 
-  int64_t blocks() const { return (total_points + kBlockPoints - 1) / kBlockPoints; }
-  int32_t* item_table(int64_t point) const { return table + (point / points) * capacity; }
-  // True when entry (point, r) has the same vertex as (point - 1, r) of the same block and item.
-  bool continues_run(int64_t point, int r) const {
-    const int64_t e = point * d1 + r;
-    return point % kBlockPoints != 0 && point % points != 0 && slot[e] == slot[e - d1];
+  Blocks(int64_t batch, int64_t points_per_item, int dim)
+      : points(points_per_item),
+        per_item((points_per_item + kBlockPoints - 1) / kBlockPoints),
+        count(batch * per_item),
+        capacity(std::min(points_per_item, kBlockPoints) * (dim + 1)),
+        d(dim),
+        d1(dim + 1) {}
+
+  int64_t item(int64_t block) const { return block / per_item; }
+  int64_t first_point(int64_t block) const { return item(block) * points + (block % per_item) * kBlockPoints; }
+  int64_t end_point(int64_t block) const {
+    return std::min((item(block) + 1) * points, first_point(block) + kBlockPoints);
   }
   template <typename Visit>
-  void for_each_block(Visit visit) const {
-    at::parallel_for(0, blocks(), 1, [&](int64_t begin, int64_t end) {
-      for (int64_t block = begin; block < end; ++block) {
-        const int64_t last = std::min(total_points, (block + 1) * kBlockPoints);
-        for (int64_t point = block * kBlockPoints; point < last; ++point) visit(block, point);
-      }
+  void for_each(Visit visit) const {
+    at::parallel_for(0, count, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t block = begin; block < end; ++block) visit(block);
     });
   }
 };
 
+// Open-addressing table from a block's keys to their index among its distinct keys, grown
+// (and rehashed) to keep the load factor at or below 1/2. Used by one thread at a time.
 template <int D>
-void insert_points(const CpuBuild& b) {
-  const uint32_t mask = static_cast<uint32_t>(b.capacity - 1);
-  b.for_each_block([&](int64_t, int64_t point) {
-    for (int r = 0; r < b.d1; ++r) {
-      const int64_t e = point * b.d1 + r;
-      const bool same_key = point % kBlockPoints != 0 && point % b.points != 0 &&
-                            keys_equal<D>(b.keys + e * b.d, b.keys + (e - b.d1) * b.d, b.d);
-      b.slot[e] = same_key ? b.slot[e - b.d1]
-                           : hash_insert<D>(b.item_table(point), mask, b.keys, b.d, static_cast<int32_t>(e));
+class BlockKeyTable {
+ public:
+  explicit BlockKeyTable(int d) : d_(d), slots_(kInitialSlots, -1) {}
+
+  // Index of `key` among the distinct keys [0, count) stored at `distinct` (d ints each),
+  // appending it (and counting it) when new.
+  int32_t find_or_add(const int32_t* key, int32_t* distinct, int32_t& count) {
+    uint32_t slot = hash_key<D>(key, d_) & mask();
+    while (true) {
+      const int32_t held = slots_[slot];
+      if (held < 0) break;
+      if (keys_equal<D>(distinct + static_cast<int64_t>(held) * d_, key, d_)) return held;
+      slot = (slot + 1) & mask();
+    }
+    const int32_t index = count++;
+    std::memcpy(distinct + static_cast<int64_t>(index) * d_, key, sizeof(int32_t) * d_);
+    slots_[slot] = index;
+    if (2 * static_cast<int64_t>(count) > static_cast<int64_t>(slots_.size())) grow(distinct, count);
+    return index;
+  }
+
+  // Empties the table for the next block by clearing only the slots the block used.
+  void clear(const int32_t* distinct, int32_t count) {
+    for (int32_t index = 0; index < count; ++index) slots_[slot_of(distinct, index)] = -1;
+  }
+
+ private:
+  static constexpr size_t kInitialSlots = 4096;
+
+  uint32_t mask() const { return static_cast<uint32_t>(slots_.size() - 1); }
+  uint32_t slot_of(const int32_t* distinct, int32_t index) const {
+    uint32_t slot = hash_key<D>(distinct + static_cast<int64_t>(index) * d_, d_) & mask();
+    while (slots_[slot] != index) slot = (slot + 1) & mask();
+    return slot;
+  }
+  void grow(const int32_t* distinct, int32_t count) {
+    slots_.assign(2 * slots_.size(), -1);
+    for (int32_t index = 0; index < count; ++index) {
+      uint32_t slot = hash_key<D>(distinct + static_cast<int64_t>(index) * d_, d_) & mask();
+      while (slots_[slot] >= 0) slot = (slot + 1) & mask();
+      slots_[slot] = index;
+    }
+  }
+
+  int d_;
+  std::vector<int32_t> slots_;
+};
+
+// Step 1 for one block: writes the weights, each entry's distinct-key index (into offsets, to be
+// replaced by its vertex id in step 3) and the block's distinct keys; returns their count.
+template <int D>
+int32_t embed_block(const Blocks& blocks, int64_t block, const float* features, const ElevationScale& scale,
+                    BlockKeyTable<D>& table, std::vector<int32_t>& point_keys, float* weights, int32_t* offsets,
+                    int32_t* distinct) {
+  const int d = blocks.d, d1 = blocks.d1;
+  const int64_t key_row = static_cast<int64_t>(d1) * d;
+  int32_t count = 0;
+  const int64_t first = blocks.first_point(block), end = blocks.end_point(block);
+  for (int64_t point = first; point < end; ++point) {
+    // Two rows of keys, the current point's and the previous one's, used in turn.
+    int32_t* keys = point_keys.data() + (point & 1) * key_row;
+    const int32_t* previous = point_keys.data() + ((point + 1) & 1) * key_row;
+    embed_point<D>(features + point * d, d, scale, keys, weights + point * d1);
+    for (int r = 0; r < d1; ++r) {
+      const int64_t e = point * d1 + r;
+      const int32_t* key = keys + r * d;
+      offsets[e] = point > first && keys_equal<D>(key, previous + r * d, d) ? offsets[e - d1]
+                                                                             : table.find_or_add(key, distinct, count);
+    }
+  }
+  table.clear(distinct, count);
+  return count;
+}
+
+// The state of one CPU build; distinct-key arrays are indexed by distinct id (see Blocks).
+struct CpuBuild {
+  Blocks blocks;
+  int64_t table_capacity = 0;      // slots per item
+  int32_t* distinct_keys = nullptr;     // [ids, d]
+  int32_t* distinct_count = nullptr;    // [blocks]
+  int32_t* distinct_slot = nullptr;     // [ids] slot of the key in its item's table
+  int32_t* vertex_of_distinct = nullptr;  // [ids] vertex id, written for owners
+  int32_t* table = nullptr;             // [B * table_capacity] distinct ids
+
+  int64_t id(int64_t block, int32_t index) const { return block * blocks.capacity + index; }
+  int32_t* item_table(int64_t block) const { return table + blocks.item(block) * table_capacity; }
+  uint32_t mask() const { return static_cast<uint32_t>(table_capacity - 1); }
+  bool is_owner(int64_t block, int32_t index) const {
+    return item_table(block)[distinct_slot[id(block, index)]] == id(block, index);
+  }
+};
+
+template <int D>
+void insert_distinct_keys(const CpuBuild& b) {
+  b.blocks.for_each([&](int64_t block) {
+    int32_t* table = b.item_table(block);
+    for (int32_t index = 0; index < b.distinct_count[block]; ++index) {
+      const int32_t id = static_cast<int32_t>(b.id(block, index));
+      const int32_t slot = hash_insert<D>(table, b.mask(), b.distinct_keys, b.blocks.d, id);
+      b.distinct_slot[id] = slot;
+      atomic_min_i32(table + slot, id);
     }
   });
 }
 
-// Elects the smallest entry of each key as its owner and numbers the owners in entry order,
-// so vertex ids never depend on which thread won an insertion race. Returns the vertex count.
-int32_t number_vertices(const CpuBuild& b, int32_t* vertex_of_owner, at::Tensor& owners_t) {
-  b.for_each_block([&](int64_t, int64_t point) {
-    for (int r = 0; r < b.d1; ++r) {
-      if (!b.continues_run(point, r)) {
-        const int64_t e = point * b.d1 + r;
-        atomic_min_i32(b.item_table(point) + b.slot[e], static_cast<int32_t>(e));
-      }
-    }
+// Numbers the owners in block order; owners [M] gets each vertex's distinct id.
+at::Tensor number_vertices(const CpuBuild& b) {
+  std::vector<int32_t> block_first(b.blocks.count + 1, 0);
+  b.blocks.for_each([&](int64_t block) {
+    int32_t owners = 0;
+    for (int32_t index = 0; index < b.distinct_count[block]; ++index) owners += b.is_owner(block, index);
+    block_first[block + 1] = owners;
   });
-  auto is_owner = [&](int64_t point, int r) {
-    const int64_t e = point * b.d1 + r;
-    return !b.continues_run(point, r) && b.item_table(point)[b.slot[e]] == e;
-  };
-  std::vector<int32_t> block_first(b.blocks() + 1, 0);
-  b.for_each_block([&](int64_t block, int64_t point) {
-    for (int r = 0; r < b.d1; ++r) block_first[block + 1] += is_owner(point, r);
-  });
-  for (int64_t block = 0; block < b.blocks(); ++block) block_first[block + 1] += block_first[block];
-  const int32_t vertices = block_first[b.blocks()];
-  owners_t = at::empty({vertices}, at::kInt);
+  for (int64_t block = 0; block < b.blocks.count; ++block) block_first[block + 1] += block_first[block];
+  at::Tensor owners_t = at::empty({block_first.back()}, at::kInt);
   int32_t* owners = owners_t.data_ptr<int32_t>();
-  std::vector<int32_t> next(block_first.begin(), block_first.end() - 1);
-  b.for_each_block([&](int64_t block, int64_t point) {
-    for (int r = 0; r < b.d1; ++r) {
-      if (is_owner(point, r)) {
-        const int64_t e = point * b.d1 + r;
-        vertex_of_owner[e] = next[block];
-        owners[next[block]++] = static_cast<int32_t>(e);
+  b.blocks.for_each([&](int64_t block) {
+    int32_t vertex = block_first[block];
+    for (int32_t index = 0; index < b.distinct_count[block]; ++index) {
+      if (b.is_owner(block, index)) {
+        b.vertex_of_distinct[b.id(block, index)] = vertex;
+        owners[vertex++] = static_cast<int32_t>(b.id(block, index));
       }
     }
   });
-  return vertices;
+  return owners_t;
 }
 
-void assign_offsets(const CpuBuild& b, const int32_t* vertex_of_owner, int32_t* offsets) {
-  b.for_each_block([&](int64_t, int64_t point) {
-    for (int r = 0; r < b.d1; ++r) {
-      const int64_t e = point * b.d1 + r;
-      offsets[e] = b.continues_run(point, r) ? offsets[e - b.d1] : vertex_of_owner[b.item_table(point)[b.slot[e]]];
+// Replaces each entry's distinct-key index in offsets by its vertex id.
+void assign_offsets(const CpuBuild& b, int32_t* offsets) {
+  b.blocks.for_each([&](int64_t block) {
+    const int32_t* table = b.item_table(block);
+    std::vector<int32_t> vertex(b.distinct_count[block]);
+    for (int32_t index = 0; index < b.distinct_count[block]; ++index) {
+      vertex[index] = b.vertex_of_distinct[table[b.distinct_slot[b.id(block, index)]]];
+    }
+    const int64_t d1 = b.blocks.d1;
+    for (int64_t e = b.blocks.first_point(block) * d1; e < b.blocks.end_point(block) * d1; ++e) {
+      offsets[e] = vertex[offsets[e]];
+    }
+  });
+}
+
+template <int D>
+void find_neighbours(const CpuBuild& b, const int32_t* owners, int32_t vertices, int32_t* pairs) {
+  const int d = b.blocks.d;
+  at::parallel_for(0, vertices, kVertexGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t v = begin; v < end; ++v) {
+      const int32_t owner = owners[v];
+      const int32_t* table = b.item_table(owner / b.blocks.capacity);
+      for (int axis = 0; axis <= d; ++axis) {
+        find_blur_neighbours<D>(table, b.mask(), b.distinct_keys, d, b.distinct_keys + static_cast<int64_t>(owner) * d,
+                                axis, b.vertex_of_distinct, pairs + (static_cast<int64_t>(axis) * vertices + v) * 2);
+      }
     }
   });
 }
@@ -115,8 +231,8 @@ void assign_offsets(const CpuBuild& b, const int32_t* vertex_of_owner, int32_t* 
 // its entries per vertex, a prefix over (vertex, chunk) gives each chunk its place in every
 // vertex's list, and each chunk fills its places in entry order, so every list is ascending
 // without sorting. The result does not depend on the chunking.
-void build_splat_csr(const int32_t* offsets, int64_t entries, int32_t vertices, int32_t* ptr,
-                     int32_t* splat_entries) {
+void build_splat_csr(const int32_t* offsets, const float* weights, int64_t entries, int32_t vertices, int32_t* ptr,
+                     int32_t* splat_entries, float* splat_weights) {
   const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), entries / kPointGrain));
   const int64_t chunk_size = (entries + chunks - 1) / chunks;
   std::vector<int32_t> cursor(chunks * vertices, 0);
@@ -141,89 +257,171 @@ void build_splat_csr(const int32_t* offsets, int64_t entries, int32_t vertices, 
   }
   ptr[vertices] = running;
   for_each_chunk([&](int32_t* next, int64_t first, int64_t last) {
-    for (int64_t e = first; e < last; ++e) splat_entries[next[offsets[e]]++] = static_cast<int32_t>(e);
+    for (int64_t e = first; e < last; ++e) {
+      const int32_t k = next[offsets[e]]++;
+      splat_entries[k] = static_cast<int32_t>(e);
+      splat_weights[k] = weights[e];
+    }
   });
 }
 
 template <int D>
-void build_cpu(const float* features, int64_t batch, int64_t points, int d, int32_t* offsets, float* weights,
-               at::Tensor& neighbours, at::Tensor& splat_ptr, int32_t* splat_entries) {
+LatticeTuple build_cpu(const float* features, int64_t batch, int64_t points, int d) {
   const int d1 = d + 1;
   const int64_t entries = batch * points * d1;
+  at::Tensor offsets = at::empty({batch, points, d1}, at::kInt);
+  at::Tensor weights = at::empty({batch, points, d1}, at::kFloat);
+  CpuBuild b{Blocks(batch, points, d)};
+  const int64_t ids = b.blocks.count * b.blocks.capacity;
+  // Sized for every entry being distinct, but only the pages of actual distinct keys are touched.
+  at::Tensor distinct_keys = at::empty({ids, d}, at::kInt);
+  at::Tensor distinct_count = at::empty({b.blocks.count}, at::kInt);
+  at::Tensor distinct_slot = at::empty({ids}, at::kInt);
+  at::Tensor vertex_of_distinct = at::empty({ids}, at::kInt);
+  b.distinct_keys = distinct_keys.data_ptr<int32_t>();
+  b.distinct_count = distinct_count.data_ptr<int32_t>();
+  b.distinct_slot = distinct_slot.data_ptr<int32_t>();
+  b.vertex_of_distinct = vertex_of_distinct.data_ptr<int32_t>();
+
   const ElevationScale scale = elevation_scale(d);
-  at::Tensor keys_t = at::empty({entries, d}, at::kInt);
-  at::Tensor slot_t = at::empty({entries}, at::kInt);
-  const int64_t capacity = hash_table_capacity(points * d1);
-  at::Tensor table_t = at::full({batch * capacity}, -1, at::kInt);
-  const CpuBuild b{d, d1, points, batch * points, capacity, keys_t.data_ptr<int32_t>(), table_t.data_ptr<int32_t>(),
-                   slot_t.data_ptr<int32_t>()};
-
-  at::parallel_for(0, b.total_points, kPointGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) embed_point<D>(features + i * d, d, scale, b.keys + i * d1 * d, weights + i * d1);
-  });
-  insert_points<D>(b);
-  at::Tensor vertex_of_owner_t = at::empty({entries}, at::kInt);
-  int32_t* vertex_of_owner = vertex_of_owner_t.data_ptr<int32_t>();
-  at::Tensor owners_t;
-  const int32_t vertices = number_vertices(b, vertex_of_owner, owners_t);
-  assign_offsets(b, vertex_of_owner, offsets);
-
-  const int32_t* owners = owners_t.data_ptr<int32_t>();
-  const uint32_t mask = static_cast<uint32_t>(capacity - 1);
-  neighbours = at::empty({d1, vertices, 2}, at::kInt);
-  int32_t* pairs = neighbours.data_ptr<int32_t>();
-  at::parallel_for(0, vertices, kVertexGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t v = begin; v < end; ++v) {
-      const int32_t owner = owners[v];
-      for (int axis = 0; axis < d1; ++axis) {
-        find_blur_neighbours<D>(b.item_table(owner / d1), mask, b.keys, d, b.keys + static_cast<int64_t>(owner) * d,
-                                axis, vertex_of_owner, pairs + (static_cast<int64_t>(axis) * vertices + v) * 2);
-      }
+  at::parallel_for(0, b.blocks.count, 1, [&](int64_t begin, int64_t end) {
+    BlockKeyTable<D> table(d);
+    std::vector<int32_t> point_keys(2 * d1 * d);
+    for (int64_t block = begin; block < end; ++block) {
+      b.distinct_count[block] =
+          embed_block<D>(b.blocks, block, features, scale, table, point_keys, weights.data_ptr<float>(),
+                         offsets.data_ptr<int32_t>(), b.distinct_keys + b.id(block, 0) * d);
     }
   });
 
-  splat_ptr = at::empty({static_cast<int64_t>(vertices) + 1}, at::kInt);
-  build_splat_csr(offsets, entries, vertices, splat_ptr.data_ptr<int32_t>(), splat_entries);
+  int64_t largest_item = 0;
+  for (int64_t item = 0; item < batch; ++item) {
+    int64_t distinct = 0;
+    for (int64_t block = item * b.blocks.per_item; block < (item + 1) * b.blocks.per_item; ++block) {
+      distinct += b.distinct_count[block];
+    }
+    largest_item = std::max(largest_item, distinct);
+  }
+  b.table_capacity = hash_table_capacity(largest_item);
+  at::Tensor table = at::full({batch * b.table_capacity}, -1, at::kInt);
+  b.table = table.data_ptr<int32_t>();
+  insert_distinct_keys<D>(b);
+  const at::Tensor owners = number_vertices(b);
+  const int32_t vertices = static_cast<int32_t>(owners.numel());
+  assign_offsets(b, offsets.data_ptr<int32_t>());
+
+  at::Tensor neighbours = at::empty({d1, vertices, 2}, at::kInt);
+  find_neighbours<D>(b, owners.data_ptr<int32_t>(), vertices, neighbours.data_ptr<int32_t>());
+  at::Tensor splat_ptr = at::empty({static_cast<int64_t>(vertices) + 1}, at::kInt);
+  at::Tensor splat_entries = at::empty({entries}, at::kInt);
+  at::Tensor splat_weights = at::empty({entries}, at::kFloat);
+  build_splat_csr(offsets.data_ptr<int32_t>(), weights.data_ptr<float>(), entries, vertices,
+                  splat_ptr.data_ptr<int32_t>(), splat_entries.data_ptr<int32_t>(), splat_weights.data_ptr<float>());
+  return {offsets, weights, neighbours, splat_ptr, splat_entries, splat_weights};
 }
 
+// The channel count of a filter call: the constant CH when CH > 0, else a runtime value. With
+// a constant the per-entry channel loops below compile to straight vector code; with a runtime
+// count each entry pays for loop set-up and aliasing checks, which made the filter several times
+// slower at the CRF's few channels.
+template <int CH>
+struct Channels {
+  int64_t runtime;
+  constexpr int64_t count() const { return CH > 0 ? CH : runtime; }
+};
+
+// Calls body(Channels<CH>) with CH = channels for the counts the ops use most (the symmetric
+// norm's 1, the CRF's slot counts, multiples of 4, and 21 for PASCAL VOC's classes), else 0.
+template <typename Body>
+void with_channels(int64_t channels, const Body& body) {
+  switch (channels) {
+#define RRM_CHANNELS_CASE(n) \
+  case n:                    \
+    return body(Channels<n>{channels});
+    RRM_CHANNELS_CASE(1)
+    RRM_CHANNELS_CASE(4)
+    RRM_CHANNELS_CASE(8)
+    RRM_CHANNELS_CASE(12)
+    RRM_CHANNELS_CASE(16)
+    RRM_CHANNELS_CASE(21)
+    RRM_CHANNELS_CASE(24)
+    RRM_CHANNELS_CASE(32)
+    RRM_CHANNELS_CASE(48)
+#undef RRM_CHANNELS_CASE
+    default:
+      return body(Channels<0>{channels});
+  }
+}
 
 // Calls body(std::integral_constant<int, K>(), c_begin) over the channels in blocks of K = 8,
 // then 4, then 1 (see the note on blocks in lattice.h).
 template <typename Body>
-void for_channel_blocks(int64_t channels, const Body& body) {
+RRM_INLINE void for_channel_blocks(int64_t channels, const Body& body) {
   int64_t c = 0;
   for (; c + 8 <= channels; c += 8) body(std::integral_constant<int, 8>(), c);
   for (; c + 4 <= channels; c += 4) body(std::integral_constant<int, 4>(), c);
   for (; c < channels; ++c) body(std::integral_constant<int, 1>(), c);
 }
 
-// Splat by scattering the points in order. Each vertex then receives its contributions in
-// ascending entry order, starting from zero, exactly the sum splat_vertex gathers, so the result
-// is bitwise the same; but the values are read once and in order while the writes go to the
-// vertex buffer, which is small and stays in cache. Unlike the gather it cannot be split
-// between threads.
+// From this many channels on, a multi-threaded splat scatters (each thread its own vertex
+// range) instead of gathering: the gather reads a whole value row per contribution at random,
+// which costs more than every thread scanning all entries once the rows are wide.
+constexpr int64_t kScatterChannels = 8;
+
+// row += w * in over `channels` values. The rows never overlap; saying so (restrict) and asking
+// for vector code (omp simd) keeps GCC from emitting scalar code or per-call overlap checks,
+// which cost more than the arithmetic at a few channels.
 template <typename scalar_t>
-void splat_by_scatter(const LatticeView& lat, const ItemSpan& span, const scalar_t* values, int64_t channels,
-                      scalar_t* vertex_values) {
-  std::fill(vertex_values + span.vertex_begin * channels, vertex_values + span.vertex_end * channels, scalar_t(0));
+RRM_INLINE void add_scaled_row(scalar_t* __restrict__ row, const scalar_t* __restrict__ in, scalar_t w,
+                               int64_t channels) {
+#pragma omp simd
+  for (int64_t c = 0; c < channels; ++c) row[c] = row[c] + w * in[c];
+}
+
+// Splat of the vertices [vertex_begin, vertex_end) by scattering the span's points in order.
+// Each vertex receives its contributions in ascending entry order, starting from zero, exactly
+// the sum splat_vertex gathers, so the result is bitwise the same; but the values are read once
+// and in order while the writes go to the vertex rows, which are few and stay in cache.
+template <typename scalar_t, int CH>
+void splat_by_scatter(const LatticeView& lat, const ItemSpan& span, const scalar_t* values, Channels<CH> ch,
+                      int32_t vertex_begin, int32_t vertex_end, scalar_t* vertex_values) {
+  const int64_t channels = ch.count();
+  std::fill(vertex_values + vertex_begin * channels, vertex_values + vertex_end * channels, scalar_t(0));
   for (int64_t point = span.point_begin; point < span.point_end; ++point) {
     const scalar_t* in = values + point * channels;
     for (int64_t e = point * lat.d1; e < (point + 1) * lat.d1; ++e) {
-      const scalar_t w = static_cast<scalar_t>(lat.weights[e]);
-      scalar_t* vertex = vertex_values + static_cast<int64_t>(lat.offsets[e]) * channels;
-      for_channel_blocks(channels, [&](auto block, int64_t c) {
-        constexpr int K = decltype(block)::value;
-        scalar_t sum[K];
-        for (int k = 0; k < K; ++k) sum[k] = vertex[c + k] + w * in[c + k];
-        for (int k = 0; k < K; ++k) vertex[c + k] = sum[k];
-      });
+      const int32_t v = lat.offsets[e];
+      if (v < vertex_begin || v >= vertex_end) continue;
+      add_scaled_row(vertex_values + static_cast<int64_t>(v) * channels, in, static_cast<scalar_t>(lat.weights[e]),
+                     channels);
     }
   }
 }
 
-template <typename scalar_t>
-void splat_by_gather(const LatticeView& lat, const ItemSpan& span, const scalar_t* values, int64_t channels,
+// The scatter split among the threads by vertex ranges holding equal numbers of entries.
+template <typename scalar_t, int CH>
+void splat_by_split_scatter(const LatticeView& lat, const ItemSpan& span, const scalar_t* values, Channels<CH> ch,
+                            scalar_t* vertex_values) {
+  const int64_t parts = at::get_num_threads();
+  const int32_t* ptr_begin = lat.splat_ptr + span.vertex_begin;
+  const int32_t* ptr_end = lat.splat_ptr + span.vertex_end;
+  const int64_t first_entry = *ptr_begin, span_entries = *ptr_end - first_entry;
+  const auto boundary = [&](int64_t part) {
+    if (part == parts) return span.vertex_end;
+    const int64_t target = first_entry + span_entries * part / parts;
+    return static_cast<int32_t>(std::lower_bound(ptr_begin, ptr_end, target) - lat.splat_ptr);
+  };
+  at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t part = begin; part < end; ++part) {
+      splat_by_scatter(lat, span, values, ch, boundary(part), boundary(part + 1), vertex_values);
+    }
+  });
+}
+
+template <typename scalar_t, int CH>
+void splat_by_gather(const LatticeView& lat, const ItemSpan& span, const scalar_t* values, Channels<CH> ch,
                      scalar_t* vertex_values) {
+  const int64_t channels = ch.count();
   RRM_DISPATCH_FEATURE_DIM(lat.d1 - 1, [&] {
     at::parallel_for(span.vertex_begin, span.vertex_end, kVertexGrain, [&](int64_t begin, int64_t end) {
       for (int64_t v = begin; v < end; ++v) {
@@ -236,16 +434,23 @@ void splat_by_gather(const LatticeView& lat, const ItemSpan& span, const scalar_
   });
 }
 
-}  // namespace
-
-template <typename scalar_t>
-void filter_cpu_into(const LatticeView& lat, const ItemSpan& span, const scalar_t* values, int64_t channels,
-                     bool reverse, scalar_t* buffer_a, scalar_t* buffer_b, scalar_t* out) {
+template <typename scalar_t, int CH>
+void splat_cpu(const LatticeView& lat, const ItemSpan& span, const scalar_t* values, Channels<CH> ch,
+               scalar_t* vertex_values) {
   if (at::get_num_threads() == 1 || at::in_parallel_region()) {
-    splat_by_scatter(lat, span, values, channels, buffer_a);
+    splat_by_scatter(lat, span, values, ch, span.vertex_begin, span.vertex_end, vertex_values);
+  } else if (ch.count() >= kScatterChannels) {
+    splat_by_split_scatter(lat, span, values, ch, vertex_values);
   } else {
-    splat_by_gather(lat, span, values, channels, buffer_a);
+    splat_by_gather(lat, span, values, ch, vertex_values);
   }
+}
+
+template <typename scalar_t, int CH>
+void filter_with(const LatticeView& lat, const ItemSpan& span, const scalar_t* values, Channels<CH> ch, bool reverse,
+                 scalar_t* buffer_a, scalar_t* buffer_b, scalar_t* out) {
+  const int64_t channels = ch.count();
+  splat_cpu(lat, span, values, ch, buffer_a);
   scalar_t* src = buffer_a;
   scalar_t* dst = buffer_b;
   for (int step = 0; step < lat.d1; ++step) {
@@ -269,42 +474,42 @@ void filter_cpu_into(const LatticeView& lat, const ItemSpan& span, const scalar_
   });
 }
 
-template void filter_cpu_into<float>(const LatticeView&, const ItemSpan&, const float*, int64_t, bool, float*, float*,
-                                      float*);
-template void filter_cpu_into<double>(const LatticeView&, const ItemSpan&, const double*, int64_t, bool, double*,
-                                       double*, double*);
+}  // namespace
+
+void filter_cpu_into(const LatticeView& lat, const ItemSpan& span, const float* values, int64_t channels, bool reverse,
+                     float* buffer_a, float* buffer_b, float* out) {
+  with_channels(channels, [&](auto ch) { filter_with(lat, span, values, ch, reverse, buffer_a, buffer_b, out); });
+}
+
+// float64 filtering serves finite-difference checks, not speed: one runtime-channel version.
+void filter_cpu_into(const LatticeView& lat, const ItemSpan& span, const double* values, int64_t channels, bool reverse,
+                     double* buffer_a, double* buffer_b, double* out) {
+  filter_with(lat, span, values, Channels<0>{channels}, reverse, buffer_a, buffer_b, out);
+}
 
 LatticeTuple lattice_build_cpu(const at::Tensor& features_in) {
   const at::Tensor features = checked_features(features_in);
   const int64_t batch = features.size(0);
   const int64_t points = features.size(1);
   const int d = static_cast<int>(features.size(2));
-  at::Tensor offsets = at::empty({batch, points, d + 1}, at::kInt);
-  at::Tensor weights = at::empty({batch, points, d + 1}, at::kFloat);
-  at::Tensor splat_entries = at::empty({batch * points * (d + 1)}, at::kInt);
-  at::Tensor neighbours;
-  at::Tensor splat_ptr;
-  RRM_DISPATCH_FEATURE_DIM(d, [&] {
-    build_cpu<FEATURE_DIM>(features.data_ptr<float>(), batch, points, d, offsets.data_ptr<int32_t>(),
-                           weights.data_ptr<float>(), neighbours, splat_ptr, splat_entries.data_ptr<int32_t>());
-  });
-  return {offsets, weights, neighbours, splat_ptr, splat_entries};
+  return RRM_DISPATCH_FEATURE_DIM(
+      d, [&] { return build_cpu<FEATURE_DIM>(features.data_ptr<float>(), batch, points, d); });
 }
 
 at::Tensor lattice_filter_cpu(const at::Tensor& offsets, const at::Tensor& weights, const at::Tensor& neighbours,
-                              const at::Tensor& splat_ptr, const at::Tensor& splat_entries, const at::Tensor& values_in,
-                              bool reverse) {
-  const at::Tensor values =
-      checked_filter_inputs(offsets, weights, neighbours, splat_ptr, splat_entries, values_in);
+                              const at::Tensor& splat_ptr, const at::Tensor& splat_entries,
+                              const at::Tensor& splat_weights, const at::Tensor& values_in, bool reverse) {
+  const LatticeTuple lattice =
+      contiguous_lattice({offsets, weights, neighbours, splat_ptr, splat_entries, splat_weights});
+  const at::Tensor values = checked_filter_inputs(lattice, values_in);
   at::Tensor out = at::empty_like(values);
   if (values.numel() == 0) return out;
-  const LatticeTuple lattice = contiguous_lattice({offsets, weights, neighbours, splat_ptr, splat_entries});
   const LatticeView lat = make_view(lattice);
   const int64_t channels = values.size(2);
   AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "lattice_filter_cpu", [&] {
     at::Tensor buffer_a = at::empty({lat.num_vertices, channels}, values.options());
     at::Tensor buffer_b = at::empty({lat.num_vertices, channels}, values.options());
-    filter_cpu_into<scalar_t>(lat, item_span(lat, values.size(1), 0, values.size(0)), values.data_ptr<scalar_t>(),
+    filter_cpu_into(lat, item_span(lat, values.size(1), 0, values.size(0)), values.data_ptr<scalar_t>(),
                               channels, reverse, buffer_a.data_ptr<scalar_t>(), buffer_b.data_ptr<scalar_t>(),
                               out.data_ptr<scalar_t>());
   });

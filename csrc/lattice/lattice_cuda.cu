@@ -73,6 +73,12 @@ __global__ void iota_kernel(int64_t n, int32_t* out) {
   if (i < n) out[i] = static_cast<int32_t>(i);
 }
 
+__global__ void splat_weights_kernel(const int32_t* splat_entries, const float* weights, int64_t entries,
+                                     float* splat_weights) {
+  const int64_t k = global_index();
+  if (k < entries) splat_weights[k] = weights[splat_entries[k]];
+}
+
 template <typename scalar_t>
 __global__ void splat_kernel(LatticeView lat, const scalar_t* values, int64_t channels, scalar_t* vertex_values) {
   const int64_t index = global_index();
@@ -131,8 +137,8 @@ const char* build_vertices(const float* features, int64_t batch, int64_t points,
 
 const char* build_structure(int64_t batch, int64_t points, int d, int32_t vertices, const int32_t* keys,
                             const int32_t* table, const int64_t* slot, const int32_t* vertex_of_owner,
-                            int32_t* offsets, int32_t* owners, int32_t* neighbours, int32_t* splat_ptr,
-                            int32_t* splat_entries, cudaStream_t stream) {
+                            const float* weights, int32_t* offsets, int32_t* owners, int32_t* neighbours,
+                            int32_t* splat_ptr, int32_t* splat_entries, float* splat_weights, cudaStream_t stream) {
   const int64_t per_item = points * (d + 1);
   const int64_t entries = batch * per_item;
   const int64_t capacity = hash_table_capacity(per_item);
@@ -164,6 +170,8 @@ const char* build_structure(int64_t batch, int64_t points, int d, int32_t vertic
   const cudaError_t freed = cudaFreeAsync(scratch, stream);
   if (error) return error;
   RRM_CUDA_RETURN_IF_ERROR(freed);
+  splat_weights_kernel<<<blocks_for(entries), kThreads, 0, stream>>>(splat_entries, weights, entries, splat_weights);
+  RRM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return nullptr;
 }
 

@@ -21,11 +21,11 @@ const char* build_vertices(const float* features, int64_t batch, int64_t points,
                            cudaStream_t stream);
 
 // Stage 2, once M is known: offsets [E], owners [M] (scratch), neighbours [d+1, M, 2],
-// splat_ptr [M+1], splat_entries [E].
+// splat_ptr [M+1], splat_entries [E], splat_weights [E] (from the weights of stage 1).
 const char* build_structure(int64_t batch, int64_t points, int d, int32_t vertices, const int32_t* keys,
                             const int32_t* table, const int64_t* slot, const int32_t* vertex_of_owner,
-                            int32_t* offsets, int32_t* owners, int32_t* neighbours, int32_t* splat_ptr,
-                            int32_t* splat_entries, cudaStream_t stream);
+                            const float* weights, int32_t* offsets, int32_t* owners, int32_t* neighbours,
+                            int32_t* splat_ptr, int32_t* splat_entries, float* splat_weights, cudaStream_t stream);
 
 // values [num_points, C] -> out [num_points, C], with vertex buffers a and b of [M, C].
 // values is read only by the splat kernel, so out may be values itself.

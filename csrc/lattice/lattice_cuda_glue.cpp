@@ -32,8 +32,9 @@ LatticeTuple lattice_build_cuda(const at::Tensor& features_in) {
   at::Tensor offsets = at::empty({batch, points, d + 1}, ints);
   at::Tensor weights = at::empty({batch, points, d + 1}, features.options());
   at::Tensor splat_entries = at::empty({entries}, ints);
+  at::Tensor splat_weights = at::empty({entries}, features.options());
   if (entries == 0) {
-    return {offsets, weights, at::empty({d + 1, 0, 2}, ints), at::zeros({1}, ints), splat_entries};
+    return {offsets, weights, at::empty({d + 1, 0, 2}, ints), at::zeros({1}, ints), splat_entries, splat_weights};
   }
   at::Tensor keys = at::empty({entries, d}, ints);
   at::Tensor table = at::empty({batch * hash_table_capacity(points * (d + 1))}, ints);
@@ -50,24 +51,25 @@ LatticeTuple lattice_build_cuda(const at::Tensor& features_in) {
   at::Tensor splat_ptr = at::empty({static_cast<int64_t>(vertices) + 1}, ints);
   check_launch(cuda::build_structure(batch, points, d, vertices, keys.data_ptr<int32_t>(), table.data_ptr<int32_t>(),
                                      slot.data_ptr<int64_t>(), vertex_of_owner.data_ptr<int32_t>(),
-                                     offsets.data_ptr<int32_t>(), owners.data_ptr<int32_t>(),
-                                     neighbours.data_ptr<int32_t>(), splat_ptr.data_ptr<int32_t>(),
-                                     splat_entries.data_ptr<int32_t>(), stream),
+                                     weights.data_ptr<float>(), offsets.data_ptr<int32_t>(),
+                                     owners.data_ptr<int32_t>(), neighbours.data_ptr<int32_t>(),
+                                     splat_ptr.data_ptr<int32_t>(), splat_entries.data_ptr<int32_t>(),
+                                     splat_weights.data_ptr<float>(), stream),
                "lattice_build (structure)");
-  return {offsets, weights, neighbours, splat_ptr, splat_entries};
+  return {offsets, weights, neighbours, splat_ptr, splat_entries, splat_weights};
 }
 
 namespace {
 
 at::Tensor lattice_filter_cuda(const at::Tensor& offsets, const at::Tensor& weights, const at::Tensor& neighbours,
                                const at::Tensor& splat_ptr, const at::Tensor& splat_entries,
-                               const at::Tensor& values_in, bool reverse) {
-  const at::Tensor values =
-      checked_filter_inputs(offsets, weights, neighbours, splat_ptr, splat_entries, values_in);
+                               const at::Tensor& splat_weights, const at::Tensor& values_in, bool reverse) {
+  const LatticeTuple lattice =
+      contiguous_lattice({offsets, weights, neighbours, splat_ptr, splat_entries, splat_weights});
+  const at::Tensor values = checked_filter_inputs(lattice, values_in);
   const c10::cuda::CUDAGuard guard(values.device());
   at::Tensor out = at::empty_like(values);
   if (values.numel() == 0) return out;
-  const LatticeTuple lattice = contiguous_lattice({offsets, weights, neighbours, splat_ptr, splat_entries});
   const LatticeView lat = make_view(lattice);
   const int64_t channels = values.size(2);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();

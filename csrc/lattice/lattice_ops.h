@@ -11,17 +11,16 @@
 namespace rrm {
 namespace lattice {
 
-using LatticeTuple = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+// offsets, weights, neighbours, splat_ptr, splat_entries, splat_weights (see lattice.h).
+using LatticeTuple = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
 // Validates features [B, P, d] and returns them contiguous.
 at::Tensor checked_features(const at::Tensor& features);
 
-// Validates the five lattice tensors against values [B, P, C] and returns values contiguous.
-at::Tensor checked_filter_inputs(const at::Tensor& offsets, const at::Tensor& weights, const at::Tensor& neighbours,
-                                 const at::Tensor& splat_ptr, const at::Tensor& splat_entries,
-                                 const at::Tensor& values);
+// Validates the six lattice tensors against values [B, P, C] and returns values contiguous.
+at::Tensor checked_filter_inputs(const LatticeTuple& lattice, const at::Tensor& values);
 
-// The five lattice tensors made contiguous, as make_view requires.
+// The six lattice tensors made contiguous, as make_view requires.
 LatticeTuple contiguous_lattice(const LatticeTuple& lattice);
 
 // Raw pointers into contiguous lattice tensors, which must outlive the view.
@@ -29,8 +28,8 @@ LatticeView make_view(const LatticeTuple& lattice);
 
 LatticeTuple lattice_build_cpu(const at::Tensor& features);
 at::Tensor lattice_filter_cpu(const at::Tensor& offsets, const at::Tensor& weights, const at::Tensor& neighbours,
-                              const at::Tensor& splat_ptr, const at::Tensor& splat_entries, const at::Tensor& values,
-                              bool reverse);
+                              const at::Tensor& splat_ptr, const at::Tensor& splat_entries,
+                              const at::Tensor& splat_weights, const at::Tensor& values, bool reverse);
 
 #ifdef RRM_WITH_CUDA
 LatticeTuple lattice_build_cuda(const at::Tensor& features);
@@ -52,9 +51,10 @@ ItemSpan item_span(const LatticeView& lat, int64_t points_per_item, int64_t item
 // vertex buffers of [M, C] each, so iterative callers (mean-field) allocate nothing per call.
 // values is read only by the splat, so out may be values itself (in-place filtering). Items
 // share no vertices, so different spans may be filtered concurrently.
-template <typename scalar_t>
-void filter_cpu_into(const LatticeView& lat, const ItemSpan& span, const scalar_t* values, int64_t channels,
-                     bool reverse, scalar_t* buffer_a, scalar_t* buffer_b, scalar_t* out);
+void filter_cpu_into(const LatticeView& lat, const ItemSpan& span, const float* values, int64_t channels, bool reverse,
+                     float* buffer_a, float* buffer_b, float* out);
+void filter_cpu_into(const LatticeView& lat, const ItemSpan& span, const double* values, int64_t channels, bool reverse,
+                     double* buffer_a, double* buffer_b, double* out);
 
 }  // namespace lattice
 }  // namespace rrm

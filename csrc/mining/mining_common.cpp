@@ -37,9 +37,9 @@ at::Tensor label_mask_of(const at::Tensor& cls_labels) {
 // on the host (free when cls_labels is a CPU tensor). Otherwise S covers all C+1 labels and
 // absent ones are masked: no host synchronisation. Both give the same Q (padding slots have
 // Q = 0 and add exact zeros to every sum).
-at::Tensor slot_table(const at::Tensor& label_mask, bool compact, int64_t slot_multiple, const at::Device& device) {
+at::Tensor slot_table(const at::Tensor& label_mask, bool compact, const at::Device& device) {
   const int64_t needed = compact ? label_mask.sum(1).max().item<int64_t>() : label_mask.size(1);
-  return crf::slot_labels_of(label_mask, crf::padded_slot_count(needed, slot_multiple)).to(device);
+  return crf::slot_labels_of(label_mask, crf::padded_slot_count(needed)).to(device);
 }
 
 }  // namespace
@@ -47,7 +47,7 @@ at::Tensor slot_table(const at::Tensor& label_mask, bool compact, int64_t slot_m
 std::tuple<at::Tensor, at::Tensor, at::Tensor> reliable_region_labels(
     const at::Tensor& cams, const at::Tensor& cls_labels, const at::Tensor& images, double alpha_low,
     double alpha_high, double cam_alpha, double fg_quantile, double cam_floor, double bg_sure, double crf_sure,
-    int64_t ignore_index, std::optional<bool> compact_labels, int64_t slot_multiple, MeanfieldRunner run) {
+    int64_t ignore_index, std::optional<bool> compact_labels, MeanfieldRunner run) {
   check_dim(cams, 4, "cams", "[B, C, H, W]");
   check_floating(cams, "cams");
   const int64_t batch = cams.size(0), classes = cams.size(1), height = cams.size(2), width = cams.size(3);
@@ -77,7 +77,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> reliable_region_labels(
   const at::Tensor max_cam = normalised.amax(1).contiguous();
 
   const at::Tensor label_mask = label_mask_of(cls_labels);
-  const at::Tensor slot_labels = slot_table(label_mask, compact_labels.value_or(cls_labels.is_cpu()), slot_multiple,
+  const at::Tensor slot_labels = slot_table(label_mask, compact_labels.value_or(cls_labels.is_cpu()),
                                             cams.device());
   const auto [gaussian_built, bilateral_built] =
       crf::crf_lattices(rgb, kGaussianSxy, kBilateralSxy, kBilateralSrgb);

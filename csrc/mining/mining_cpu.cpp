@@ -26,7 +26,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> reliable_region_labels_cpu(
     double alpha_high, double cam_alpha, double fg_quantile, double cam_floor, double bg_sure, double crf_sure,
     int64_t ignore_index, std::optional<bool> compact_labels) {
   return reliable_region_labels(cams, cls_labels, images, alpha_low, alpha_high, cam_alpha, fg_quantile, cam_floor,
-                                bg_sure, crf_sure, ignore_index, compact_labels, crf::kCpuSlotMultiple,
+                                bg_sure, crf_sure, ignore_index, compact_labels,
                                 &meanfield_cpu);
 }
 

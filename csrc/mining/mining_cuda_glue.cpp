@@ -25,7 +25,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> reliable_region_labels_cuda(
     int64_t ignore_index, std::optional<bool> compact_labels) {
   const c10::cuda::CUDAGuard guard(cams.device());
   return reliable_region_labels(cams, cls_labels, images, alpha_low, alpha_high, cam_alpha, fg_quantile, cam_floor,
-                                bg_sure, crf_sure, ignore_index, compact_labels, crf::kCudaSlotMultiple,
+                                bg_sure, crf_sure, ignore_index, compact_labels,
                                 &meanfield_cuda);
 }
 

@@ -21,13 +21,12 @@ using MeanfieldRunner = void (*)(const MiningUnary& unary, const crf::MeanfieldP
                                  const lattice::LatticeView& gaussian, const lattice::LatticeView& bilateral,
                                  int64_t n_iter, const crf::MeanfieldWorkspace& ws, float* q);
 
-// The op rrm_ops::reliable_region_labels for a device with its slot multiple (crf_ops.h) and
-// mean-field runner. Returns labels int64 [B, H, W], sure bool [B, H, W] and
-// q float32 [2, B, C+1, H, W] (Q_low, Q_high).
+// The op rrm_ops::reliable_region_labels for a device with its mean-field runner. Returns
+// labels int64 [B, H, W], sure bool [B, H, W] and q float32 [2, B, C+1, H, W] (Q_low, Q_high).
 std::tuple<at::Tensor, at::Tensor, at::Tensor> reliable_region_labels(
     const at::Tensor& cams, const at::Tensor& cls_labels, const at::Tensor& images, double alpha_low,
     double alpha_high, double cam_alpha, double fg_quantile, double cam_floor, double bg_sure, double crf_sure,
-    int64_t ignore_index, std::optional<bool> compact_labels, int64_t slot_multiple, MeanfieldRunner run);
+    int64_t ignore_index, std::optional<bool> compact_labels, MeanfieldRunner run);
 
 }  // namespace mining
 }  // namespace rrm
