@@ -7,6 +7,7 @@ honoured by torch.utils.cpp_extension itself.
 
 import glob
 import os
+import platform
 import shutil
 import sys
 
@@ -63,6 +64,10 @@ def _extensions():
     # relies on signed overflow wrapping. Hidden visibility keeps calls inside the module.
     cxx_flags = ["-O3", "-fno-wrapv", "-fno-fast-math", "-ffp-contract=off", "-fno-trapping-math",
                  "-fvisibility=hidden"]
+    # x86-64-v2 (SSE4.2, every x86-64 CPU since about 2009) gives the lattice embedding one
+    # instruction per floor/ceil instead of about ten; no float result changes.
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        cxx_flags.append("-march=x86-64-v2")
     link_flags = []
     # at::parallel_for is a header template: unless the extension itself is compiled with
     # OpenMP, its `#pragma omp parallel` compiles away and every CPU kernel runs on one thread.

@@ -4,6 +4,8 @@
 #include <torch/extension.h>
 #include <torch/library.h>
 
+#include "crf/crf_ops.h"
+
 TORCH_LIBRARY(rrm_ops, m) {
   m.def(
       "lattice_build(Tensor features) -> (Tensor offsets, Tensor weights, Tensor neighbours, Tensor splat_ptr, "
@@ -32,4 +34,8 @@ TORCH_LIBRARY(rrm_ops, m) {
 }
 
 // An importable module so `import rrm_ops._C` loads the library and runs the registrations.
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) { m.doc() = "rrm_ops kernels; use torch.ops.rrm_ops.*"; }
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "rrm_ops kernels; use torch.ops.rrm_ops.*";
+  m.def("clear_gaussian_lattice_cache", &rrm::crf::clear_gaussian_lattice_cache,
+        "Forget the CPU Gaussian lattices dense_crf and reliable_region_labels reuse across calls");
+}

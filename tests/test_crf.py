@@ -134,6 +134,24 @@ def test_prebuilt_lattices_and_unary_entry_equal_the_one_call_op():
     assert torch.equal(refined, expected)
 
 
+def test_reused_gaussian_lattices_give_the_bits_of_a_fresh_build():
+    # On the CPU the Gaussian lattice of a (batch, size, sxy) is kept for later calls; other
+    # sizes, batches and sigmas in between must not be served a wrong one.
+    first, second = photo_batch(23, 31)[:2], photo_batch(31, 23)[:2]
+    scores_first = torch.from_numpy(np.stack([smooth_scores(3, 23, 31, seed=i) for i in range(2)]))
+    scores_second = torch.from_numpy(np.stack([smooth_scores(3, 31, 23, seed=i) for i in range(2)]))
+    rrm_ops._C.clear_gaussian_lattice_cache()
+    fresh = rrm_ops.dense_crf(scores_first, first)
+    fresh_other_sigma = rrm_ops.dense_crf(scores_first, first, gaussian_sxy=5.0)
+    fresh_one = rrm_ops.dense_crf(scores_first[:1], first[:1])
+    rrm_ops._C.clear_gaussian_lattice_cache()
+    rrm_ops.dense_crf(scores_second, second)
+    assert torch.equal(rrm_ops.dense_crf(scores_first, first), fresh)
+    assert torch.equal(rrm_ops.dense_crf(scores_first, first, gaussian_sxy=5.0), fresh_other_sigma)
+    assert torch.equal(rrm_ops.dense_crf(scores_first[:1], first[:1]), fresh_one)
+    assert torch.equal(rrm_ops.dense_crf(scores_first, first), fresh)
+
+
 def test_input_layouts_and_dtypes_agree():
     images = photo_batch(22, 31)
     scores = torch.from_numpy(np.stack([smooth_scores(3, 22, 31, seed=i) for i in range(3)]))

@@ -4,6 +4,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <list>
+#include <mutex>
+#include <utility>
 
 #include "common/checks.h"
 #include "crf/crf_ops.h"
@@ -68,6 +71,64 @@ lattice::LatticeTuple tile_lattice(const lattice::LatticeTuple& one, int64_t bat
           std::get<5>(one).repeat({batch})};
 }
 
+lattice::LatticeTuple build_lattice(const at::Tensor& features) {
+  static const auto build = c10::Dispatcher::singleton()
+                                .findSchemaOrThrow("rrm_ops::lattice_build", "")
+                                .typed<lattice::LatticeTuple(const at::Tensor&)>();
+  return build.call(features);
+}
+
+// What a CPU Gaussian lattice depends on: nothing of the image but the batch and image size.
+struct GaussianKey {
+  int64_t batch;
+  int64_t height;
+  int64_t width;
+  double sxy;
+
+  bool operator==(const GaussianKey& other) const {
+    return batch == other.batch && height == other.height && width == other.width && sxy == other.sxy;
+  }
+};
+
+// The CPU Gaussian lattices of the last few (batch, size, sxy), reused across calls: a training
+// loop runs the CRF on same-size crops every step, and the build is a large part of a CRF call.
+// Lattice tensors are only ever read, so callers can share them.
+class GaussianLatticeCache {
+ public:
+  template <typename Build>
+  lattice::LatticeTuple get(const GaussianKey& key, const Build& build) {
+    {
+      const std::lock_guard<std::mutex> lock(mutex_);
+      for (auto it = entries_.begin(); it != entries_.end(); ++it) {
+        if (it->first == key) {
+          entries_.splice(entries_.begin(), entries_, it);
+          return entries_.front().second;
+        }
+      }
+    }
+    lattice::LatticeTuple built = build();
+    const std::lock_guard<std::mutex> lock(mutex_);
+    entries_.emplace_front(key, built);
+    if (entries_.size() > kEntries) entries_.pop_back();
+    return built;
+  }
+
+  void clear() {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    entries_.clear();
+  }
+
+ private:
+  static constexpr size_t kEntries = 4;
+  std::mutex mutex_;
+  std::list<std::pair<GaussianKey, lattice::LatticeTuple>> entries_;  // most recently used first
+};
+
+GaussianLatticeCache& gaussian_lattices() {
+  static GaussianLatticeCache cache;
+  return cache;
+}
+
 }  // namespace
 
 int64_t padded_slot_count(int64_t present) {
@@ -107,15 +168,17 @@ std::pair<lattice::LatticeTuple, lattice::LatticeTuple> crf_lattices(const at::T
   const at::Tensor xs = at::arange(width, floats).view({1, width}).expand({height, width});
   const at::Tensor ys = at::arange(height, floats).view({height, 1}).expand({height, width});
   const at::Tensor xy = at::stack({xs, ys}, -1).reshape({1, pixels, 2});
-  // The Gaussian features do not depend on the image: one lattice serves the whole batch.
-  const at::Tensor gaussian_features = xy / gaussian_sxy;
   const at::Tensor colour = rgb.reshape({batch, pixels, 3}).to(at::kFloat) / bilateral_srgb;
   const at::Tensor bilateral_features = at::cat({(xy / bilateral_sxy).expand({batch, pixels, 2}), colour}, 2);
-  static const auto build = c10::Dispatcher::singleton()
-                                .findSchemaOrThrow("rrm_ops::lattice_build", "")
-                                .typed<lattice::LatticeTuple(const at::Tensor&)>();
-  return {tile_lattice(build.call(gaussian_features), batch), build.call(bilateral_features)};
+  const auto build_gaussian = [&] { return tile_lattice(build_lattice(xy / gaussian_sxy), batch); };
+  // Only CPU lattices are cached: a GPU build is quick, and a lattice built on one CUDA stream
+  // and read on another would need synchronising.
+  return {rgb.is_cpu() ? gaussian_lattices().get({batch, height, width, gaussian_sxy}, build_gaussian)
+                       : build_gaussian(),
+          build_lattice(bilateral_features)};
 }
+
+void clear_gaussian_lattice_cache() { gaussian_lattices().clear(); }
 
 at::Tensor allocate_workspace(const MeanfieldProblem& problem, const lattice::LatticeView& gaussian,
                               const lattice::LatticeView& bilateral, const at::TensorOptions& options) {

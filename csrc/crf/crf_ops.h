@@ -45,9 +45,10 @@ MeanfieldWorkspace carve_workspace(at::Tensor& workspace, const MeanfieldProblem
 // read as [B, H, W, 3].
 at::Tensor image_channels_last(const at::Tensor& image, const at::Tensor& input, const char* input_name);
 
-// The Gaussian lattice (on (x, y) / gaussian_sxy, built once and tiled over the batch) and the
-// bilateral lattice (on ((x, y) / bilateral_sxy, rgb / bilateral_srgb)) of rgb uint8
-// [B, H, W, 3], built through the dispatcher on rgb's device.
+// The Gaussian lattice (on (x, y) / gaussian_sxy, built once and tiled over the batch; on the CPU
+// reused from the last calls with the same batch, size and sxy) and the bilateral lattice (on
+// ((x, y) / bilateral_sxy, rgb / bilateral_srgb)) of rgb uint8 [B, H, W, 3], built through the
+// dispatcher on rgb's device.
 std::pair<lattice::LatticeTuple, lattice::LatticeTuple> crf_lattices(const at::Tensor& rgb, double gaussian_sxy,
                                                                      double bilateral_sxy, double bilateral_srgb);
 
@@ -55,6 +56,9 @@ std::pair<lattice::LatticeTuple, lattice::LatticeTuple> crf_lattices(const at::T
 void meanfield_from_slots_cpu(const MeanfieldProblem& problem, const lattice::LatticeView& gaussian,
                               const lattice::LatticeView& bilateral, int64_t n_iter, const MeanfieldWorkspace& ws,
                               float* q);
+
+// Empties the cache of CPU Gaussian lattices that crf_lattices keeps (for cold-start timings).
+void clear_gaussian_lattice_cache();
 
 // The public op: validates scores (or unary) and image, builds both lattices through the
 // dispatcher and runs rrm_ops::dense_crf_meanfield, so one function serves every device.

@@ -46,11 +46,11 @@ template <int D>
 RRM_HOST_DEVICE inline void embed_point(const float* feature, int d_runtime, const ElevationScale& scale,
                                         int32_t* keys, float* weights) {
   const int d = D > 0 ? D : d_runtime;
-  constexpr int kCap = (D > 0 ? D : kMaxDim) + 2;
+  const int d1 = d + 1;
+  constexpr int kCap = (D > 0 ? D : kMaxDim) + 1;
   float elevated[kCap];
   int32_t rem0[kCap];
-  int rank[kCap];
-  float barycentric[kCap];
+  int32_t rank[kCap];
 
   float running_sum = 0.f;
   for (int j = d; j > 0; --j) {
@@ -60,59 +60,47 @@ RRM_HOST_DEVICE inline void embed_point(const float* feature, int d_runtime, con
   }
   elevated[0] = running_sum;
 
-  const float down_factor = 1.0f / (d + 1);
-  const float up_factor = static_cast<float>(d + 1);
-  int coordinate_sum = 0;
+  const float down_factor = 1.0f / d1;
+  const float up_factor = static_cast<float>(d1);
+  int32_t coordinate_sum = 0;
+  // diff: each coordinate's offset from its remainder-0 point, which the ranks sort.
+  float diff[kCap];
   for (int i = 0; i <= d; ++i) {
     const float v = down_factor * elevated[i];
     const float up = ceilf(v) * up_factor;
     const float down = floorf(v) * up_factor;
-    rem0[i] = (up - elevated[i] < elevated[i] - down) ? static_cast<int32_t>(up) : static_cast<int32_t>(down);
-    coordinate_sum += rem0[i] / (d + 1);
+    rem0[i] = static_cast<int32_t>(up - elevated[i] < elevated[i] - down ? up : down);
+    coordinate_sum += rem0[i] / d1;
+    diff[i] = elevated[i] - static_cast<float>(rem0[i]);
+    rank[i] = 0;
   }
-
   // Counting comparisons (not branching on them) keeps the unpredictable outcomes off the
   // branch predictor; ties rank the lower index after the higher one.
-  for (int i = 0; i <= d; ++i) rank[i] = 0;
   for (int i = 0; i < d; ++i) {
-    const float di = elevated[i] - static_cast<float>(rem0[i]);
     for (int j = i + 1; j <= d; ++j) {
-      const int less = di < elevated[j] - static_cast<float>(rem0[j]) ? 1 : 0;
+      const int32_t less = diff[i] < diff[j] ? 1 : 0;
       rank[i] += less;
       rank[j] += 1 - less;
     }
   }
-
-  // Bring the remainder-0 point back onto the hyperplane Σx = 0.
+  // Bring the remainder-0 point back onto the hyperplane (sum 0), then order the offsets by
+  // rank. The reference adds each offset v_i to barycentric[d - rank_i] and subtracts it from
+  // barycentric[d - rank_i + 1]; the ranks are a permutation of 0..d, so every weight is one
+  // difference of two rank-ordered offsets, which float arithmetic gives identically whatever
+  // the order of the two updates.
+  float by_rank[kCap] = {};
   for (int i = 0; i <= d; ++i) {
-    rank[i] += coordinate_sum;
-    if (rank[i] < 0) {
-      rank[i] += d + 1;
-      rem0[i] += d + 1;
-    } else if (rank[i] > d) {
-      rank[i] -= d + 1;
-      rem0[i] -= d + 1;
-    }
+    const int32_t shifted = rank[i] + coordinate_sum;
+    const int32_t wrap = (shifted < 0 ? d1 : 0) - (shifted > d ? d1 : 0);
+    rank[i] = shifted + wrap;
+    rem0[i] += wrap;
+    by_rank[rank[i]] = (elevated[i] - static_cast<float>(rem0[i])) * down_factor;
   }
-
-  // The reference adds each coordinate's offset v_i to barycentric[d - rank_i] and subtracts it
-  // from barycentric[d - rank_i + 1]. The ranks are a permutation of 0..d, so every weight is
-  // one difference v_(rank d-k) - v_(rank d-k+1), which float arithmetic gives identically
-  // whatever the order of the two updates.
-  float by_rank[kCap];
-  for (int i = 0; i <= d; ++i) by_rank[rank[i]] = (elevated[i] - static_cast<float>(rem0[i])) * down_factor;
-  barycentric[0] = by_rank[d];
-  for (int k = 1; k <= d; ++k) barycentric[k] = by_rank[d - k] - by_rank[d - k + 1];
-  barycentric[d + 1] = -by_rank[0];
   // Double precision here reproduces the rounding of the reference implementation.
-  barycentric[0] = static_cast<float>(static_cast<double>(barycentric[0]) +
-                                      (1.0 + static_cast<double>(barycentric[d + 1])));
-
+  weights[0] = static_cast<float>(static_cast<double>(by_rank[d]) + (1.0 + static_cast<double>(-by_rank[0])));
+  for (int k = 1; k <= d; ++k) weights[k] = by_rank[d - k] - by_rank[d - k + 1];
   for (int r = 0; r <= d; ++r) {
-    for (int i = 0; i < d; ++i) {
-      keys[r * d + i] = rem0[i] + (rank[i] <= d - r ? r : r - (d + 1));
-    }
-    weights[r] = barycentric[r];
+    for (int i = 0; i < d; ++i) keys[r * d + i] = rem0[i] + r - (rank[i] > d - r ? d1 : 0);
   }
 }
 
