@@ -39,10 +39,14 @@ class LatticeTensors:
 
 
 def _points_last(x: Tensor, name: str) -> tuple[Tensor, tuple[int, int] | None]:
-    """[B, K, H, W] -> ([B, H*W, K], (H, W)); [B, P, K] passes through."""
+    """[B, K, H, W] -> ([B, H*W, K] view, (H, W)); [B, P, K] passes through.
+
+    A contiguous [B, K, H, W] tensor becomes a [B, P, K] view of its channel planes, which the
+    filter reads without a copy.
+    """
     if x.dim() == 4:
         b, k, h, w = x.shape
-        return x.permute(0, 2, 3, 1).reshape(b, h * w, k), (h, w)
+        return x.reshape(b, k, h * w).transpose(1, 2), (h, w)
     if x.dim() == 3:
         return x, None
     raise ValueError(f"{name} must be [B, P, K] or [B, K, H, W], got shape {tuple(x.shape)}")
@@ -128,7 +132,7 @@ def _lattice_filter_setup_context(ctx, inputs, output) -> None:
 
 
 def _lattice_filter_backward(ctx, grad: Tensor):
-    grad_values = torch.ops.rrm_ops.lattice_filter(*ctx.lattice, grad.contiguous(), not ctx.reverse)
+    grad_values = torch.ops.rrm_ops.lattice_filter(*ctx.lattice, grad, not ctx.reverse)
     return (None,) * _LATTICE_TENSORS + (grad_values, None)
 
 

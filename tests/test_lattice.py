@@ -110,6 +110,26 @@ def test_points_layout_equals_image_layout(photo_batch):
     assert torch.equal(point_layout, image_layout.flatten(2).transpose(1, 2))
 
 
+@pytest.mark.parametrize("channels", [1, 3, 4, 13, 21, 24])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_channel_planes_equal_points_last_bitwise(photo_batch, channels, dtype, threads):
+    # A [B, C, H, W] tensor is filtered from its channel planes, without a copy; every splat
+    # strategy (one thread: scatter; two: gather or split scatter by channel count) must give
+    # the bits of the points-last layout.
+    lattice = rrm_ops.Lattice(rrm_ops.bilateral_features(photo_batch, 6.0, 12.0))
+    planes = torch.rand(2, channels, 30, 40, dtype=dtype, generator=torch.Generator().manual_seed(channels))
+    points_last = planes.flatten(2).transpose(1, 2).contiguous()
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        from_planes = lattice.filter(planes)
+        from_points = lattice.filter(points_last)
+    finally:
+        torch.set_num_threads(previous)
+    assert torch.equal(from_planes.flatten(2).transpose(1, 2), from_points)
+
+
 def test_non_contiguous_inputs_equal_contiguous(photo_batch):
     features = rrm_ops.bilateral_features(photo_batch, 6.0, 12.0)
     values = torch.rand(2, 40, 30, 3).permute(0, 3, 2, 1)  # [2, 3, 30, 40], not contiguous

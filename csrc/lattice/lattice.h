@@ -214,23 +214,41 @@ struct LatticeView {
   int d1;
 };
 
+// Where value (point, channel) of an array of values lives:
+// array[(point - first_point) * point_stride + channel * channel_stride]. A points-last array
+// ([B, P, C], the layout the filters work in) has (0, C, 1) for the whole batch; one item's
+// channel planes of a [B, C, P] array have (b * P, 1, P) against that item's first plane.
+struct ValueLayout {
+  int64_t first_point;
+  int64_t point_stride;
+  int64_t channel_stride;
+
+  RRM_HOST_DEVICE int64_t offset(int64_t point, int64_t channel) const {
+    return (point - first_point) * point_stride + channel * channel_stride;
+  }
+};
+
+RRM_HOST_DEVICE inline ValueLayout points_last(int64_t channels) { return {0, channels, 1}; }
+
 // The filter bodies below each handle a block of K consecutive channels [c_begin, c_begin + K)
 // and accumulate in registers: CUDA threads take K = 1, CPU loops take blocks of 8 and 4 so the
 // compiler keeps whole vectors in registers. Every channel sees the same operations in the same
 // order whatever K is, so the results do not depend on the blocking.
 
-// Gather splat of vertex v: contributions summed in entry (hence point) order, which makes the
-// result independent of scheduling. D > 0 fixes d at compile time (entry -> point division).
+// Gather splat of vertex v from values laid out as `layout`: contributions summed in entry
+// (hence point) order, which makes the result independent of scheduling. D > 0 fixes d at
+// compile time (entry -> point division).
 template <typename scalar_t, int K, int D = 0>
 RRM_HOST_DEVICE RRM_INLINE void splat_vertex(const LatticeView& lat, int32_t v, const scalar_t* values,
-                                             int64_t channels, int64_t c_begin, scalar_t* vertex_values) {
+                                             const ValueLayout& layout, int64_t channels, int64_t c_begin,
+                                             scalar_t* vertex_values) {
   const int d1 = D > 0 ? D + 1 : lat.d1;
   scalar_t sum[K];
   for (int c = 0; c < K; ++c) sum[c] = scalar_t(0);
   for (int32_t k = lat.splat_ptr[v]; k < lat.splat_ptr[v + 1]; ++k) {
     const scalar_t w = static_cast<scalar_t>(lat.splat_weights[k]);
-    const scalar_t* in = values + static_cast<int64_t>(lat.splat_entries[k] / d1) * channels + c_begin;
-    for (int c = 0; c < K; ++c) sum[c] += w * in[c];
+    const scalar_t* in = values + layout.offset(lat.splat_entries[k] / d1, c_begin);
+    for (int c = 0; c < K; ++c) sum[c] += w * in[c * layout.channel_stride];
   }
   scalar_t* out = vertex_values + static_cast<int64_t>(v) * channels + c_begin;
   for (int c = 0; c < K; ++c) out[c] = sum[c];
@@ -253,7 +271,7 @@ RRM_HOST_DEVICE RRM_INLINE void blur_vertex(const LatticeView& lat, int32_t v, i
   for (int c = 0; c < K; ++c) out[c] = blurred[c];
 }
 
-// Slice of point `point` (a global index b*P + p).
+// Slice of point `point` (a global index b*P + p) into points-last out_values.
 template <typename scalar_t, int K>
 RRM_HOST_DEVICE RRM_INLINE void slice_point(const LatticeView& lat, int64_t point, const scalar_t* vertex_values,
                                             int64_t channels, int64_t c_begin, scalar_t alpha, scalar_t* out_values) {

@@ -19,6 +19,11 @@ at::Tensor checked_features(const at::Tensor& features) {
 }
 
 at::Tensor checked_filter_inputs(const LatticeTuple& lattice, const at::Tensor& values) {
+  check_filter_inputs(lattice, values);
+  return values.contiguous();
+}
+
+void check_filter_inputs(const LatticeTuple& lattice, const at::Tensor& values) {
   const auto& [offsets, weights, neighbours, splat_ptr, splat_entries, splat_weights] = lattice;
   check_dim(offsets, 3, "offsets", "[B, P, d+1]");
   check_dim(values, 3, "values", "[B, P, C]");
@@ -49,7 +54,6 @@ at::Tensor checked_filter_inputs(const LatticeTuple& lattice, const at::Tensor& 
     check_same_device(*t, "lattice tensors", offsets, "offsets");
   }
   check_same_device(values, "values", offsets, "the lattice");
-  return values.contiguous();
 }
 
 LatticeTuple contiguous_lattice(const LatticeTuple& lattice) {

@@ -368,39 +368,53 @@ RRM_INLINE void for_channel_blocks(int64_t channels, const Body& body) {
 // which costs more than every thread scanning all entries once the rows are wide.
 constexpr int64_t kScatterChannels = 8;
 
-// row += w * in over `channels` values. The rows never overlap; saying so (restrict) and asking
-// for vector code (omp simd) keeps GCC from emitting scalar code or per-call overlap checks,
-// which cost more than the arithmetic at a few channels.
+// row += w * in over `channels` values, in[c * kStride] (kStride 0: a runtime `stride`). The
+// rows never overlap; saying so (restrict) and asking for vector code (omp simd) keeps GCC from
+// emitting scalar code or per-call overlap checks, which cost more than the arithmetic at a few
+// channels.
 template <typename scalar_t>
 RRM_INLINE void add_scaled_row(scalar_t* __restrict__ row, const scalar_t* __restrict__ in, scalar_t w,
-                               int64_t channels) {
+                               int64_t channels, int64_t stride) {
 #pragma omp simd
-  for (int64_t c = 0; c < channels; ++c) row[c] = row[c] + w * in[c];
+  for (int64_t c = 0; c < channels; ++c) row[c] = row[c] + w * in[c * stride];
 }
+
+// One filter call's values: an array and its layout (see ValueLayout). kUnitStride: channels
+// are adjacent (points-last), known at compile time so the channel loops vectorise.
+template <typename scalar_t, bool kUnitStride>
+struct Values {
+  scalar_t* data;
+  ValueLayout layout;
+
+  int64_t channel_stride() const { return kUnitStride ? 1 : layout.channel_stride; }
+  ValueLayout known_layout() const { return {layout.first_point, layout.point_stride, channel_stride()}; }
+};
 
 // Splat of the vertices [vertex_begin, vertex_end) by scattering the span's points in order.
 // Each vertex receives its contributions in ascending entry order, starting from zero, exactly
 // the sum splat_vertex gathers, so the result is bitwise the same; but the values are read once
 // and in order while the writes go to the vertex rows, which are few and stay in cache.
-template <typename scalar_t, int CH>
-void splat_by_scatter(const LatticeView& lat, const ItemSpan& span, const scalar_t* values, Channels<CH> ch,
-                      int32_t vertex_begin, int32_t vertex_end, scalar_t* vertex_values) {
+template <typename scalar_t, int CH, bool kUnitStride>
+void splat_by_scatter(const LatticeView& lat, const ItemSpan& span, const Values<const scalar_t, kUnitStride>& in,
+                      Channels<CH> ch, int32_t vertex_begin, int32_t vertex_end, scalar_t* vertex_values) {
   const int64_t channels = ch.count();
   std::fill(vertex_values + vertex_begin * channels, vertex_values + vertex_end * channels, scalar_t(0));
+  const ValueLayout layout = in.known_layout();
   for (int64_t point = span.point_begin; point < span.point_end; ++point) {
-    const scalar_t* in = values + point * channels;
+    const scalar_t* row = in.data + layout.offset(point, 0);
     for (int64_t e = point * lat.d1; e < (point + 1) * lat.d1; ++e) {
       const int32_t v = lat.offsets[e];
       if (v < vertex_begin || v >= vertex_end) continue;
-      add_scaled_row(vertex_values + static_cast<int64_t>(v) * channels, in, static_cast<scalar_t>(lat.weights[e]),
-                     channels);
+      add_scaled_row(vertex_values + static_cast<int64_t>(v) * channels, row, static_cast<scalar_t>(lat.weights[e]),
+                     channels, layout.channel_stride);
     }
   }
 }
 
 // The scatter split among the threads by vertex ranges holding equal numbers of entries.
-template <typename scalar_t, int CH>
-void splat_by_split_scatter(const LatticeView& lat, const ItemSpan& span, const scalar_t* values, Channels<CH> ch,
+template <typename scalar_t, int CH, bool kUnitStride>
+void splat_by_split_scatter(const LatticeView& lat, const ItemSpan& span,
+                            const Values<const scalar_t, kUnitStride>& in, Channels<CH> ch,
                             scalar_t* vertex_values) {
   const int64_t parts = at::get_num_threads();
   const int32_t* ptr_begin = lat.splat_ptr + span.vertex_begin;
@@ -413,44 +427,46 @@ void splat_by_split_scatter(const LatticeView& lat, const ItemSpan& span, const 
   };
   at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
     for (int64_t part = begin; part < end; ++part) {
-      splat_by_scatter(lat, span, values, ch, boundary(part), boundary(part + 1), vertex_values);
+      splat_by_scatter(lat, span, in, ch, boundary(part), boundary(part + 1), vertex_values);
     }
   });
 }
 
-template <typename scalar_t, int CH>
-void splat_by_gather(const LatticeView& lat, const ItemSpan& span, const scalar_t* values, Channels<CH> ch,
-                     scalar_t* vertex_values) {
+template <typename scalar_t, int CH, bool kUnitStride>
+void splat_by_gather(const LatticeView& lat, const ItemSpan& span, const Values<const scalar_t, kUnitStride>& in,
+                     Channels<CH> ch, scalar_t* vertex_values) {
   const int64_t channels = ch.count();
+  const ValueLayout layout = in.known_layout();
   RRM_DISPATCH_FEATURE_DIM(lat.d1 - 1, [&] {
     at::parallel_for(span.vertex_begin, span.vertex_end, kVertexGrain, [&](int64_t begin, int64_t end) {
       for (int64_t v = begin; v < end; ++v) {
         for_channel_blocks(channels, [&](auto block, int64_t c) {
-          splat_vertex<scalar_t, decltype(block)::value, FEATURE_DIM>(lat, static_cast<int32_t>(v), values, channels,
-                                                                      c, vertex_values);
+          splat_vertex<scalar_t, decltype(block)::value, FEATURE_DIM>(lat, static_cast<int32_t>(v), in.data, layout,
+                                                                      channels, c, vertex_values);
         });
       }
     });
   });
 }
 
-template <typename scalar_t, int CH>
-void splat_cpu(const LatticeView& lat, const ItemSpan& span, const scalar_t* values, Channels<CH> ch,
-               scalar_t* vertex_values) {
+template <typename scalar_t, int CH, bool kUnitStride>
+void splat_cpu(const LatticeView& lat, const ItemSpan& span, const Values<const scalar_t, kUnitStride>& in,
+               Channels<CH> ch, scalar_t* vertex_values) {
   if (at::get_num_threads() == 1 || at::in_parallel_region()) {
-    splat_by_scatter(lat, span, values, ch, span.vertex_begin, span.vertex_end, vertex_values);
+    splat_by_scatter(lat, span, in, ch, span.vertex_begin, span.vertex_end, vertex_values);
   } else if (ch.count() >= kScatterChannels) {
-    splat_by_split_scatter(lat, span, values, ch, vertex_values);
+    splat_by_split_scatter(lat, span, in, ch, vertex_values);
   } else {
-    splat_by_gather(lat, span, values, ch, vertex_values);
+    splat_by_gather(lat, span, in, ch, vertex_values);
   }
 }
 
-template <typename scalar_t, int CH>
-void filter_with(const LatticeView& lat, const ItemSpan& span, const scalar_t* values, Channels<CH> ch, bool reverse,
-                 scalar_t* buffer_a, scalar_t* buffer_b, scalar_t* out) {
+// Filters the span's values into points-last out.
+template <typename scalar_t, int CH, bool kUnitStride>
+void filter_span(const LatticeView& lat, const ItemSpan& span, const Values<const scalar_t, kUnitStride>& in,
+                 Channels<CH> ch, bool reverse, scalar_t* buffer_a, scalar_t* buffer_b, scalar_t* out) {
   const int64_t channels = ch.count();
-  splat_cpu(lat, span, values, ch, buffer_a);
+  splat_cpu(lat, span, in, ch, buffer_a);
   scalar_t* src = buffer_a;
   scalar_t* dst = buffer_b;
   for (int step = 0; step < lat.d1; ++step) {
@@ -474,17 +490,32 @@ void filter_with(const LatticeView& lat, const ItemSpan& span, const scalar_t* v
   });
 }
 
+// Filters values laid out as [B, C, P] channel planes into points-last out, one item at a time
+// (an item's planes are one stretch of the array).
+template <typename scalar_t, int CH>
+void filter_planes(const LatticeView& lat, int64_t points, int64_t items, const scalar_t* values, Channels<CH> ch,
+                   bool reverse, scalar_t* buffer_a, scalar_t* buffer_b, scalar_t* out) {
+  for (int64_t item = 0; item < items; ++item) {
+    const Values<const scalar_t, false> planes{values + item * ch.count() * points, {item * points, 1, points}};
+    filter_span(lat, item_span(lat, points, item, item + 1), planes, ch, reverse, buffer_a, buffer_b, out);
+  }
+}
+
 }  // namespace
 
 void filter_cpu_into(const LatticeView& lat, const ItemSpan& span, const float* values, int64_t channels, bool reverse,
                      float* buffer_a, float* buffer_b, float* out) {
-  with_channels(channels, [&](auto ch) { filter_with(lat, span, values, ch, reverse, buffer_a, buffer_b, out); });
+  with_channels(channels, [&](auto ch) {
+    filter_span(lat, span, Values<const float, true>{values, points_last(channels)}, ch, reverse, buffer_a, buffer_b,
+                out);
+  });
 }
 
 // float64 filtering serves finite-difference checks, not speed: one runtime-channel version.
 void filter_cpu_into(const LatticeView& lat, const ItemSpan& span, const double* values, int64_t channels, bool reverse,
                      double* buffer_a, double* buffer_b, double* out) {
-  filter_with(lat, span, values, Channels<0>{channels}, reverse, buffer_a, buffer_b, out);
+  filter_span(lat, span, Values<const double, true>{values, points_last(channels)}, Channels<0>{channels}, reverse,
+              buffer_a, buffer_b, out);
 }
 
 LatticeTuple lattice_build_cpu(const at::Tensor& features_in) {
@@ -496,22 +527,40 @@ LatticeTuple lattice_build_cpu(const at::Tensor& features_in) {
       d, [&] { return build_cpu<FEATURE_DIM>(features.data_ptr<float>(), batch, points, d); });
 }
 
+// values [B, P, C] may be points-last or, as a [B, C, H, W] tensor viewed as [B, P, C] is, a
+// stack of channel planes, which the splat reads where they are; other layouts are made
+// points-last first. The output is points-last [B, P, C] on every device.
 at::Tensor lattice_filter_cpu(const at::Tensor& offsets, const at::Tensor& weights, const at::Tensor& neighbours,
                               const at::Tensor& splat_ptr, const at::Tensor& splat_entries,
                               const at::Tensor& splat_weights, const at::Tensor& values_in, bool reverse) {
   const LatticeTuple lattice =
       contiguous_lattice({offsets, weights, neighbours, splat_ptr, splat_entries, splat_weights});
-  const at::Tensor values = checked_filter_inputs(lattice, values_in);
-  at::Tensor out = at::empty_like(values);
+  check_filter_inputs(lattice, values_in);
+  const bool planes = !values_in.is_contiguous() && values_in.transpose(1, 2).is_contiguous();
+  const at::Tensor values = planes ? values_in : values_in.contiguous();
+  at::Tensor out = at::empty(values.sizes(), values.options());
   if (values.numel() == 0) return out;
   const LatticeView lat = make_view(lattice);
   const int64_t channels = values.size(2);
   AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "lattice_filter_cpu", [&] {
     at::Tensor buffer_a = at::empty({lat.num_vertices, channels}, values.options());
     at::Tensor buffer_b = at::empty({lat.num_vertices, channels}, values.options());
-    filter_cpu_into(lat, item_span(lat, values.size(1), 0, values.size(0)), values.data_ptr<scalar_t>(),
-                              channels, reverse, buffer_a.data_ptr<scalar_t>(), buffer_b.data_ptr<scalar_t>(),
-                              out.data_ptr<scalar_t>());
+    scalar_t* a = buffer_a.data_ptr<scalar_t>();
+    scalar_t* b = buffer_b.data_ptr<scalar_t>();
+    if (planes) {
+      const auto run = [&](auto ch) {
+        filter_planes(lat, values.size(1), values.size(0), values.data_ptr<scalar_t>(), ch, reverse, a, b,
+                      out.data_ptr<scalar_t>());
+      };
+      if constexpr (std::is_same_v<scalar_t, float>) {
+        with_channels(channels, run);
+      } else {
+        run(Channels<0>{channels});
+      }
+    } else {
+      filter_cpu_into(lat, item_span(lat, values.size(1), 0, values.size(0)), values.data_ptr<scalar_t>(), channels,
+                      reverse, a, b, out.data_ptr<scalar_t>());
+    }
   });
   return out;
 }

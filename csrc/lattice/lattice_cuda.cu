@@ -84,7 +84,8 @@ __global__ void splat_kernel(LatticeView lat, const scalar_t* values, int64_t ch
   const int64_t index = global_index();
   if (index >= static_cast<int64_t>(lat.num_vertices) * channels) return;
   const int64_t c = index % channels;
-  splat_vertex<scalar_t, 1>(lat, static_cast<int32_t>(index / channels), values, channels, c, vertex_values);
+  splat_vertex<scalar_t, 1>(lat, static_cast<int32_t>(index / channels), values, points_last(channels), channels, c,
+                            vertex_values);
 }
 
 template <typename scalar_t>

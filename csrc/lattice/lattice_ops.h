@@ -17,7 +17,10 @@ using LatticeTuple = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, 
 // Validates features [B, P, d] and returns them contiguous.
 at::Tensor checked_features(const at::Tensor& features);
 
-// Validates the six lattice tensors against values [B, P, C] and returns values contiguous.
+// Validates the six lattice tensors against values [B, P, C].
+void check_filter_inputs(const LatticeTuple& lattice, const at::Tensor& values);
+
+// check_filter_inputs, then values made contiguous.
 at::Tensor checked_filter_inputs(const LatticeTuple& lattice, const at::Tensor& values);
 
 // The six lattice tensors made contiguous, as make_view requires.
