@@ -91,7 +91,7 @@ def gated_dense_energy(
     """
     n, k, h, w = probs.shape
     scale = weight / n if n > 0 else 0.0
-    points = probs.permute(0, 2, 3, 1).reshape(n, h * w, k)
+    points = probs.permute(0, 2, 3, 1).reshape(n, h * w, k).contiguous()
     return _GatedEnergy.apply(
         points,
         rois.reshape(n, h * w, 1),
