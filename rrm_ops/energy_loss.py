@@ -38,7 +38,10 @@ class _GatedEnergy(torch.autograd.Function):
     def forward(ctx, probs: Tensor, rois: Tensor, gate: Tensor, scale: float, exact: bool, *lattice: Tensor) -> Tensor:
         masked = probs * rois
         energy_a = torch.ops.rrm_ops.lattice_filter(*lattice, masked, False).mul_(gate)
-        loss = (masked * energy_a).sum() * -scale
+        # Summing over the points first gives one sum per (image, class), each taken by one
+        # thread; a plain sum() splits the whole array among the threads, so its rounding
+        # would depend on their number.
+        loss = (masked * energy_a).sum(dim=1).sum() * -scale
         if exact:
             ctx.save_for_backward(energy_a, rois, masked, gate, *lattice)
         else:

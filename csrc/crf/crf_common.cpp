@@ -8,6 +8,7 @@
 #include <mutex>
 #include <utility>
 
+#include "common/buffers.h"
 #include "common/checks.h"
 #include "crf/crf_ops.h"
 
@@ -182,7 +183,7 @@ void clear_gaussian_lattice_cache() { gaussian_lattices().clear(); }
 
 at::Tensor allocate_workspace(const MeanfieldProblem& problem, const lattice::LatticeView& gaussian,
                               const lattice::LatticeView& bilateral, const at::TensorOptions& options) {
-  return at::empty(
+  return empty_filled_buffer(
       {workspace_floats(gaussian.num_points, slot_channels(problem), gaussian.num_vertices, bilateral.num_vertices)},
       options.dtype(at::kFloat));
 }

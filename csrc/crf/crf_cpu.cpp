@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <type_traits>
 
+#include "common/buffers.h"
 #include "crf/crf_ops.h"
 
 namespace rrm {
@@ -121,7 +122,7 @@ at::Tensor dense_crf_meanfield_cpu(const at::Tensor& unary, const std::optional<
       {bilateral_offsets, bilateral_weights, bilateral_neighbours, bilateral_splat_ptr, bilateral_splat_entries,
        bilateral_splat_weights},
       gaussian_compat, bilateral_compat, n_iter);
-  at::Tensor q = at::empty_like(inputs.unary);
+  at::Tensor q = empty_filled_buffer(inputs.unary.sizes(), inputs.unary.options());
   if (q.numel() == 0) return q;
   const MeanfieldProblem problem = make_problem(inputs, gaussian_compat, bilateral_compat);
   const lattice::LatticeView gaussian = lattice::make_view(inputs.gaussian);

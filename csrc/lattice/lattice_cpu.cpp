@@ -23,6 +23,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/buffers.h"
 #include "common/checks.h"
 #include "common/dispatch.h"
 #include "lattice/lattice_ops.h"
@@ -269,8 +270,8 @@ template <int D>
 LatticeTuple build_cpu(const float* features, int64_t batch, int64_t points, int d) {
   const int d1 = d + 1;
   const int64_t entries = batch * points * d1;
-  at::Tensor offsets = at::empty({batch, points, d1}, at::kInt);
-  at::Tensor weights = at::empty({batch, points, d1}, at::kFloat);
+  at::Tensor offsets = empty_filled_buffer({batch, points, d1}, at::kInt);
+  at::Tensor weights = empty_filled_buffer({batch, points, d1}, at::kFloat);
   CpuBuild b{Blocks(batch, points, d)};
   const int64_t ids = b.blocks.count * b.blocks.capacity;
   // Sized for every entry being distinct, but only the pages of actual distinct keys are touched.
@@ -313,8 +314,8 @@ LatticeTuple build_cpu(const float* features, int64_t batch, int64_t points, int
   at::Tensor neighbours = at::empty({d1, vertices, 2}, at::kInt);
   find_neighbours<D>(b, owners.data_ptr<int32_t>(), vertices, neighbours.data_ptr<int32_t>());
   at::Tensor splat_ptr = at::empty({static_cast<int64_t>(vertices) + 1}, at::kInt);
-  at::Tensor splat_entries = at::empty({entries}, at::kInt);
-  at::Tensor splat_weights = at::empty({entries}, at::kFloat);
+  at::Tensor splat_entries = empty_filled_buffer({entries}, at::kInt);
+  at::Tensor splat_weights = empty_filled_buffer({entries}, at::kFloat);
   build_splat_csr(offsets.data_ptr<int32_t>(), weights.data_ptr<float>(), entries, vertices,
                   splat_ptr.data_ptr<int32_t>(), splat_entries.data_ptr<int32_t>(), splat_weights.data_ptr<float>());
   return {offsets, weights, neighbours, splat_ptr, splat_entries, splat_weights};
@@ -538,7 +539,7 @@ at::Tensor lattice_filter_cpu(const at::Tensor& offsets, const at::Tensor& weigh
   check_filter_inputs(lattice, values_in);
   const bool planes = !values_in.is_contiguous() && values_in.transpose(1, 2).is_contiguous();
   const at::Tensor values = planes ? values_in : values_in.contiguous();
-  at::Tensor out = at::empty(values.sizes(), values.options());
+  at::Tensor out = empty_filled_buffer(values.sizes(), values.options());
   if (values.numel() == 0) return out;
   const LatticeView lat = make_view(lattice);
   const int64_t channels = values.size(2);

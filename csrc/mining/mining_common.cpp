@@ -5,6 +5,7 @@
 
 #include <cmath>
 
+#include "common/buffers.h"
 #include "common/checks.h"
 #include "crf/crf_ops.h"
 #include "lattice/lattice_ops.h"
@@ -64,7 +65,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> reliable_region_labels(
   prune::make_params(cam_alpha, fg_quantile, cam_floor, bg_sure, crf_sure, ignore_index);
 
   const at::TensorOptions floats = cams.options().dtype(at::kFloat);
-  at::Tensor q = at::empty({kCrfGroups, batch, classes + 1, height, width}, floats);
+  at::Tensor q = empty_filled_buffer({kCrfGroups, batch, classes + 1, height, width}, floats);
   if (batch * pixels == 0) {
     return {at::empty({batch, height, width}, floats.dtype(at::kLong)),
             at::empty({batch, height, width}, floats.dtype(at::kBool)), q};

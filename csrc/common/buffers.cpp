@@ -1,0 +1,26 @@
+#include "common/buffers.h"
+
+#include <cstdint>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
+namespace rrm {
+
+at::Tensor empty_filled_buffer(at::IntArrayRef sizes, const at::TensorOptions& options) {
+  at::Tensor buffer = at::empty(sizes, options);
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr uintptr_t kHugePage = uintptr_t{2} << 20;
+  if (buffer.is_cpu() && buffer.nbytes() >= 2 * kHugePage) {
+    const uintptr_t start = reinterpret_cast<uintptr_t>(buffer.data_ptr());
+    const uintptr_t begin = (start + kHugePage - 1) & ~(kHugePage - 1);
+    const uintptr_t end = (start + buffer.nbytes()) & ~(kHugePage - 1);
+    // Advice only: where the kernel declines, the buffer fills as before.
+    if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
+  }
+#endif
+  return buffer;
+}
+
+}  // namespace rrm
