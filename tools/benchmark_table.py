@@ -1,0 +1,110 @@
+"""Summarise pytest-benchmark JSON runs into the README's benchmark tables.
+
+    for i in 1 2 3; do python -m pytest benchmarks --benchmark-only --benchmark-json=run$i.json; done
+    python tools/benchmark_table.py run1.json run2.json run3.json
+
+Every baseline is compared with the op timed in the same run; each cell gives the range over the
+runs of the minimum over rounds, each ratio the range of the per-run ratios.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+LATTICE_SIZES = (161, 321, 642)
+LATTICE_ROWS = {
+    "d = 5 bilateral (σxy 80, σrgb 13)": "test_bilateral_build_and_filter",
+    "d = 2 Gaussian (σ 3)": "test_gaussian_build_and_filter",
+}
+# (label, ours, baseline)
+COMPARISONS = [
+    (
+        "lattice filter, C = 21, 321², one pass vs per-channel loop (lattice prebuilt)",
+        "test_all_channels_vs_per_channel_loop[all_channels]",
+        "test_all_channels_vs_per_channel_loop[per_channel_loop]",
+    ),
+    *[
+        (
+            f"dense CRF {'4 × ' if batch == 4 else ''}321², 10 it., L = {labels}, vs pydensecrf"
+            f"{' per image' if batch == 4 else ''}{' (Gaussian lattice rebuilt every call)' if cold else ''}",
+            f"test_dense_crf[{batch}-{labels}-rrm_ops{'_cold' if cold else ''}]",
+            f"test_dense_crf[{batch}-{labels}-pydensecrf]",
+        )
+        for batch in (1, 4)
+        for labels in (3, 21)
+        for cold in (False, True)
+    ],
+    (
+        "dense energy loss fwd+bwd, N = 4, K = 21, 321², vs per-image per-class loop",
+        "test_dense_energy_loss_forward_backward[rrm_ops]",
+        "test_dense_energy_loss_forward_backward[per_image_per_class_loop]",
+    ),
+    (
+        "the same without the input value checks (`check_values=False`)",
+        "test_dense_energy_loss_forward_backward[rrm_ops_no_value_checks]",
+        "test_dense_energy_loss_forward_backward[per_image_per_class_loop]",
+    ),
+    (
+        "reliable region mining, 4 × 321², 20 classes (1–3 present), vs numpy + pydensecrf per image",
+        "test_mining_batch_of_4[rrm_ops]",
+        "test_mining_batch_of_4[numpy_pydensecrf_per_image]",
+    ),
+]
+
+
+def minimum_times(path: Path) -> dict[str, float]:
+    """Benchmark name -> minimum over rounds, in seconds."""
+    return {bench["name"]: bench["stats"]["min"] for bench in json.loads(path.read_text())["benchmarks"]}
+
+
+def duration(seconds: float) -> str:
+    return f"{seconds:.2f} s" if seconds >= 1 else f"{seconds * 1e3:.3g} ms"
+
+
+def span(values: list[float], show) -> str:
+    """'low–high' of the values as `show` writes them, the unit once when both share it."""
+    low, high = show(min(values)), show(max(values))
+    if low == high:
+        return low
+    low_number, _, low_unit = low.partition(" ")
+    high_number, _, high_unit = high.partition(" ")
+    return f"{low_number}–{high_number} {low_unit}" if low_unit and low_unit == high_unit else f"{low}–{high}"
+
+
+def ratio(value: float) -> str:
+    return f"{value:.1f}×"
+
+
+def tables(runs: list[dict[str, float]]) -> str:
+    lines = [
+        "| lattice build + filter, C = 21 (min) | 161² | 321² | 642² | 642² / 161² |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for label, test in LATTICE_ROWS.items():
+        cells = [span([run[f"{test}[{size}]"] for run in runs], duration) for size in LATTICE_SIZES]
+        growth = span([run[f"{test}[642]"] / run[f"{test}[161]"] for run in runs], ratio)
+        lines.append(f"| {label} | {' | '.join(cells)} | {growth} |")
+    lines += ["", "| comparison (2 threads) | ours | baseline | ratio |", "| --- | --- | --- | --- |"]
+    for label, ours, baseline in COMPARISONS:
+        if not all(ours in run and baseline in run for run in runs):
+            continue
+        lines.append(
+            f"| {label} | {span([run[ours] for run in runs], duration)} | "
+            f"{span([run[baseline] for run in runs], duration)} | "
+            f"{span([run[baseline] / run[ours] for run in runs], ratio)} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    if not argv:
+        print(__doc__, file=sys.stderr)
+        return 2
+    print(tables([minimum_times(Path(path)) for path in argv]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
