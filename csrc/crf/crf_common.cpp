@@ -183,9 +183,18 @@ void clear_gaussian_lattice_cache() { gaussian_lattices().clear(); }
 
 at::Tensor allocate_workspace(const MeanfieldProblem& problem, const lattice::LatticeView& gaussian,
                               const lattice::LatticeView& bilateral, const at::TensorOptions& options) {
-  return empty_filled_buffer(
-      {workspace_floats(gaussian.num_points, slot_channels(problem), gaussian.num_vertices, bilateral.num_vertices)},
-      options.dtype(at::kFloat));
+  const int64_t floats =
+      workspace_floats(gaussian.num_points, slot_channels(problem), gaussian.num_vertices, bilateral.num_vertices);
+  if (!options.device().is_cpu()) return at::empty({floats}, options.dtype(at::kFloat));
+  // The CPU workspace of this thread's last mean field is kept and reused when large enough:
+  // a fresh buffer of tens of MB is mapped and zeroed by the OS page by page on every call,
+  // while CUDA's caching allocator already reuses device memory. A thread runs one mean field
+  // at a time, so the buffer is free whenever this is called.
+  thread_local at::Tensor reusable;
+  if (!reusable.defined() || reusable.numel() < floats) {
+    reusable = empty_filled_buffer({floats}, options.dtype(at::kFloat));
+  }
+  return reusable.narrow(0, 0, floats);
 }
 
 MeanfieldWorkspace carve_workspace(at::Tensor& workspace, const MeanfieldProblem& problem,

@@ -34,7 +34,8 @@ MeanfieldInputs checked_meanfield_inputs(const at::Tensor& unary, const std::opt
 
 MeanfieldProblem make_problem(const MeanfieldInputs& inputs, double gaussian_compat, double bilateral_compat);
 
-// One uninitialised float tensor holding a run's workspace, and its carving (see crf.h).
+// One uninitialised float tensor holding a run's workspace (on the CPU a view of a buffer the
+// calling thread keeps for its next run), and its carving (see crf.h).
 at::Tensor allocate_workspace(const MeanfieldProblem& problem, const lattice::LatticeView& gaussian,
                               const lattice::LatticeView& bilateral, const at::TensorOptions& options);
 MeanfieldWorkspace carve_workspace(at::Tensor& workspace, const MeanfieldProblem& problem,

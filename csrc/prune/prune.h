@@ -67,8 +67,12 @@ RRM_HOST_DEVICE inline PixelSummary summarise_pixel(const float* cams, const flo
   }
   s.low = argmax_strided(q_low + p, classes + 1, pixels);
   s.high = argmax_strided(q_high + p, classes + 1, pixels);
+  // A plain comparison: fmaxf is a library call on the CPU, and no Q is NaN.
   float conf = q_high[p];
-  for (int32_t c = 1; c <= classes; ++c) conf = fmaxf(conf, q_low[c * pixels + p]);
+  for (int32_t c = 1; c <= classes; ++c) {
+    const float q = q_low[c * pixels + p];
+    conf = q > conf ? q : conf;
+  }
   s.conf = conf;
   return s;
 }
