@@ -8,6 +8,7 @@
 #include <type_traits>
 
 #include "common/buffers.h"
+#include "common/dispatch.h"
 #include "crf/crf_ops.h"
 
 namespace rrm {
@@ -21,28 +22,6 @@ void for_each_pixel(const lattice::ItemSpan& span, const Body& body) {
   at::parallel_for(span.point_begin, span.point_end, kPixelGrain, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) body(i);
   });
-}
-
-// Calls body(std::integral_constant<int, S>()) with S = slots for the slot counts of up to 24
-// labels (the update then unrolls completely), else S = 0 (runtime count).
-template <typename Body>
-void with_slot_count(int64_t slots, const Body& body) {
-  switch (slots) {
-    case 4:
-      return body(std::integral_constant<int, 4>());
-    case 8:
-      return body(std::integral_constant<int, 8>());
-    case 12:
-      return body(std::integral_constant<int, 12>());
-    case 16:
-      return body(std::integral_constant<int, 16>());
-    case 20:
-      return body(std::integral_constant<int, 20>());
-    case 24:
-      return body(std::integral_constant<int, 24>());
-    default:
-      return body(std::integral_constant<int, 0>());
-  }
 }
 
 // Writes the symmetric normalisation factors of one lattice into norm, using scratch [pixels]
@@ -91,7 +70,8 @@ void meanfield_from_slots_cpu(const MeanfieldProblem& problem, const lattice::La
             ws.gaussian_vertex_b, ws.gaussian_values, ws.gaussian_norm);
   norms_cpu(bilateral, lattice::item_span(bilateral, problem.points, 0, images), ws.bilateral_vertex_a,
             ws.bilateral_vertex_b, ws.gaussian_values, ws.bilateral_norm);
-  with_slot_count(problem.slots, [&](auto slots) {
+  // The update unrolls completely at the slot counts of up to 24 present labels.
+  with_constant<4, 8, 12, 16, 20, 24>(problem.slots, [&](auto slots) {
     constexpr int S = decltype(slots)::value;
     if (images == 1 || at::get_num_threads() == 1) {
       meanfield_cpu<S>(problem, gaussian, bilateral, n_iter, ws, q, 0, images);

@@ -335,23 +335,9 @@ struct Channels {
 // norm's 1, the CRF's slot counts, multiples of 4, and 21 for PASCAL VOC's classes), else 0.
 template <typename Body>
 void with_channels(int64_t channels, const Body& body) {
-  switch (channels) {
-#define RRM_CHANNELS_CASE(n) \
-  case n:                    \
-    return body(Channels<n>{channels});
-    RRM_CHANNELS_CASE(1)
-    RRM_CHANNELS_CASE(4)
-    RRM_CHANNELS_CASE(8)
-    RRM_CHANNELS_CASE(12)
-    RRM_CHANNELS_CASE(16)
-    RRM_CHANNELS_CASE(21)
-    RRM_CHANNELS_CASE(24)
-    RRM_CHANNELS_CASE(32)
-    RRM_CHANNELS_CASE(48)
-#undef RRM_CHANNELS_CASE
-    default:
-      return body(Channels<0>{channels});
-  }
+  with_constant<1, 4, 8, 12, 16, 21, 24, 32, 48>(channels, [&](auto count) {
+    body(Channels<decltype(count)::value>{channels});
+  });
 }
 
 // Calls body(std::integral_constant<int, K>(), c_begin) over the channels in blocks of K = 8,
