@@ -15,7 +15,8 @@ TORCH_LIBRARY(rrm_ops, m) {
       "Tensor splat_weights, Tensor values, bool reverse=False) -> Tensor");
   m.def(
       "prune_reliable_labels(Tensor cams, Tensor q_low, Tensor q_high, float cam_alpha, float fg_quantile, "
-      "float cam_floor, float bg_sure, float crf_sure, int ignore_index) -> (Tensor labels, Tensor sure)");
+      "float cam_floor, float bg_sure, float crf_sure, int ignore_index, Tensor? q_labels=None) -> "
+      "(Tensor labels, Tensor sure)");
   m.def(
       "dense_crf_meanfield(Tensor unary, Tensor? label_mask, Tensor gaussian_offsets, Tensor gaussian_weights, "
       "Tensor gaussian_neighbours, Tensor gaussian_splat_ptr, Tensor gaussian_splat_entries, "
@@ -29,8 +30,8 @@ TORCH_LIBRARY(rrm_ops, m) {
   m.def(
       "reliable_region_labels(Tensor cams, Tensor cls_labels, Tensor images, *, float alpha_low=4.0, "
       "float alpha_high=32.0, float cam_alpha=32.0, float fg_quantile=0.6, float cam_floor=0.1, float bg_sure=0.8, "
-      "float crf_sure=0.8, int ignore_index=255, bool? compact_labels=None) -> (Tensor labels, Tensor sure, "
-      "Tensor q)");
+      "float crf_sure=0.8, int ignore_index=255, bool? compact_labels=None, bool return_q=True) -> (Tensor labels, "
+      "Tensor sure, Tensor q)");
 }
 
 // An importable module so `import rrm_ops._C` loads the library and runs the registrations.

@@ -44,6 +44,7 @@ def _prune_reliable_labels_fake(
     bg_sure: float,
     crf_sure: float,
     ignore_index: int,
+    q_labels: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     batch, _, pixels = cams.shape
     return cams.new_empty((batch, pixels), dtype=torch.int64), cams.new_empty((batch, pixels), dtype=torch.bool)
@@ -108,11 +109,12 @@ def _reliable_region_labels_fake(
     crf_sure: float = 0.8,
     ignore_index: int = 255,
     compact_labels: bool | None = None,
+    return_q: bool = True,
 ) -> tuple[Tensor, Tensor, Tensor]:
     torch._check(cams.dim() == 4, lambda: f"cams must be 4-D [B, C, H, W], got shape {tuple(cams.shape)}")
     batch, classes, height, width = cams.shape
     return (
         cams.new_empty((batch, height, width), dtype=torch.int64),
         cams.new_empty((batch, height, width), dtype=torch.bool),
-        cams.new_empty((2, batch, classes + 1, height, width), dtype=torch.float32),
+        cams.new_empty((2, batch, classes + 1 if return_q else 0, height, width), dtype=torch.float32),
     )

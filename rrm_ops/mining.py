@@ -84,5 +84,5 @@ def reliable_region_labels(
         cams.detach(), cls_labels.detach(), images.detach(), alpha_low=float(alpha_low),
         alpha_high=float(alpha_high), cam_alpha=float(cam_alpha), fg_quantile=float(fg_quantile),
         cam_floor=float(cam_floor), bg_sure=float(bg_sure), crf_sure=float(crf_sure),
-        ignore_index=int(ignore_index), compact_labels=compact_labels)
+        ignore_index=int(ignore_index), compact_labels=compact_labels, return_q=bool(return_details))
     return MiningDetails(labels, q[0], q[1], sure) if return_details else labels

@@ -44,6 +44,34 @@ def test_matches_reference(batch, classes, pixels):
         np.testing.assert_array_equal(sure[b].numpy(), expected_sure)
 
 
+@pytest.mark.parametrize("present", [[0, 2, 5], [0], [1, 3], [0, 1, 2, 3, 4, 5]])
+def test_q_over_present_label_rows_equals_q_over_all_labels(present):
+    # The mining op hands over Q of each image's present labels only (ascending, then -1
+    # padding rows); absent labels have Q = 0 in the all-label layout.
+    batch, classes, pixels, rows = 2, 5, 900, 8
+    cams, _, _ = _random_inputs(batch, classes, pixels, seed=len(present))
+    generator = torch.Generator().manual_seed(11)
+    dense = torch.zeros(2, batch, classes + 1, pixels)
+    dense[:, :, present] = torch.softmax(4 * torch.randn(2, batch, len(present), pixels, generator=generator), dim=2)
+    q_labels = torch.full((batch, rows), -1, dtype=torch.int32)
+    q_labels[:, : len(present)] = torch.tensor(present, dtype=torch.int32)
+    by_rows = torch.zeros(2, batch, rows, pixels)
+    by_rows[:, :, : len(present)] = dense[:, :, present]
+    expected = torch.ops.rrm_ops.prune_reliable_labels(cams, dense[0], dense[1], **PARAMS)
+    got = torch.ops.rrm_ops.prune_reliable_labels(cams, by_rows[0], by_rows[1], **PARAMS, q_labels=q_labels)
+    assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
+
+
+def test_bad_q_labels_raise_clear_errors():
+    cams, q_low, q_high = _random_inputs(2, 3, 50, seed=1)
+    with pytest.raises(RuntimeError, match="q_labels must have dtype Int"):
+        torch.ops.rrm_ops.prune_reliable_labels(cams, q_low, q_high, **PARAMS, q_labels=torch.zeros(2, 4))
+    with pytest.raises(RuntimeError, match=r"q_low must be \[B, R, P\]"):
+        torch.ops.rrm_ops.prune_reliable_labels(
+            cams, q_low, q_high, **PARAMS, q_labels=torch.zeros(2, 2, dtype=torch.int32)
+        )
+
+
 def test_reliable_pixels_exist_and_are_a_strict_subset():
     cams, q_low, q_high = _random_inputs(2, 4, 3000, seed=7)
     labels, sure = torch.ops.rrm_ops.prune_reliable_labels(cams, q_low, q_high, **{**PARAMS, "crf_sure": 0.3})

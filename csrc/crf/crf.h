@@ -44,6 +44,9 @@ struct MeanfieldProblem {
   int64_t groups;  // G
   float gaussian_compat;
   float bilateral_compat;
+  // Layout of the Q the last update writes: [G, B, L, P] over labels (absent labels 0), or,
+  // when set, [G, B, S, P] over slots, the layout of slot_labels.
+  bool q_over_slots = false;
 };
 
 // Filtered channels per pixel: every slot of every group.
@@ -218,14 +221,19 @@ RRM_HOST_DEVICE RRM_INLINE void update_group(const MeanfieldProblem& problem, co
 
   if (step.q != nullptr) {
     const int64_t image = pixel / problem.points;
-    const int32_t* labels = problem.slot_labels + image * slots;
-    float* q = step.q + ((group * problem.batch + image) * problem.labels) * problem.points +
-               (pixel - image * problem.points);
-    int64_t s = 0;
-    for (int64_t label = 0; label < problem.labels; ++label) {
-      const bool is_present = s < slots && labels[s] == label;
-      q[label * problem.points] = is_present ? row[s] / sum : 0.f;
-      s += is_present ? 1 : 0;
+    const int64_t p = pixel - image * problem.points;
+    if (problem.q_over_slots) {
+      float* q = step.q + ((group * problem.batch + image) * slots) * problem.points + p;
+      for (int64_t s = 0; s < slots; ++s) q[s * problem.points] = row[s] / sum;
+    } else {
+      const int32_t* labels = problem.slot_labels + image * slots;
+      float* q = step.q + ((group * problem.batch + image) * problem.labels) * problem.points + p;
+      int64_t s = 0;
+      for (int64_t label = 0; label < problem.labels; ++label) {
+        const bool is_present = s < slots && labels[s] == label;
+        q[label * problem.points] = is_present ? row[s] / sum : 0.f;
+        s += is_present ? 1 : 0;
+      }
     }
   }
   RRM_SIMD

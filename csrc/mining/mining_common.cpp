@@ -43,12 +43,21 @@ at::Tensor slot_table(const at::Tensor& label_mask, bool compact, const at::Devi
   return crf::slot_labels_of(label_mask, crf::padded_slot_count(needed)).to(device);
 }
 
+// Q [G, B, S, P] over the slots of slot_labels [B, S] spread over all `labels` labels:
+// [G, B, labels, P], 0 for absent labels. Padding slots go to an extra row that is dropped.
+at::Tensor q_over_labels(const at::Tensor& slot_q, const at::Tensor& slot_labels, int64_t labels) {
+  const at::Tensor rows = at::where(slot_labels >= 0, slot_labels, labels).to(at::kLong);
+  const at::Tensor index = rows.view({1, rows.size(0), rows.size(1), 1}).expand(slot_q.sizes());
+  at::Tensor dense = at::zeros({slot_q.size(0), slot_q.size(1), labels + 1, slot_q.size(3)}, slot_q.options());
+  return dense.scatter_(2, index, slot_q).narrow(2, 0, labels).contiguous();
+}
+
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> reliable_region_labels(
     const at::Tensor& cams, const at::Tensor& cls_labels, const at::Tensor& images, double alpha_low,
     double alpha_high, double cam_alpha, double fg_quantile, double cam_floor, double bg_sure, double crf_sure,
-    int64_t ignore_index, std::optional<bool> compact_labels, MeanfieldRunner run) {
+    int64_t ignore_index, std::optional<bool> compact_labels, bool return_q, MeanfieldRunner run) {
   check_dim(cams, 4, "cams", "[B, C, H, W]");
   check_floating(cams, "cams");
   const int64_t batch = cams.size(0), classes = cams.size(1), height = cams.size(2), width = cams.size(3);
@@ -65,10 +74,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> reliable_region_labels(
   prune::make_params(cam_alpha, fg_quantile, cam_floor, bg_sure, crf_sure, ignore_index);
 
   const at::TensorOptions floats = cams.options().dtype(at::kFloat);
-  at::Tensor q = empty_filled_buffer({kCrfGroups, batch, classes + 1, height, width}, floats);
   if (batch * pixels == 0) {
     return {at::empty({batch, height, width}, floats.dtype(at::kLong)),
-            at::empty({batch, height, width}, floats.dtype(at::kBool)), q};
+            at::empty({batch, height, width}, floats.dtype(at::kBool)),
+            at::empty({kCrfGroups, batch, return_q ? classes + 1 : 0, height, width}, floats)};
   }
 
   // Step 1: absent classes zeroed, each map divided by (its max + 1e-5), in float32.
@@ -97,22 +106,28 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> reliable_region_labels(
   problem.groups = kCrfGroups;
   problem.gaussian_compat = static_cast<float>(kGaussianCompat);
   problem.bilateral_compat = static_cast<float>(kBilateralCompat);
+  // Q over the slots: S rows per image instead of C+1 (mostly zero) ones.
+  problem.q_over_slots = true;
   const MiningUnary unary{normalised.data_ptr<float>(),
                           max_cam.data_ptr<float>(),
                           {static_cast<float>(alpha_low), static_cast<float>(alpha_high)}};
   at::Tensor workspace = crf::allocate_workspace(problem, gaussian, bilateral, floats);
+  at::Tensor slot_q = empty_filled_buffer({kCrfGroups, batch, problem.slots, pixels}, floats);
   run(unary, problem, gaussian, bilateral, kIterations, crf::carve_workspace(workspace, problem, gaussian, bilateral),
-      q.data_ptr<float>());
+      slot_q.data_ptr<float>());
 
   static const auto prune_op =
       c10::Dispatcher::singleton()
           .findSchemaOrThrow("rrm_ops::prune_reliable_labels", "")
           .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, const at::Tensor&, double,
-                                                    double, double, double, double, int64_t)>();
-  const at::Tensor q_flat = q.view({kCrfGroups, batch, classes + 1, pixels});
-  const auto [labels, sure] = prune_op.call(normalised, q_flat[0], q_flat[1], cam_alpha, fg_quantile, cam_floor,
-                                            bg_sure, crf_sure, ignore_index);
-  return {labels.view({batch, height, width}), sure.view({batch, height, width}), q};
+                                                    double, double, double, double, int64_t,
+                                                    const std::optional<at::Tensor>&)>();
+  const auto [labels, sure] = prune_op.call(normalised, slot_q[0], slot_q[1], cam_alpha, fg_quantile, cam_floor,
+                                            bg_sure, crf_sure, ignore_index, slot_labels);
+  const at::Tensor q = return_q ? q_over_labels(slot_q, slot_labels, classes + 1)
+                                : at::empty({kCrfGroups, batch, 0, pixels}, floats);
+  return {labels.view({batch, height, width}), sure.view({batch, height, width}),
+          q.view({kCrfGroups, batch, q.size(2), height, width})};
 }
 
 }  // namespace mining

@@ -24,9 +24,9 @@ void meanfield_cpu(const MiningUnary& unary, const crf::MeanfieldProblem& proble
 std::tuple<at::Tensor, at::Tensor, at::Tensor> reliable_region_labels_cpu(
     const at::Tensor& cams, const at::Tensor& cls_labels, const at::Tensor& images, double alpha_low,
     double alpha_high, double cam_alpha, double fg_quantile, double cam_floor, double bg_sure, double crf_sure,
-    int64_t ignore_index, std::optional<bool> compact_labels) {
+    int64_t ignore_index, std::optional<bool> compact_labels, bool return_q) {
   return reliable_region_labels(cams, cls_labels, images, alpha_low, alpha_high, cam_alpha, fg_quantile, cam_floor,
-                                bg_sure, crf_sure, ignore_index, compact_labels,
+                                bg_sure, crf_sure, ignore_index, compact_labels, return_q,
                                 &meanfield_cpu);
 }
 

@@ -22,11 +22,12 @@ using MeanfieldRunner = void (*)(const MiningUnary& unary, const crf::MeanfieldP
                                  int64_t n_iter, const crf::MeanfieldWorkspace& ws, float* q);
 
 // The op rrm_ops::reliable_region_labels for a device with its mean-field runner. Returns
-// labels int64 [B, H, W], sure bool [B, H, W] and q float32 [2, B, C+1, H, W] (Q_low, Q_high).
+// labels int64 [B, H, W], sure bool [B, H, W] and q float32 [2, B, C+1, H, W] (Q_low, Q_high),
+// or [2, B, 0, H, W] without return_q.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> reliable_region_labels(
     const at::Tensor& cams, const at::Tensor& cls_labels, const at::Tensor& images, double alpha_low,
     double alpha_high, double cam_alpha, double fg_quantile, double cam_floor, double bg_sure, double crf_sure,
-    int64_t ignore_index, std::optional<bool> compact_labels, MeanfieldRunner run);
+    int64_t ignore_index, std::optional<bool> compact_labels, bool return_q, MeanfieldRunner run);
 
 }  // namespace mining
 }  // namespace rrm

@@ -3,8 +3,12 @@
 //
 // Inputs of one batch item, channel-first with P pixels:
 //   cams   float [C, P]    normalised CAMs (absent classes 0), in [0, 1]
-//   q_low  float [C+1, P]  CRF marginals with the weak background (alpha_low)
-//   q_high float [C+1, P]  CRF marginals with the strong background (alpha_high)
+//   q_low  float [R, P]    CRF marginals with the weak background (alpha_low)
+//   q_high float [R, P]    CRF marginals with the strong background (alpha_high)
+// The R rows of Q are either every label 0..C (R = C+1), or the item's present labels in
+// ascending order then padding (R slots, row_labels [R] giving each row's label, -1 for
+// padding): labels absent from the rows have Q = 0, which never changes an argmax (the present
+// labels' Q sum to 1) or the confidence maximum, so both layouts give the same summaries.
 // Per pixel the first pass derives
 //   cam_arg   argmax of cam_all = [(1 - max_c cam)^cam_alpha ; cams] (first maximum wins)
 //   cam_score cam_all[cam_arg], the pixel's value in the sure-CAM map s_{cam_arg}
@@ -49,9 +53,16 @@ RRM_HOST_DEVICE inline int32_t argmax_strided(const float* values, int32_t count
   return best;
 }
 
-// First pass for pixel p of one item (pointers at the item's first element).
+// The label of row `row` of an item's Q (see the layouts above); row_labels null: every label.
+RRM_HOST_DEVICE inline int32_t row_label(const int32_t* row_labels, int32_t row) {
+  return row_labels == nullptr ? row : row_labels[row];
+}
+
+// First pass for pixel p of one item (pointers at the item's first element); q_low and q_high
+// have `rows` rows labelled by row_labels (null: rows = C+1, one per label).
 RRM_HOST_DEVICE inline PixelSummary summarise_pixel(const float* cams, const float* q_low, const float* q_high,
-                                                    int32_t classes, int64_t pixels, int64_t p, float cam_alpha) {
+                                                    int32_t classes, int64_t pixels, int64_t p, float cam_alpha,
+                                                    const int32_t* row_labels, int32_t rows) {
   PixelSummary s;
   // classes >= 1 (checked by the launchers).
   const int32_t best_class = argmax_strided(cams + p, classes, pixels);
@@ -65,13 +76,19 @@ RRM_HOST_DEVICE inline PixelSummary summarise_pixel(const float* cams, const flo
     s.cam_arg = best_class + 1;
     s.cam_score = max_cam;
   }
-  s.low = argmax_strided(q_low + p, classes + 1, pixels);
-  s.high = argmax_strided(q_high + p, classes + 1, pixels);
-  // A plain comparison: fmaxf is a library call on the CPU, and no Q is NaN.
-  float conf = q_high[p];
-  for (int32_t c = 1; c <= classes; ++c) {
-    const float q = q_low[c * pixels + p];
-    conf = q > conf ? q : conf;
+  // A row without a label can only win when every Q is 0 (no label present), where the
+  // all-label layout's argmax is label 0.
+  const int32_t low = row_label(row_labels, argmax_strided(q_low + p, rows, pixels));
+  const int32_t high = row_label(row_labels, argmax_strided(q_high + p, rows, pixels));
+  // Out-of-range row labels (never written by this project) are read as label 0, not followed.
+  s.low = low < 0 || low > classes ? 0 : low;
+  s.high = high < 0 || high > classes ? 0 : high;
+  // max(q_high[0], q_low[1:]); a plain comparison, as fmaxf is a library call on the CPU and
+  // no Q is NaN. Label 0 is the first row whenever it is present.
+  float conf = row_label(row_labels, 0) == 0 ? q_high[p] : 0.f;
+  for (int32_t row = 0; row < rows; ++row) {
+    const float q = q_low[row * pixels + p];
+    if (row_label(row_labels, row) >= 1 && q > conf) conf = q;
   }
   s.conf = conf;
   return s;

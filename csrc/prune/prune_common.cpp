@@ -16,19 +16,33 @@ PruneParams make_params(double cam_alpha, double fg_quantile, double cam_floor, 
                      static_cast<float>(bg_sure), static_cast<float>(crf_sure), ignore_index};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> checked_prune_inputs(const at::Tensor& cams, const at::Tensor& q_low,
-                                                                    const at::Tensor& q_high) {
+PruneInputs checked_prune_inputs(const at::Tensor& cams, const at::Tensor& q_low, const at::Tensor& q_high,
+                                 const std::optional<at::Tensor>& q_labels) {
   check_dim(cams, 3, "cams", "[B, C, P]");
   check_dtype(cams, at::kFloat, "cams");
   TORCH_CHECK(cams.size(1) >= 1, "cams must have at least one class, got shape ", shape_of(cams));
-  const std::vector<int64_t> q_shape{cams.size(0), cams.size(1) + 1, cams.size(2)};
+  int64_t rows = cams.size(1) + 1;
+  PruneInputs inputs;
+  if (q_labels.has_value()) {
+    check_dim(*q_labels, 2, "q_labels", "[B, R]");
+    check_dtype(*q_labels, at::kInt, "q_labels");
+    TORCH_CHECK(q_labels->size(0) == cams.size(0) && q_labels->size(1) >= 1, "q_labels must be [B, R] with the B = ",
+                cams.size(0), " of cams and R >= 1, got ", shape_of(*q_labels));
+    check_same_device(*q_labels, "q_labels", cams, "cams");
+    rows = q_labels->size(1);
+    inputs.row_labels = q_labels->contiguous();
+  }
+  const std::vector<int64_t> q_shape{cams.size(0), rows, cams.size(2)};
   for (const auto& [q, name] : {std::pair{&q_low, "q_low"}, std::pair{&q_high, "q_high"}}) {
     check_dtype(*q, at::kFloat, name);
-    TORCH_CHECK(q->sizes() == at::IntArrayRef(q_shape), name, " must be [B, C+1, P] = [", q_shape[0], ", ",
-                q_shape[1], ", ", q_shape[2], "], got ", shape_of(*q));
+    TORCH_CHECK(q->sizes() == at::IntArrayRef(q_shape), name, " must be [B, ", q_labels.has_value() ? "R" : "C+1",
+                ", P] = [", q_shape[0], ", ", q_shape[1], ", ", q_shape[2], "], got ", shape_of(*q));
     check_same_device(*q, name, cams, "cams");
   }
-  return {cams.contiguous(), q_low.contiguous(), q_high.contiguous()};
+  inputs.cams = cams.contiguous();
+  inputs.q_low = q_low.contiguous();
+  inputs.q_high = q_high.contiguous();
+  return inputs;
 }
 
 }  // namespace prune

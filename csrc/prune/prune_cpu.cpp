@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <optional>
 #include <vector>
 
 #include "prune/prune.h"
@@ -44,9 +45,11 @@ void item_thresholds(const PixelSummary* summaries, int64_t pixels, int32_t clas
 std::tuple<at::Tensor, at::Tensor> prune_reliable_labels_cpu(const at::Tensor& cams_in, const at::Tensor& q_low_in,
                                                              const at::Tensor& q_high_in, double cam_alpha,
                                                              double fg_quantile, double cam_floor, double bg_sure,
-                                                             double crf_sure, int64_t ignore_index) {
+                                                             double crf_sure, int64_t ignore_index,
+                                                             const std::optional<at::Tensor>& q_labels) {
   const PruneParams params = make_params(cam_alpha, fg_quantile, cam_floor, bg_sure, crf_sure, ignore_index);
-  const auto [cams, q_low, q_high] = checked_prune_inputs(cams_in, q_low_in, q_high_in);
+  const PruneInputs inputs = checked_prune_inputs(cams_in, q_low_in, q_high_in, q_labels);
+  const at::Tensor& cams = inputs.cams;
   const int64_t batch = cams.size(0);
   const int32_t classes = static_cast<int32_t>(cams.size(1));
   const int64_t pixels = cams.size(2);
@@ -56,14 +59,16 @@ std::tuple<at::Tensor, at::Tensor> prune_reliable_labels_cpu(const at::Tensor& c
 
   std::vector<PixelSummary> summaries(batch * pixels);
   const float* cam_data = cams.data_ptr<float>();
-  const float* low_data = q_low.data_ptr<float>();
-  const float* high_data = q_high.data_ptr<float>();
+  const float* low_data = inputs.q_low.data_ptr<float>();
+  const float* high_data = inputs.q_high.data_ptr<float>();
+  const int32_t rows = static_cast<int32_t>(inputs.q_low.size(1));
+  const int32_t* row_labels = inputs.row_labels.defined() ? inputs.row_labels.data_ptr<int32_t>() : nullptr;
   at::parallel_for(0, batch * pixels, kPixelGrain, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const int64_t b = i / pixels;
-      summaries[i] = summarise_pixel(cam_data + b * classes * pixels, low_data + b * (classes + 1) * pixels,
-                                     high_data + b * (classes + 1) * pixels, classes, pixels, i % pixels,
-                                     params.cam_alpha);
+      summaries[i] = summarise_pixel(cam_data + b * classes * pixels, low_data + b * rows * pixels,
+                                     high_data + b * rows * pixels, classes, pixels, i % pixels, params.cam_alpha,
+                                     row_labels == nullptr ? nullptr : row_labels + b * rows, rows);
     }
   });
 

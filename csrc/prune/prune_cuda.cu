@@ -14,16 +14,17 @@ namespace prune {
 namespace cuda {
 namespace {
 
-__global__ void summarise_kernel(const float* cams, const float* q_low, const float* q_high, int64_t batch,
-                                 int32_t classes, int64_t pixels, float cam_alpha, float cam_floor,
-                                 PixelSummary* summaries, uint64_t* keys, int32_t* occurs_in_low,
-                                 int32_t* candidate_counts) {
+__global__ void summarise_kernel(const float* cams, const float* q_low, const float* q_high,
+                                 const int32_t* row_labels, int32_t rows, int64_t batch, int32_t classes,
+                                 int64_t pixels, float cam_alpha, float cam_floor, PixelSummary* summaries,
+                                 uint64_t* keys, int32_t* occurs_in_low, int32_t* candidate_counts) {
   const int64_t i = global_index();
   if (i >= batch * pixels) return;
   const int64_t b = i / pixels;
   const int32_t labels = classes + 1;
-  const PixelSummary s = summarise_pixel(cams + b * classes * pixels, q_low + b * labels * pixels,
-                                         q_high + b * labels * pixels, classes, pixels, i % pixels, cam_alpha);
+  const PixelSummary s =
+      summarise_pixel(cams + b * classes * pixels, q_low + b * rows * pixels, q_high + b * rows * pixels, classes,
+                      pixels, i % pixels, cam_alpha, row_labels == nullptr ? nullptr : row_labels + b * rows, rows);
   summaries[i] = s;
   occurs_in_low[b * labels + s.low] = 1;  // every writer stores the same value
   if (is_quantile_candidate(s, cam_floor)) {
@@ -84,8 +85,9 @@ struct Scratch {
 
 }  // namespace
 
-const char* prune_reliable_labels(const float* cams, const float* q_low, const float* q_high, int64_t batch,
-                                  int32_t classes, int64_t pixels, const PruneParams& params, int64_t* labels, bool* sure,
+const char* prune_reliable_labels(const float* cams, const float* q_low, const float* q_high,
+                                  const int32_t* row_labels, int32_t rows, int64_t batch, int32_t classes,
+                                  int64_t pixels, const PruneParams& params, int64_t* labels, bool* sure,
                                   cudaStream_t stream) {
   const int64_t n = batch * pixels;
   const int64_t table = batch * (classes + 1);
@@ -103,9 +105,9 @@ const char* prune_reliable_labels(const float* cams, const float* q_low, const f
   float* thresholds = reinterpret_cast<float*>(candidate_counts + table);
 
   RRM_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(occurs_in_low, 0, 2 * sizeof(int32_t) * table, stream));
-  summarise_kernel<<<blocks_for(n), kThreads, 0, stream>>>(cams, q_low, q_high, batch, classes, pixels,
-                                                            params.cam_alpha, params.cam_floor, summaries, keys,
-                                                            occurs_in_low, candidate_counts);
+  summarise_kernel<<<blocks_for(n), kThreads, 0, stream>>>(cams, q_low, q_high, row_labels, rows, batch, classes,
+                                                            pixels, params.cam_alpha, params.cam_floor, summaries,
+                                                            keys, occurs_in_low, candidate_counts);
   segment_offsets_kernel<<<blocks_for(batch + 1), kThreads, 0, stream>>>(batch, pixels, offsets);
   RRM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   const char* error = with_temp_storage(stream, [&](void* temp, size_t& temp_bytes) {

@@ -13,9 +13,11 @@ namespace {
 std::tuple<at::Tensor, at::Tensor> prune_reliable_labels_cuda(const at::Tensor& cams_in, const at::Tensor& q_low_in,
                                                               const at::Tensor& q_high_in, double cam_alpha,
                                                               double fg_quantile, double cam_floor, double bg_sure,
-                                                              double crf_sure, int64_t ignore_index) {
+                                                              double crf_sure, int64_t ignore_index,
+                                                              const std::optional<at::Tensor>& q_labels) {
   const PruneParams params = make_params(cam_alpha, fg_quantile, cam_floor, bg_sure, crf_sure, ignore_index);
-  const auto [cams, q_low, q_high] = checked_prune_inputs(cams_in, q_low_in, q_high_in);
+  const PruneInputs inputs = checked_prune_inputs(cams_in, q_low_in, q_high_in, q_labels);
+  const at::Tensor& cams = inputs.cams;
   const c10::cuda::CUDAGuard guard(cams.device());
   const int64_t batch = cams.size(0);
   const int64_t pixels = cams.size(2);
@@ -23,9 +25,10 @@ std::tuple<at::Tensor, at::Tensor> prune_reliable_labels_cuda(const at::Tensor& 
   at::Tensor sure = at::empty({batch, pixels}, cams.options().dtype(at::kBool));
   if (batch * pixels == 0) return {labels, sure};
   const char* error = cuda::prune_reliable_labels(
-      cams.data_ptr<float>(), q_low.data_ptr<float>(), q_high.data_ptr<float>(), batch,
-      static_cast<int32_t>(cams.size(1)), pixels, params, labels.data_ptr<int64_t>(), sure.data_ptr<bool>(),
-      c10::cuda::getCurrentCUDAStream());
+      cams.data_ptr<float>(), inputs.q_low.data_ptr<float>(), inputs.q_high.data_ptr<float>(),
+      inputs.row_labels.defined() ? inputs.row_labels.data_ptr<int32_t>() : nullptr,
+      static_cast<int32_t>(inputs.q_low.size(1)), batch, static_cast<int32_t>(cams.size(1)), pixels, params,
+      labels.data_ptr<int64_t>(), sure.data_ptr<bool>(), c10::cuda::getCurrentCUDAStream());
   TORCH_CHECK(error == nullptr, "prune_reliable_labels failed on the GPU: ", error == nullptr ? "" : error);
   return {labels, sure};
 }

@@ -3,6 +3,7 @@
 
 #include <ATen/ATen.h>
 
+#include <optional>
 #include <tuple>
 
 #include "prune/prune.h"
@@ -10,9 +11,17 @@
 namespace rrm {
 namespace prune {
 
-// Validates cams [B, C, P] and q_low, q_high [B, C+1, P] (float32); returns them contiguous.
-std::tuple<at::Tensor, at::Tensor, at::Tensor> checked_prune_inputs(const at::Tensor& cams, const at::Tensor& q_low,
-                                                                    const at::Tensor& q_high);
+// The validated, contiguous inputs of a pruning run.
+struct PruneInputs {
+  at::Tensor cams;        // float32 [B, C, P]
+  at::Tensor q_low;       // float32 [B, R, P]
+  at::Tensor q_high;      // float32 [B, R, P]
+  at::Tensor row_labels;  // int32 [B, R] (see prune.h), or undefined: R = C+1, one row per label
+};
+
+// Validates cams [B, C, P], q_low and q_high [B, C+1, P] or, with q_labels int32 [B, R], [B, R, P].
+PruneInputs checked_prune_inputs(const at::Tensor& cams, const at::Tensor& q_low, const at::Tensor& q_high,
+                                 const std::optional<at::Tensor>& q_labels);
 
 PruneParams make_params(double cam_alpha, double fg_quantile, double cam_floor, double bg_sure, double crf_sure,
                         int64_t ignore_index);
