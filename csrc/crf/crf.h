@@ -5,11 +5,13 @@
 //   energy = -U + w_g * n_g * filtered_g + w_b * n_b * filtered_b,
 // takes the softmax over the image's present labels (max-subtracted exp, divided by the sum,
 // as pydensecrf's expAndNormalize) and writes the next filter inputs n_g * Q and n_b * Q over
-// the filtered values it has just read. The float operations are ordered like pydensecrf's,
-// so results agree with it to rounding.
+// the filtered values it has just read. The float operations are ordered like pydensecrf's
+// (but for the softmax's maximum and sum, taken in kSlotLanes lanes), so results agree with it
+// to rounding.
 //
 // Layouts, for a batch of B images of P pixels, L labels, S slots and G groups:
-//   unary, q       float [G, B, L, P]  labels-first, as the public [B, L, H, W] (G = 1)
+//   unary, q       float [G, B, L, P]  labels-first, as the public [B, L, H, W] (G = 1); q may
+//                                   instead be [G, B, S, P] over slots (q_over_slots)
 //   slot_labels    int32 [B, S]     present labels of each image in ascending order, then -1;
 //                                   S is at least the largest present-label count of the batch
 //                                   and a multiple of kSlotLanes
