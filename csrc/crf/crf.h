@@ -101,29 +101,49 @@ RRM_HOST_DEVICE inline To bit_cast(From from) {
   return to;
 }
 
+// The update's float arithmetic is written once for a value type F: float (one pixel, every
+// device) or, on the CPU, a GCC vector of floats holding one slot of several pixels (see
+// crf_cpu.cpp). Each vector lane then performs exactly the float operations of the scalar,
+// so both give the same bits. FloatBits names F's same-sized integer types.
+template <typename F>
+struct FloatBits {
+  using Unsigned = uint32_t;
+  using Signed = int32_t;
+};
+
+// `value` in every lane of T (T{} is zero, and 0 + value is value).
+template <typename T, typename Scalar>
+RRM_HOST_DEVICE RRM_INLINE T broadcast(Scalar value) {
+  return T{} + value;
+}
+
 // exp(x) for x <= 0 (including -inf) within 1 ulp of expf, Cephes' range reduction and
 // polynomial, with exactly 0 below about -87.3 where expf turns subnormal. Written in plain
 // float and integer operations (no calls, no float compares) so that CPU compilers vectorise
 // it and the CPU and CUDA evaluate the same formula.
-RRM_HOST_DEVICE RRM_INLINE float exp_nonpositive(float x) {
+template <typename F>
+RRM_HOST_DEVICE RRM_INLINE F exp_nonpositive(F x) {
+  using U = typename FloatBits<F>::Unsigned;
+  using I = typename FloatBits<F>::Signed;
   // Clamp to -100 through the bits: for x <= 0, larger magnitudes have larger unsigned patterns.
-  const uint32_t minus_100 = 0xC2C80000u;
-  const uint32_t x_bits = bit_cast<uint32_t>(x);
-  x = bit_cast<float>(x_bits > minus_100 ? minus_100 : x_bits);
+  const U minus_100 = broadcast<U>(0xC2C80000u);
+  const U x_bits = bit_cast<U>(x);
+  x = bit_cast<F>(x_bits > minus_100 ? minus_100 : x_bits);
   // Adding 1.5 * 2^23 rounds x * log2(e) to the nearest integer n and leaves n in the low bits.
-  const float shifted = x * 1.44269504088896341f + 12582912.0f;
-  const float n = shifted - 12582912.0f;
-  float r = x - n * 0.693359375f;
+  const F shifted = x * 1.44269504088896341f + 12582912.0f;
+  const F n = shifted - 12582912.0f;
+  F r = x - n * 0.693359375f;
   r = r - n * -2.12194440e-4f;
-  float p = 1.9875691500e-4f;
+  F p = broadcast<F>(1.9875691500e-4f);
   p = p * r + 1.3981999507e-3f;
   p = p * r + 8.3334519073e-3f;
   p = p * r + 4.1665795894e-2f;
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
-  const float y = p * (r * r) + r + 1.0f;
-  const int32_t biased_exponent = bit_cast<int32_t>(shifted) - 0x4B400000 + 127;  // n + 127
-  return y * bit_cast<float>((biased_exponent > 0 ? biased_exponent : 0) << 23);
+  const F y = p * (r * r) + r + 1.0f;
+  const I biased_exponent = bit_cast<I>(shifted) - 0x4B400000 + 127;  // n + 127
+  const I zero{};
+  return y * bit_cast<F>((biased_exponent > zero ? biased_exponent : zero) << 23);
 }
 
 // Transposes the unary of pixel `pixel` (a global index b*P + p) into its slot row; padding
@@ -158,13 +178,17 @@ struct MeanfieldStep {
 constexpr int64_t kSlotLanes = 4;
 
 // max(a, b) for numbers (fmaxf is a library call on the CPU unless NaNs are ruled out).
-RRM_HOST_DEVICE RRM_INLINE float larger(float a, float b) { return a > b ? a : b; }
+template <typename F>
+RRM_HOST_DEVICE RRM_INLINE F larger(F a, F b) {
+  return a > b ? a : b;
+}
 
 // The largest of values[0, count) in lane order. Starting below every finite value keeps an
 // image without present labels free of NaN.
-RRM_HOST_DEVICE RRM_INLINE float lane_maximum(const float* values, int64_t count) {
-  float lane[kSlotLanes];
-  for (int k = 0; k < kSlotLanes; ++k) lane[k] = -3.402823466e38f;
+template <typename F>
+RRM_HOST_DEVICE RRM_INLINE F lane_maximum(const F* values, int64_t count) {
+  F lane[kSlotLanes];
+  for (int k = 0; k < kSlotLanes; ++k) lane[k] = broadcast<F>(-3.402823466e38f);
   for (int64_t s = 0; s < count; s += kSlotLanes) {
     for (int k = 0; k < kSlotLanes; ++k) lane[k] = larger(values[s + k], lane[k]);
   }
@@ -172,20 +196,63 @@ RRM_HOST_DEVICE RRM_INLINE float lane_maximum(const float* values, int64_t count
 }
 
 // The sum of values[0, count) in lane order.
-RRM_HOST_DEVICE RRM_INLINE float lane_sum(const float* values, int64_t count) {
-  float lane[kSlotLanes];
-  for (int k = 0; k < kSlotLanes; ++k) lane[k] = 0.f;
+template <typename F>
+RRM_HOST_DEVICE RRM_INLINE F lane_sum(const F* values, int64_t count) {
+  F lane[kSlotLanes];
+  for (int k = 0; k < kSlotLanes; ++k) lane[k] = F{};
   for (int64_t s = 0; s < count; s += kSlotLanes) {
     for (int k = 0; k < kSlotLanes; ++k) lane[k] += values[s + k];
   }
   return (lane[0] + lane[1]) + (lane[2] + lane[3]);
 }
 
-// One mean-field update of group `group` of pixel `pixel` (a global index b*P + p). The loops
-// run over all slots, padding included, so that they have no data-dependent bounds; the
-// element-wise ones are plain loops the CPU compiler vectorises (the rows never overlap).
-// S > 0 fixes the slot count at compile time (it must equal problem.slots), which lets the CPU
-// compiler unroll the loops completely.
+// The energy of one slot after filtering: -U + w_g * n_g * filtered_g + w_b * n_b * filtered_b.
+template <typename F>
+RRM_HOST_DEVICE RRM_INLINE F slot_energy(F unary, F gaussian_filtered, F bilateral_filtered, F gaussian_norm,
+                                         F bilateral_norm, float gaussian_compat, float bilateral_compat) {
+  F energy = -unary;
+  energy = energy + gaussian_compat * (gaussian_norm * gaussian_filtered);
+  energy = energy + bilateral_compat * (bilateral_norm * bilateral_filtered);
+  return energy;
+}
+
+// Replaces the energies row[0, slots) of one group by its Q: the max-subtracted exponentials
+// divided by their sum. The loops run over all slots, padding included, so that they have no
+// data-dependent bounds. S > 0 fixes the slot count at compile time (it must equal slots).
+template <int S, typename F>
+RRM_HOST_DEVICE RRM_INLINE void softmax_in_place(F* row, int64_t slots) {
+  if (S > 0) slots = S;
+  const F max_energy = lane_maximum(row, slots);
+  for (int64_t s = 0; s < slots; ++s) row[s] = exp_nonpositive(row[s] - max_energy);
+  // The maximum contributes exactly exp(0) = 1, so the sum is 1 or more whenever a label is
+  // present; raising it to 1 only matters (giving Q = 0) when none is.
+  const F sum = larger(lane_sum(row, slots), broadcast<F>(1.f));
+  for (int64_t s = 0; s < slots; ++s) row[s] = row[s] / sum;
+}
+
+// Writes the Q of one group of pixel `pixel` (q_row over its slots) into the step's q.
+RRM_HOST_DEVICE inline void write_q(const MeanfieldProblem& problem, float* q_out, int64_t pixel, int64_t group,
+                                    const float* q_row) {
+  const int64_t slots = problem.slots;
+  const int64_t image = pixel / problem.points;
+  const int64_t p = pixel - image * problem.points;
+  if (problem.q_over_slots) {
+    float* q = q_out + ((group * problem.batch + image) * slots) * problem.points + p;
+    for (int64_t s = 0; s < slots; ++s) q[s * problem.points] = q_row[s];
+  } else {
+    const int32_t* labels = problem.slot_labels + image * slots;
+    float* q = q_out + ((group * problem.batch + image) * problem.labels) * problem.points + p;
+    int64_t s = 0;
+    for (int64_t label = 0; label < problem.labels; ++label) {
+      const bool is_present = s < slots && labels[s] == label;
+      q[label * problem.points] = is_present ? q_row[s] : 0.f;
+      s += is_present ? 1 : 0;
+    }
+  }
+}
+
+// One mean-field update of group `group` of pixel `pixel` (a global index b*P + p), in place
+// in the step's rows (which never overlap). S as in softmax_in_place.
 template <int S = 0>
 RRM_HOST_DEVICE RRM_INLINE void update_group(const MeanfieldProblem& problem, const MeanfieldStep& step, int64_t pixel,
                                              int64_t group) {
@@ -198,49 +265,19 @@ RRM_HOST_DEVICE RRM_INLINE void update_group(const MeanfieldProblem& problem, co
   const float bilateral_norm = step.bilateral_norm[pixel];
   const float gaussian_compat = problem.gaussian_compat;
   const float bilateral_compat = problem.bilateral_compat;
-  // The gaussian row holds the energies, then the exponentials, then n_g * Q.
+  // The gaussian row holds the energies, then Q, then n_g * Q.
   float* RRM_RESTRICT row = step.gaussian_values + first;
   float* RRM_RESTRICT bilateral_row = step.bilateral_values + first;
 
-  if (step.filtered) {
-    RRM_SIMD
-    for (int64_t s = 0; s < slots; ++s) {
-      float energy = -unary[s];
-      energy = energy + gaussian_compat * (gaussian_norm * row[s]);
-      energy = energy + bilateral_compat * (bilateral_norm * bilateral_row[s]);
-      row[s] = energy;
-    }
-  } else {
-    RRM_SIMD
-    for (int64_t s = 0; s < slots; ++s) row[s] = -unary[s];
-  }
-  const float max_energy = lane_maximum(row, slots);
-  RRM_SIMD
-  for (int64_t s = 0; s < slots; ++s) row[s] = exp_nonpositive(row[s] - max_energy);
-  // The maximum contributes exactly exp(0) = 1, so the sum is 1 or more whenever a label is
-  // present; raising it to 1 only matters (giving Q = 0) when none is.
-  const float sum = larger(lane_sum(row, slots), 1.f);
-
-  if (step.q != nullptr) {
-    const int64_t image = pixel / problem.points;
-    const int64_t p = pixel - image * problem.points;
-    if (problem.q_over_slots) {
-      float* q = step.q + ((group * problem.batch + image) * slots) * problem.points + p;
-      for (int64_t s = 0; s < slots; ++s) q[s * problem.points] = row[s] / sum;
-    } else {
-      const int32_t* labels = problem.slot_labels + image * slots;
-      float* q = step.q + ((group * problem.batch + image) * problem.labels) * problem.points + p;
-      int64_t s = 0;
-      for (int64_t label = 0; label < problem.labels; ++label) {
-        const bool is_present = s < slots && labels[s] == label;
-        q[label * problem.points] = is_present ? row[s] / sum : 0.f;
-        s += is_present ? 1 : 0;
-      }
-    }
-  }
-  RRM_SIMD
   for (int64_t s = 0; s < slots; ++s) {
-    const float q = row[s] / sum;
+    row[s] = step.filtered ? slot_energy(unary[s], row[s], bilateral_row[s], gaussian_norm, bilateral_norm,
+                                         gaussian_compat, bilateral_compat)
+                           : -unary[s];
+  }
+  softmax_in_place<S>(row, slots);
+  if (step.q != nullptr) write_q(problem, step.q, pixel, group, row);
+  for (int64_t s = 0; s < slots; ++s) {
+    const float q = row[s];
     bilateral_row[s] = bilateral_norm * q;
     row[s] = gaussian_norm * q;
   }

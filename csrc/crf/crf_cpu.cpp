@@ -13,15 +13,122 @@
 
 namespace rrm {
 namespace crf {
+
+// Pixels the CPU updates together, one per lane of a GCC vector. One pixel's update is a chain
+// of dependent operations (the maximum, the exponential's polynomial, the sum, the division);
+// a vector of pixels runs that chain once for all of them. Four lanes match the slot blocks
+// of kSlotLanes, so a block of four pixels' rows is a 4 x 4 transpose away.
+constexpr int kPixelLanes = 4;
+static_assert(kPixelLanes == kSlotLanes, "the row transposes assume square blocks");
+typedef float PixelFloats __attribute__((vector_size(4 * kPixelLanes)));
+typedef uint32_t PixelUnsigned __attribute__((vector_size(4 * kPixelLanes)));
+typedef int32_t PixelSigned __attribute__((vector_size(4 * kPixelLanes)));
+
+template <>
+struct FloatBits<PixelFloats> {
+  using Unsigned = PixelUnsigned;
+  using Signed = PixelSigned;
+};
+
 namespace {
 
 constexpr int64_t kPixelGrain = 256;
+
+// Rows of 4 values of 4 pixels <-> 4 vectors of one value of each pixel.
+RRM_INLINE void transpose4(PixelFloats (&v)[4]) {
+  const PixelFloats t0 = __builtin_shufflevector(v[0], v[1], 0, 4, 1, 5);
+  const PixelFloats t1 = __builtin_shufflevector(v[0], v[1], 2, 6, 3, 7);
+  const PixelFloats t2 = __builtin_shufflevector(v[2], v[3], 0, 4, 1, 5);
+  const PixelFloats t3 = __builtin_shufflevector(v[2], v[3], 2, 6, 3, 7);
+  v[0] = __builtin_shufflevector(t0, t2, 0, 1, 4, 5);
+  v[1] = __builtin_shufflevector(t0, t2, 2, 3, 6, 7);
+  v[2] = __builtin_shufflevector(t1, t3, 0, 1, 4, 5);
+  v[3] = __builtin_shufflevector(t1, t3, 2, 3, 6, 7);
+}
+
+// slots[s] = the slot-s values of the 4 pixel rows base + j * stride, j = 0..3.
+template <int S>
+RRM_INLINE void load_slots(const float* base, int64_t stride, PixelFloats (&slots)[S]) {
+  for (int s = 0; s < S; s += kSlotLanes) {
+    PixelFloats block[4];
+    for (int j = 0; j < 4; ++j) memcpy(&block[j], base + j * stride + s, sizeof(PixelFloats));
+    transpose4(block);
+    for (int k = 0; k < 4; ++k) slots[s + k] = block[k];
+  }
+}
+
+// The inverse of load_slots: the pixel rows base + j * stride from the slot vectors.
+template <int S>
+RRM_INLINE void store_slots(const PixelFloats (&slots)[S], int64_t stride, float* base) {
+  for (int s = 0; s < S; s += kSlotLanes) {
+    PixelFloats block[4] = {slots[s], slots[s + 1], slots[s + 2], slots[s + 3]};
+    transpose4(block);
+    for (int j = 0; j < 4; ++j) memcpy(base + j * stride + s, &block[j], sizeof(PixelFloats));
+  }
+}
+
+// update_group<S> for the kPixelLanes pixels from first_pixel on, with the same float
+// operations lane by lane, so with the same bits.
+template <int S>
+RRM_INLINE void update_group_lanes(const MeanfieldProblem& problem, const MeanfieldStep& step, int64_t first_pixel,
+                                   int64_t group) {
+  const int64_t channels = slot_channels(problem);
+  const int64_t first = first_pixel * channels + group * S;
+  PixelFloats gaussian_norm, bilateral_norm;
+  memcpy(&gaussian_norm, step.gaussian_norm + first_pixel, sizeof(PixelFloats));
+  memcpy(&bilateral_norm, step.bilateral_norm + first_pixel, sizeof(PixelFloats));
+
+  PixelFloats row[S];
+  load_slots(step.unary_slots + first, channels, row);
+  if (step.filtered) {
+    PixelFloats gaussian[S], bilateral[S];
+    load_slots(step.gaussian_values + first, channels, gaussian);
+    load_slots(step.bilateral_values + first, channels, bilateral);
+    for (int s = 0; s < S; ++s) {
+      row[s] = slot_energy(row[s], gaussian[s], bilateral[s], gaussian_norm, bilateral_norm, problem.gaussian_compat,
+                           problem.bilateral_compat);
+    }
+  } else {
+    for (int s = 0; s < S; ++s) row[s] = -row[s];
+  }
+  softmax_in_place<S>(row, S);
+  if (step.q != nullptr) {
+    for (int j = 0; j < kPixelLanes; ++j) {
+      float q_row[S];
+      for (int s = 0; s < S; ++s) q_row[s] = row[s][j];
+      write_q(problem, step.q, first_pixel + j, group, q_row);
+    }
+  }
+  PixelFloats scaled[S];
+  for (int s = 0; s < S; ++s) scaled[s] = bilateral_norm * row[s];
+  store_slots(scaled, channels, step.bilateral_values + first);
+  for (int s = 0; s < S; ++s) scaled[s] = gaussian_norm * row[s];
+  store_slots(scaled, channels, step.gaussian_values + first);
+}
+
+// The updates of pixels [begin, end): whole vectors of pixels, then one by one.
+template <int S>
+void update_pixels(const MeanfieldProblem& problem, const MeanfieldStep& step, int64_t begin, int64_t end) {
+  int64_t i = begin;
+  if constexpr (S > 0) {
+    for (; i + kPixelLanes <= end; i += kPixelLanes) {
+      for (int64_t group = 0; group < problem.groups; ++group) update_group_lanes<S>(problem, step, i, group);
+    }
+  }
+  for (; i < end; ++i) update_pixel<S>(problem, step, i);
+}
 
 template <typename Body>
 void for_each_pixel(const lattice::ItemSpan& span, const Body& body) {
   at::parallel_for(span.point_begin, span.point_end, kPixelGrain, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) body(i);
   });
+}
+
+template <int S>
+void update_all_pixels(const MeanfieldProblem& problem, const MeanfieldStep& step, const lattice::ItemSpan& span) {
+  at::parallel_for(span.point_begin, span.point_end, kPixelGrain,
+                   [&](int64_t begin, int64_t end) { update_pixels<S>(problem, step, begin, end); });
 }
 
 // Writes the symmetric normalisation factors of one lattice into norm, using scratch [pixels]
@@ -46,7 +153,7 @@ void meanfield_cpu(const MeanfieldProblem& problem, const lattice::LatticeView& 
 
   MeanfieldStep step{ws.gaussian_norm,      ws.bilateral_norm, ws.unary_slots, false, ws.gaussian_values,
                      ws.bilateral_values, n_iter == 0 ? q : nullptr};
-  for_each_pixel(pixels, [&](int64_t i) { update_pixel<S>(problem, step, i); });
+  update_all_pixels<S>(problem, step, pixels);
   step.filtered = true;
   for (int64_t iteration = 0; iteration < n_iter; ++iteration) {
     lattice::filter_cpu_into(gaussian, gaussian_span, ws.gaussian_values, channels, false, ws.gaussian_vertex_a,
@@ -54,7 +161,7 @@ void meanfield_cpu(const MeanfieldProblem& problem, const lattice::LatticeView& 
     lattice::filter_cpu_into(bilateral, bilateral_span, ws.bilateral_values, channels, false, ws.bilateral_vertex_a,
                              ws.bilateral_vertex_b, ws.bilateral_values);
     step.q = iteration == n_iter - 1 ? q : nullptr;
-    for_each_pixel(pixels, [&](int64_t i) { update_pixel<S>(problem, step, i); });
+    update_all_pixels<S>(problem, step, pixels);
   }
 }
 
