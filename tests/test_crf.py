@@ -121,6 +121,25 @@ def test_thread_count_does_not_change_bits():
     assert torch.equal(double, again)
 
 
+@pytest.mark.parametrize("labels", [3, 21])
+def test_one_image_split_among_threads_keeps_its_bits(labels):
+    # One image's pixels are split among the threads. The CPU updates pixels four at a time in
+    # vector lanes and the rest one by one; 2 threads split the 1,353 pixels at 677, so the
+    # second half's blocks start one pixel later and pixel 676 is updated alone, not in a
+    # vector: the bits must not change.
+    image = photo_batch(41, 33)[:1]
+    scores = torch.from_numpy(smooth_scores(labels, 41, 33, seed=labels))[None]
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        single = rrm_ops.dense_crf(scores, image)
+        torch.set_num_threads(2)
+        double = rrm_ops.dense_crf(scores, image)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(single, double)
+
+
 def test_prebuilt_lattices_and_unary_entry_equal_the_one_call_op():
     # dense_crf builds one Gaussian lattice and tiles it over the batch; crf_lattices builds it
     # batched, so this also checks that the tiling is exact.
