@@ -45,4 +45,4 @@ def _reference_loop(images, cams, labels):
 def test_mining_batch_of_4(benchmark, implementation):
     benchmark.group = "reliable region mining, 4 x 321², 20 classes (1-3 present)"
     run = _ours if implementation == "rrm_ops" else _reference_loop
-    benchmark.pedantic(run, args=_inputs(), rounds=3, warmup_rounds=1)
+    benchmark.pedantic(run, args=_inputs(), rounds=5, warmup_rounds=1)

@@ -4,6 +4,7 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 
 #include <cmath>
+#include <limits>
 
 #include "common/buffers.h"
 #include "common/checks.h"
@@ -80,10 +81,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> reliable_region_labels(
             at::empty({kCrfGroups, batch, return_q ? classes + 1 : 0, height, width}, floats)};
   }
 
-  // Step 1: absent classes zeroed, each map divided by (its max + 1e-5), in float32.
+  // Step 1: absent classes zeroed, each map divided by (its max + 1e-5), in float32. Dividing
+  // an absent class by +inf zeroes it (CAMs are finite and >= 0) in the same pass.
   const at::Tensor present = cls_labels.to(cams.device()).ne(0).unsqueeze(2);
-  at::Tensor normalised = cams.reshape({batch, classes, pixels}).to(at::kFloat) * present;
-  normalised.div_(normalised.amax(2, /*keepdim=*/true).add_(1e-5));
+  const at::Tensor float_cams = cams.reshape({batch, classes, pixels}).to(at::kFloat);
+  const at::Tensor denominators =
+      at::where(present, float_cams.amax(2, /*keepdim=*/true).add_(1e-5), std::numeric_limits<float>::infinity());
+  const at::Tensor normalised = float_cams / denominators;
   const at::Tensor max_cam = normalised.amax(1).contiguous();
 
   const at::Tensor label_mask = label_mask_of(cls_labels);
