@@ -105,18 +105,23 @@ def test_batched_equals_per_image_bitwise():
         assert torch.equal(rrm_ops.dense_crf(scores, images, label_mask=mask), alone)
 
 
+def crf_with_threads(threads: list[int], scores: torch.Tensor, images: torch.Tensor) -> list[torch.Tensor]:
+    """dense_crf(scores, images) once under each thread count in turn (then restored)."""
+    before = torch.get_num_threads()
+    results = []
+    try:
+        for count in threads:
+            torch.set_num_threads(count)
+            results.append(rrm_ops.dense_crf(scores, images))
+    finally:
+        torch.set_num_threads(before)
+    return results
+
+
 def test_thread_count_does_not_change_bits():
     images = photo_batch(41, 33)
     scores = torch.from_numpy(np.stack([smooth_scores(21, 41, 33, seed=i) for i in range(3)]))
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        single = rrm_ops.dense_crf(scores, images)
-        torch.set_num_threads(2)
-        double = rrm_ops.dense_crf(scores, images)
-        again = rrm_ops.dense_crf(scores, images)
-    finally:
-        torch.set_num_threads(threads)
+    single, double, again = crf_with_threads([1, 2, 2], scores, images)
     assert torch.equal(single, double)
     assert torch.equal(double, again)
 
@@ -129,14 +134,7 @@ def test_one_image_split_among_threads_keeps_its_bits(labels):
     # vector: the bits must not change.
     image = photo_batch(41, 33)[:1]
     scores = torch.from_numpy(smooth_scores(labels, 41, 33, seed=labels))[None]
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        single = rrm_ops.dense_crf(scores, image)
-        torch.set_num_threads(2)
-        double = rrm_ops.dense_crf(scores, image)
-    finally:
-        torch.set_num_threads(threads)
+    single, double = crf_with_threads([1, 2], scores, image)
     assert torch.equal(single, double)
 
 
