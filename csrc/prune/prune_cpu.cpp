@@ -62,7 +62,7 @@ std::tuple<at::Tensor, at::Tensor> prune_reliable_labels_cpu(const at::Tensor& c
   const float* low_data = inputs.q_low.data_ptr<float>();
   const float* high_data = inputs.q_high.data_ptr<float>();
   const int32_t rows = static_cast<int32_t>(inputs.q_low.size(1));
-  const int32_t* row_labels = inputs.row_labels.defined() ? inputs.row_labels.data_ptr<int32_t>() : nullptr;
+  const int32_t* row_labels = inputs.row_labels_data();
   at::parallel_for(0, batch * pixels, kPixelGrain, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const int64_t b = i / pixels;

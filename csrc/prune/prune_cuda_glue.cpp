@@ -26,7 +26,7 @@ std::tuple<at::Tensor, at::Tensor> prune_reliable_labels_cuda(const at::Tensor& 
   if (batch * pixels == 0) return {labels, sure};
   const char* error = cuda::prune_reliable_labels(
       cams.data_ptr<float>(), inputs.q_low.data_ptr<float>(), inputs.q_high.data_ptr<float>(),
-      inputs.row_labels.defined() ? inputs.row_labels.data_ptr<int32_t>() : nullptr,
+      inputs.row_labels_data(),
       static_cast<int32_t>(inputs.q_low.size(1)), batch, static_cast<int32_t>(cams.size(1)), pixels, params,
       labels.data_ptr<int64_t>(), sure.data_ptr<bool>(), c10::cuda::getCurrentCUDAStream());
   TORCH_CHECK(error == nullptr, "prune_reliable_labels failed on the GPU: ", error == nullptr ? "" : error);

@@ -17,6 +17,9 @@ struct PruneInputs {
   at::Tensor q_low;       // float32 [B, R, P]
   at::Tensor q_high;      // float32 [B, R, P]
   at::Tensor row_labels;  // int32 [B, R] (see prune.h), or undefined: R = C+1, one row per label
+
+  // row_labels' data, or null when every label has its row, as summarise_pixel takes it.
+  const int32_t* row_labels_data() const { return row_labels.defined() ? row_labels.data_ptr<int32_t>() : nullptr; }
 };
 
 // Validates cams [B, C, P], q_low and q_high [B, C+1, P] or, with q_labels int32 [B, R], [B, R, P].
@@ -25,7 +28,6 @@ PruneInputs checked_prune_inputs(const at::Tensor& cams, const at::Tensor& q_low
 
 PruneParams make_params(double cam_alpha, double fg_quantile, double cam_floor, double bg_sure, double crf_sure,
                         int64_t ignore_index);
-
 
 }  // namespace prune
 }  // namespace rrm
