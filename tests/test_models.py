@@ -219,6 +219,21 @@ def test_multiscale_cams_average_and_gradient():
         model.multiscale_cams(images, (0.5, 2.0))
 
 
+def test_extra_cam_scales_leave_batchnorm_running_statistics_alone():
+    torch.manual_seed(0)
+    images = torch.randn(2, 3, 48, 64) * 3 + 1
+    single, multi = build_rrm("small").train(), build_rrm("small").train()
+    multi.load_state_dict(single.state_dict())
+    out_single = single(images)
+    out_multi = multi(images, cam_scales=(1.0, 0.5, 1.5))
+    # The training pass itself still normalises with (and records) the batch's statistics.
+    torch.testing.assert_close(out_multi["seg_logits"], out_single["seg_logits"], rtol=0, atol=0)
+    for key, value in single.state_dict().items():
+        assert torch.equal(multi.state_dict()[key], value), key
+    assert single.stage1[1].num_batches_tracked.item() == 1
+    assert all(layer.track_running_stats for layer in multi.modules() if isinstance(layer, torch.nn.BatchNorm2d))
+
+
 def test_deeplab_resnet101():
     model = build_deeplab("resnet101").eval()
     backbone_params = sum(p.numel() for p in model.backbone.parameters())

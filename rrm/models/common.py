@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import os
 import pickle
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -29,6 +30,29 @@ def freeze_batchnorm(module: nn.Module) -> None:
             layer.eval()
             for parameter in layer.parameters(recurse=False):
                 parameter.requires_grad_(False)
+
+
+@contextmanager
+def running_stats_kept(module: nn.Module) -> Iterator[None]:
+    """Within the block, BatchNorm layers of ``module`` in train mode still normalise with the
+    batch's statistics but leave their running statistics (and batch count) untouched.
+
+    For extra forward passes that are not training batches, such as RRM's CAMs at other
+    scales: their statistics differ from those of the training crops, and running averages
+    that mix them normalise every evaluation-mode pass wrongly.
+    """
+    layers = [
+        layer
+        for layer in module.modules()
+        if isinstance(layer, nn.modules.batchnorm._BatchNorm) and layer.training and layer.track_running_stats
+    ]
+    for layer in layers:
+        layer.track_running_stats = False
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.track_running_stats = True
 
 
 def build_param_groups(

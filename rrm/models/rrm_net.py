@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rrm.models.common import build_param_groups, freeze_batchnorm
+from rrm.models.common import build_param_groups, freeze_batchnorm, running_stats_kept
 
 DEFAULT_CAM_SCALES: tuple[float, ...] = (1.0, 0.5, 1.5, 2.0)
 HEAD_MODULES = ("fc8", "fc8_seg_conv1", "fc8_seg_conv2")
@@ -146,7 +146,9 @@ class RRMNet(nn.Module):
         The images are resized (bilinear) to ``(int(H * s), int(W * s))`` for each scale
         ``s``; the CAMs of every scale other than 1 are computed without gradient, resized
         bilinearly to the scale-1 CAM size and all scales are averaged, as RRM does.
-        ``scales`` must contain 1.
+        ``scales`` must contain 1. In train mode those passes leave the BatchNorm running
+        statistics as they are (:func:`rrm.models.common.running_stats_kept`), so evaluation
+        normalises with the statistics of the training crops alone.
         """
         return self._average_cams(images, self.cams_from_features(self.features(images)), scales)
 
@@ -159,7 +161,7 @@ class RRMNet(nn.Module):
             if scale == 1.0:
                 total = total + main_cams
                 continue
-            with torch.no_grad():
+            with torch.no_grad(), running_stats_kept(self):
                 size = (max(1, int(height * scale)), max(1, int(width * scale)))
                 resized = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
                 cams = self.cams_from_features(self.features(resized))
