@@ -73,9 +73,10 @@ class TrainConfig:
         default=0.2, metadata={"help": "background score of the CAM-argmax baseline (normalised CAMs)"}
     )
     crf_val_scales: tuple[float, ...] = field(
-        default=(1.0, 1.5),
-        metadata={"help": "scales of the final validation under RRM's inference protocol (flip, dense CRF); "
-                          "RRM on VOC: 1,0.5,1.5,2 (see cam_scales for why 0.5 is left out here)"},
+        default=(0.75, 1.0, 1.25),
+        metadata={"help": "scales of the final validation under RRM's inference protocol (flip, dense CRF) and of "
+                          "--two-step's pseudo labels; default: within the training rescale range 0.7-1.3 "
+                          "(RRM on VOC: 1,0.5,1.5,2)"},
     )
     val_every: int = field(default=600, metadata={"help": "validate every N steps (0: only at the end)"})
     checkpoint_every: int = field(default=200, metadata={"help": "write last.pth every N steps"})

@@ -2,7 +2,8 @@
 
 1. ``OUT/one_step``: one-step RRM with the given options (the defaults: the embedded dataset).
 2. ``OUT/pseudo_labels``: pseudo labels of the train list from the final one-step model
-   (:data:`EXPORT_OPTIONS`: multi-scale + flip + dense CRF), scored against the train masks.
+   (the scales of ``--crf-val-scales``, flip and dense CRF: the inference protocol of the
+   one-step ``seg_crf_miou``), scored against the train masks.
 3. ``OUT/fcn``: step 2, stage fcn (its defaults; ``--fcn-max-steps`` to change its length)
    on those pseudo labels, sharing the data, batch, crop, device and seed options.
 
@@ -33,7 +34,6 @@ from rrm.infer import PredictionOptions
 from rrm.pseudo_labels import DEFAULT_IGNORE_BELOW, export_pseudo_labels
 from rrm.train import data_root, run_folder, run_training
 
-EXPORT_OPTIONS = PredictionOptions(scales=(1.0, 0.5, 1.5), flip=True, crf=True, ignore_below=DEFAULT_IGNORE_BELOW)
 EXPORT_BATCH_SIZE = 8
 # Options step 2 takes from the one-step run; the others are stage fcn's defaults.
 SHARED_OPTIONS = ("data_root", "train_list", "val_list", "batch_size", "crop_size", "device", "seed",
@@ -133,8 +133,10 @@ def run_two_step(args: argparse.Namespace) -> int:
 
     root = data_root(one_step_config, ctx)
     started = time.perf_counter()
+    export = PredictionOptions(scales=one_step_config.crf_val_scales, flip=True, crf=True,
+                               ignore_below=DEFAULT_IGNORE_BELOW)
     export_pseudo_labels(folders["one_step"] / "last.pth", root, one_step_config.train_list, folders["pseudo_labels"],
-                         EXPORT_OPTIONS, EXPORT_BATCH_SIZE, ctx.device, ctx.rank, ctx.world_size)
+                         export, EXPORT_BATCH_SIZE, ctx.device, ctx.rank, ctx.world_size)
     distributed.barrier()
     export_time_s = time.perf_counter() - started
     pseudo_miou = pseudo_label_miou(folders["pseudo_labels"], root, one_step_config.train_list)
