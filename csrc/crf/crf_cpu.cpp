@@ -118,17 +118,15 @@ void update_pixels(const MeanfieldProblem& problem, const MeanfieldStep& step, i
   for (; i < end; ++i) update_pixel<S>(problem, step, i);
 }
 
+// Runs body(begin, end) over consecutive ranges of the span's pixels, split among the threads.
 template <typename Body>
-void for_each_pixel(const lattice::ItemSpan& span, const Body& body) {
-  at::parallel_for(span.point_begin, span.point_end, kPixelGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) body(i);
-  });
+void for_pixel_ranges(const lattice::ItemSpan& span, const Body& body) {
+  at::parallel_for(span.point_begin, span.point_end, kPixelGrain, body);
 }
 
 template <int S>
 void update_all_pixels(const MeanfieldProblem& problem, const MeanfieldStep& step, const lattice::ItemSpan& span) {
-  at::parallel_for(span.point_begin, span.point_end, kPixelGrain,
-                   [&](int64_t begin, int64_t end) { update_pixels<S>(problem, step, begin, end); });
+  for_pixel_ranges(span, [&](int64_t begin, int64_t end) { update_pixels<S>(problem, step, begin, end); });
 }
 
 // Writes the symmetric normalisation factors of one lattice into norm, using scratch [pixels]
@@ -137,7 +135,9 @@ void norms_cpu(const lattice::LatticeView& lat, const lattice::ItemSpan& span, f
                float* scratch, float* norm) {
   std::fill(scratch + span.point_begin, scratch + span.point_end, 1.f);
   lattice::filter_cpu_into(lat, span, scratch, 1, false, vertex_a, vertex_b, scratch);
-  for_each_pixel(span, [&](int64_t i) { norm[i] = symmetric_norm(scratch[i]); });
+  for_pixel_ranges(span, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) norm[i] = symmetric_norm(scratch[i]);
+  });
 }
 
 // The mean field of the images [image_begin, image_end) once the norms are known. Images share
