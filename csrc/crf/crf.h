@@ -1,13 +1,15 @@
 // Dense CRF mean-field inference: per-pixel kernel bodies shared by the CPU and CUDA launchers.
 //
-// One iteration filters the two pre-multiplied Q arrays in place with their lattices (lattice
-// launchers), then runs `update_pixel` for every pixel, which forms
+// One iteration splats n_g * Q and n_b * Q into their lattices and blurs them (lattice
+// launchers; the splat multiplies each pixel's Q row by its norm as it reads it), then runs
+// `update_pixel` for every pixel, which slices both lattices at the pixel, forms
 //   energy = -U + w_g * n_g * filtered_g + w_b * n_b * filtered_b,
 // takes the softmax over the image's present labels (max-subtracted exp, divided by the sum,
-// as pydensecrf's expAndNormalize) and writes the next filter inputs n_g * Q and n_b * Q over
-// the filtered values it has just read. The float operations are ordered like pydensecrf's
-// (but for the softmax's maximum and sum, taken in kSlotLanes lanes), so results agree with it
-// to rounding.
+// as pydensecrf's expAndNormalize) and writes the pixel's new Q over its old one. Slicing
+// inside the update keeps the filtered values in registers: the per-pixel arrays an iteration
+// reads and writes are U and Q alone. The float operations are ordered like pydensecrf's (but
+// for the softmax's maximum and sum, taken in kSlotLanes lanes), so results agree with it to
+// rounding.
 //
 // Layouts, for a batch of B images of P pixels, L labels, S slots and G groups:
 //   unary, q       float [G, B, L, P]  labels-first, as the public [B, L, H, W] (G = 1); q may
@@ -16,14 +18,14 @@
 //                                   S is at least the largest present-label count of the batch
 //                                   and a multiple of kSlotLanes
 //   norms          float [B*P]      symmetric normalisation factors of one kernel
-//   unary_slots, values  float [B*P, G*S]  channels-last over slots, the layout the lattice
+//   unary_slots, q_slots  float [B*P, G*S]  channels-last over slots, the layout the lattice
 //                                   filters; group g's slot s is channel g*S + s
 // A group is an independent CRF on the same images and lattices with its own unary (mining runs
 // its two background strengths as two groups): the filters are linear per channel, so one
 // filter over G*S channels equals G filters over S, and shares the lattice traversal among
 // them; the softmax runs within each group. Working on slots, not labels, keeps masked labels
-// out of the filters entirely; padding slots hold zeros in the filtered arrays. An image
-// without present labels gets Q = 0.
+// out of the filters entirely; padding slots hold Q = 0. An image without present labels gets
+// Q = 0.
 #pragma once
 
 #include <math.h>
@@ -31,6 +33,7 @@
 #include <string.h>
 
 #include "common/macros.h"
+#include "lattice/lattice.h"
 
 namespace rrm {
 namespace crf {
@@ -61,8 +64,7 @@ struct MeanfieldWorkspace {
   float* gaussian_norm;       // [B*P]
   float* bilateral_norm;      // [B*P]
   float* unary_slots;         // [B*P, K] the unary of each slot
-  float* gaussian_values;     // [B*P, K] n_g * Q, filtered in place
-  float* bilateral_values;    // [B*P, K] n_b * Q, filtered in place
+  float* q_slots;             // [B*P, K] Q of each slot, updated in place
   float* gaussian_vertex_a;   // [M_g, K]
   float* gaussian_vertex_b;   // [M_g, K]
   float* bilateral_vertex_a;  // [M_b, K]
@@ -71,7 +73,7 @@ struct MeanfieldWorkspace {
 
 inline int64_t workspace_floats(int64_t pixels, int64_t channels, int64_t gaussian_vertices,
                                 int64_t bilateral_vertices) {
-  return 2 * pixels + 3 * pixels * channels + 2 * (gaussian_vertices + bilateral_vertices) * channels;
+  return 2 * pixels + 2 * pixels * channels + 2 * (gaussian_vertices + bilateral_vertices) * channels;
 }
 
 inline MeanfieldWorkspace carve_workspace(float* base, int64_t pixels, int64_t channels, int64_t gaussian_vertices,
@@ -80,9 +82,8 @@ inline MeanfieldWorkspace carve_workspace(float* base, int64_t pixels, int64_t c
   ws.gaussian_norm = base;
   ws.bilateral_norm = ws.gaussian_norm + pixels;
   ws.unary_slots = ws.bilateral_norm + pixels;
-  ws.gaussian_values = ws.unary_slots + pixels * channels;
-  ws.bilateral_values = ws.gaussian_values + pixels * channels;
-  ws.gaussian_vertex_a = ws.bilateral_values + pixels * channels;
+  ws.q_slots = ws.unary_slots + pixels * channels;
+  ws.gaussian_vertex_a = ws.q_slots + pixels * channels;
   ws.gaussian_vertex_b = ws.gaussian_vertex_a + gaussian_vertices * channels;
   ws.bilateral_vertex_a = ws.gaussian_vertex_b + gaussian_vertices * channels;
   ws.bilateral_vertex_b = ws.bilateral_vertex_a + bilateral_vertices * channels;
@@ -161,17 +162,46 @@ RRM_HOST_DEVICE inline void gather_unary_pixel(const MeanfieldProblem& problem, 
   }
 }
 
-// Where one update reads and writes. Before the first iteration `filtered` is false and
-// Q = softmax(-U); q is null except on the last step.
+// What one update reads and writes. Before the first iteration the vertex pointers are null
+// and Q = softmax(-U); q is null except on the last step.
 struct MeanfieldStep {
   const float* gaussian_norm;
   const float* bilateral_norm;
   const float* unary_slots;
-  bool filtered;
-  float* gaussian_values;
-  float* bilateral_values;
+  float* q_slots;
+  lattice::LatticeView gaussian;
+  lattice::LatticeView bilateral;
+  const float* gaussian_vertices;   // [M_g, K] the blurred splat of n_g * Q, or null
+  const float* bilateral_vertices;  // [M_b, K] the blurred splat of n_b * Q, or null
+  float gaussian_alpha;             // the lattices' slice scales (slice_scale)
+  float bilateral_alpha;
   float* q;
 };
+
+// The step of the first update (Q = softmax(-U)), which writes q if it is not null.
+inline MeanfieldStep initial_step(const MeanfieldWorkspace& ws, const lattice::LatticeView& gaussian,
+                                  const lattice::LatticeView& bilateral, float* q) {
+  return {ws.gaussian_norm,
+          ws.bilateral_norm,
+          ws.unary_slots,
+          ws.q_slots,
+          gaussian,
+          bilateral,
+          nullptr,
+          nullptr,
+          lattice::slice_scale<float>(gaussian.d1 - 1),
+          lattice::slice_scale<float>(bilateral.d1 - 1),
+          q};
+}
+
+// The filtered value of channel `channel` of pixel `pixel` (a global index b*P + p) in the
+// lattice `lat`, whose blurred vertex values are `vertices`.
+RRM_HOST_DEVICE RRM_INLINE float sliced_channel(const lattice::LatticeView& lat, const float* vertices,
+                                                int64_t channels, float alpha, int64_t pixel, int64_t channel) {
+  float value;
+  lattice::slice_sums<float, 1>(lat, pixel, vertices, channels, channel, alpha, &value);
+  return value;
+}
 
 // The slot count is a multiple of kSlotLanes. The softmax's maximum and sum run lane by lane,
 // then across the lanes, an order every device follows and CPU compilers can vectorise.
@@ -252,35 +282,36 @@ RRM_HOST_DEVICE inline void write_q(const MeanfieldProblem& problem, float* q_ou
 }
 
 // One mean-field update of group `group` of pixel `pixel` (a global index b*P + p), in place
-// in the step's rows (which never overlap). S as in softmax_in_place.
+// in the pixel's Q row, which holds the energies first. S as in softmax_in_place.
 template <int S = 0>
 RRM_HOST_DEVICE RRM_INLINE void update_group(const MeanfieldProblem& problem, const MeanfieldStep& step, int64_t pixel,
                                              int64_t group) {
-  // Scalars are read into locals first: the rows' float stores could otherwise alias the
+  // Scalars are read into locals first: the row's float stores could otherwise alias the
   // problem's float members and force a reload after every store.
   const int64_t slots = S > 0 ? S : problem.slots;
-  const int64_t first = pixel * slot_channels(problem) + group * slots;
-  const float* RRM_RESTRICT unary = step.unary_slots + first;
-  const float gaussian_norm = step.gaussian_norm[pixel];
-  const float bilateral_norm = step.bilateral_norm[pixel];
-  const float gaussian_compat = problem.gaussian_compat;
-  const float bilateral_compat = problem.bilateral_compat;
-  // The gaussian row holds the energies, then Q, then n_g * Q.
-  float* RRM_RESTRICT row = step.gaussian_values + first;
-  float* RRM_RESTRICT bilateral_row = step.bilateral_values + first;
-
-  for (int64_t s = 0; s < slots; ++s) {
-    row[s] = step.filtered ? slot_energy(unary[s], row[s], bilateral_row[s], gaussian_norm, bilateral_norm,
-                                         gaussian_compat, bilateral_compat)
-                           : -unary[s];
+  const int64_t channels = slot_channels(problem);
+  const int64_t first_channel = group * slots;
+  const float* RRM_RESTRICT unary = step.unary_slots + pixel * channels + first_channel;
+  float* RRM_RESTRICT row = step.q_slots + pixel * channels + first_channel;
+  if (step.gaussian_vertices == nullptr) {
+    for (int64_t s = 0; s < slots; ++s) row[s] = -unary[s];
+  } else {
+    const float gaussian_norm = step.gaussian_norm[pixel];
+    const float bilateral_norm = step.bilateral_norm[pixel];
+    const float gaussian_compat = problem.gaussian_compat;
+    const float bilateral_compat = problem.bilateral_compat;
+    for (int64_t s = 0; s < slots; ++s) {
+      const int64_t channel = first_channel + s;
+      const float gaussian = sliced_channel(step.gaussian, step.gaussian_vertices, channels, step.gaussian_alpha,
+                                            pixel, channel);
+      const float bilateral = sliced_channel(step.bilateral, step.bilateral_vertices, channels,
+                                             step.bilateral_alpha, pixel, channel);
+      row[s] = slot_energy(unary[s], gaussian, bilateral, gaussian_norm, bilateral_norm, gaussian_compat,
+                           bilateral_compat);
+    }
   }
   softmax_in_place<S>(row, slots);
   if (step.q != nullptr) write_q(problem, step.q, pixel, group, row);
-  for (int64_t s = 0; s < slots; ++s) {
-    const float q = row[s];
-    bilateral_row[s] = bilateral_norm * q;
-    row[s] = gaussian_norm * q;
-  }
 }
 
 // One mean-field update of every group of pixel `pixel`.

@@ -1,6 +1,6 @@
 // CPU launcher of the dense CRF op family: at::parallel_for over the bodies of crf.h (over the
 // pixels of one image, or over the images of a batch), with the lattice family's
-// allocation-free filter between the updates.
+// allocation-free splat and blur between the updates.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -67,6 +67,24 @@ RRM_INLINE void store_slots(const PixelFloats (&slots)[S], int64_t stride, float
   }
 }
 
+// The slices of the S channels from first_channel on of the kPixelLanes pixels from first_pixel
+// on, as slot vectors: the sums of sliced_channel, taken 8 or 4 channels at a time.
+template <int S>
+RRM_INLINE void slice_lanes(const lattice::LatticeView& lat, const float* vertices, int64_t channels, float alpha,
+                            int64_t first_pixel, int64_t first_channel, PixelFloats (&slots)[S]) {
+  float rows[kPixelLanes][S];
+  for (int j = 0; j < kPixelLanes; ++j) {
+    int c = 0;
+    for (; c + 8 <= S; c += 8) {
+      lattice::slice_sums<float, 8>(lat, first_pixel + j, vertices, channels, first_channel + c, alpha, rows[j] + c);
+    }
+    for (; c < S; c += 4) {
+      lattice::slice_sums<float, 4>(lat, first_pixel + j, vertices, channels, first_channel + c, alpha, rows[j] + c);
+    }
+  }
+  load_slots(&rows[0][0], S, slots);
+}
+
 // update_group<S> for the kPixelLanes pixels from first_pixel on, with the same float
 // operations lane by lane, so with the same bits.
 template <int S>
@@ -74,16 +92,17 @@ RRM_INLINE void update_group_lanes(const MeanfieldProblem& problem, const Meanfi
                                    int64_t group) {
   const int64_t channels = slot_channels(problem);
   const int64_t first = first_pixel * channels + group * S;
-  PixelFloats gaussian_norm, bilateral_norm;
-  memcpy(&gaussian_norm, step.gaussian_norm + first_pixel, sizeof(PixelFloats));
-  memcpy(&bilateral_norm, step.bilateral_norm + first_pixel, sizeof(PixelFloats));
-
   PixelFloats row[S];
   load_slots(step.unary_slots + first, channels, row);
-  if (step.filtered) {
+  if (step.gaussian_vertices != nullptr) {
+    PixelFloats gaussian_norm, bilateral_norm;
+    memcpy(&gaussian_norm, step.gaussian_norm + first_pixel, sizeof(PixelFloats));
+    memcpy(&bilateral_norm, step.bilateral_norm + first_pixel, sizeof(PixelFloats));
     PixelFloats gaussian[S], bilateral[S];
-    load_slots(step.gaussian_values + first, channels, gaussian);
-    load_slots(step.bilateral_values + first, channels, bilateral);
+    slice_lanes(step.gaussian, step.gaussian_vertices, channels, step.gaussian_alpha, first_pixel, group * S,
+                gaussian);
+    slice_lanes(step.bilateral, step.bilateral_vertices, channels, step.bilateral_alpha, first_pixel, group * S,
+                bilateral);
     for (int s = 0; s < S; ++s) {
       row[s] = slot_energy(row[s], gaussian[s], bilateral[s], gaussian_norm, bilateral_norm, problem.gaussian_compat,
                            problem.bilateral_compat);
@@ -99,11 +118,7 @@ RRM_INLINE void update_group_lanes(const MeanfieldProblem& problem, const Meanfi
       write_q(problem, step.q, first_pixel + j, group, q_row);
     }
   }
-  PixelFloats scaled[S];
-  for (int s = 0; s < S; ++s) scaled[s] = bilateral_norm * row[s];
-  store_slots(scaled, channels, step.bilateral_values + first);
-  for (int s = 0; s < S; ++s) scaled[s] = gaussian_norm * row[s];
-  store_slots(scaled, channels, step.gaussian_values + first);
+  store_slots(row, channels, step.q_slots + first);
 }
 
 // The updates of pixels [begin, end): whole vectors of pixels, then one by one.
@@ -151,15 +166,13 @@ void meanfield_cpu(const MeanfieldProblem& problem, const lattice::LatticeView& 
   const lattice::ItemSpan& pixels = gaussian_span;
   const int64_t channels = slot_channels(problem);
 
-  MeanfieldStep step{ws.gaussian_norm,      ws.bilateral_norm, ws.unary_slots, false, ws.gaussian_values,
-                     ws.bilateral_values, n_iter == 0 ? q : nullptr};
+  MeanfieldStep step = initial_step(ws, gaussian, bilateral, n_iter == 0 ? q : nullptr);
   update_all_pixels<S>(problem, step, pixels);
-  step.filtered = true;
   for (int64_t iteration = 0; iteration < n_iter; ++iteration) {
-    lattice::filter_cpu_into(gaussian, gaussian_span, ws.gaussian_values, channels, false, ws.gaussian_vertex_a,
-                             ws.gaussian_vertex_b, ws.gaussian_values);
-    lattice::filter_cpu_into(bilateral, bilateral_span, ws.bilateral_values, channels, false, ws.bilateral_vertex_a,
-                             ws.bilateral_vertex_b, ws.bilateral_values);
+    step.gaussian_vertices = lattice::splat_blur_cpu_into(gaussian, gaussian_span, ws.q_slots, ws.gaussian_norm,
+                                                          channels, ws.gaussian_vertex_a, ws.gaussian_vertex_b);
+    step.bilateral_vertices = lattice::splat_blur_cpu_into(bilateral, bilateral_span, ws.q_slots, ws.bilateral_norm,
+                                                           channels, ws.bilateral_vertex_a, ws.bilateral_vertex_b);
     step.q = iteration == n_iter - 1 ? q : nullptr;
     update_all_pixels<S>(problem, step, pixels);
   }
@@ -174,9 +187,9 @@ void meanfield_from_slots_cpu(const MeanfieldProblem& problem, const lattice::La
   // The norms filter one channel, laid out unlike the K-channel arrays that reuse the same
   // buffers, so they are computed for the whole batch before any image moves on.
   norms_cpu(gaussian, lattice::item_span(gaussian, problem.points, 0, images), ws.gaussian_vertex_a,
-            ws.gaussian_vertex_b, ws.gaussian_values, ws.gaussian_norm);
+            ws.gaussian_vertex_b, ws.q_slots, ws.gaussian_norm);
   norms_cpu(bilateral, lattice::item_span(bilateral, problem.points, 0, images), ws.bilateral_vertex_a,
-            ws.bilateral_vertex_b, ws.gaussian_values, ws.bilateral_norm);
+            ws.bilateral_vertex_b, ws.q_slots, ws.bilateral_norm);
   // The update unrolls completely at the slot counts of up to 24 present labels.
   with_constant<4, 8, 12, 16, 20, 24>(problem.slots, [&](auto slots) {
     constexpr int S = decltype(slots)::value;

@@ -1,5 +1,5 @@
 // CUDA launcher of the dense CRF op family over the shared bodies of crf.h; the lattice
-// filters are the lattice family's launchers. One thread per pixel; no atomics.
+// splats and blurs are the lattice family's launchers. One thread per pixel; no atomics.
 #include "common/cuda_launch.cuh"
 #include "crf/crf_cuda.h"
 #include "lattice/lattice_cuda.h"
@@ -57,24 +57,22 @@ const char* meanfield_from_slots(const MeanfieldProblem& problem, const lattice:
   const int64_t pixels = gaussian.num_points;
   const int64_t channels = slot_channels(problem);
   const char* error = symmetric_norms(gaussian, workspace.gaussian_vertex_a, workspace.gaussian_vertex_b,
-                                      workspace.gaussian_values, workspace.gaussian_norm, stream);
+                                      workspace.q_slots, workspace.gaussian_norm, stream);
   if (error != nullptr) return error;
-  error = symmetric_norms(bilateral, workspace.bilateral_vertex_a, workspace.bilateral_vertex_b,
-                          workspace.gaussian_values, workspace.bilateral_norm, stream);
+  error = symmetric_norms(bilateral, workspace.bilateral_vertex_a, workspace.bilateral_vertex_b, workspace.q_slots,
+                          workspace.bilateral_norm, stream);
   if (error != nullptr) return error;
 
-  MeanfieldStep step{workspace.gaussian_norm,   workspace.bilateral_norm,   workspace.unary_slots, false,
-                     workspace.gaussian_values, workspace.bilateral_values, n_iter == 0 ? q : nullptr};
+  MeanfieldStep step = initial_step(workspace, gaussian, bilateral, n_iter == 0 ? q : nullptr);
   update_kernel<<<blocks_for(pixels), kThreads, 0, stream>>>(problem, step, pixels);
-  step.filtered = true;
   for (int64_t iteration = 0; iteration < n_iter; ++iteration) {
-    error = lattice::cuda::filter<float>(gaussian, workspace.gaussian_values, channels, false,
-                                         workspace.gaussian_vertex_a, workspace.gaussian_vertex_b,
-                                         workspace.gaussian_values, stream);
+    error = lattice::cuda::splat_blur(gaussian, workspace.q_slots, workspace.gaussian_norm, channels,
+                                      workspace.gaussian_vertex_a, workspace.gaussian_vertex_b,
+                                      &step.gaussian_vertices, stream);
     if (error != nullptr) return error;
-    error = lattice::cuda::filter<float>(bilateral, workspace.bilateral_values, channels, false,
-                                         workspace.bilateral_vertex_a, workspace.bilateral_vertex_b,
-                                         workspace.bilateral_values, stream);
+    error = lattice::cuda::splat_blur(bilateral, workspace.q_slots, workspace.bilateral_norm, channels,
+                                      workspace.bilateral_vertex_a, workspace.bilateral_vertex_b,
+                                      &step.bilateral_vertices, stream);
     if (error != nullptr) return error;
     step.q = iteration == n_iter - 1 ? q : nullptr;
     update_kernel<<<blocks_for(pixels), kThreads, 0, stream>>>(problem, step, pixels);

@@ -235,20 +235,28 @@ RRM_HOST_DEVICE inline ValueLayout points_last(int64_t channels) { return {0, ch
 // compiler keeps whole vectors in registers. Every channel sees the same operations in the same
 // order whatever K is, so the results do not depend on the blocking.
 
-// Gather splat of vertex v from values laid out as `layout`: contributions summed in entry
-// (hence point) order, which makes the result independent of scheduling. D > 0 fixes d at
-// compile time (entry -> point division).
+// Gather splat of vertex v from values laid out as `layout`, each point's values multiplied by
+// point_scale[point] (a global index b*P + p) first unless point_scale is null: contributions
+// summed in entry (hence point) order, which makes the result independent of scheduling. The
+// scale lets the mean field splat n * Q from Q itself, with the bits of splatting a stored n * Q.
+// D > 0 fixes d at compile time (entry -> point division).
 template <typename scalar_t, int K, int D = 0>
 RRM_HOST_DEVICE RRM_INLINE void splat_vertex(const LatticeView& lat, int32_t v, const scalar_t* values,
-                                             const ValueLayout& layout, int64_t channels, int64_t c_begin,
-                                             scalar_t* vertex_values) {
+                                             const ValueLayout& layout, const scalar_t* point_scale,
+                                             int64_t channels, int64_t c_begin, scalar_t* vertex_values) {
   const int d1 = D > 0 ? D + 1 : lat.d1;
   scalar_t sum[K];
   for (int c = 0; c < K; ++c) sum[c] = scalar_t(0);
   for (int32_t k = lat.splat_ptr[v]; k < lat.splat_ptr[v + 1]; ++k) {
     const scalar_t w = static_cast<scalar_t>(lat.splat_weights[k]);
-    const scalar_t* in = values + layout.offset(lat.splat_entries[k] / d1, c_begin);
-    for (int c = 0; c < K; ++c) sum[c] += w * in[c * layout.channel_stride];
+    const int64_t point = lat.splat_entries[k] / d1;
+    const scalar_t* in = values + layout.offset(point, c_begin);
+    if (point_scale == nullptr) {
+      for (int c = 0; c < K; ++c) sum[c] += w * in[c * layout.channel_stride];
+    } else {
+      const scalar_t scale = point_scale[point];
+      for (int c = 0; c < K; ++c) sum[c] += w * (scale * in[c * layout.channel_stride]);
+    }
   }
   scalar_t* out = vertex_values + static_cast<int64_t>(v) * channels + c_begin;
   for (int c = 0; c < K; ++c) out[c] = sum[c];
@@ -271,11 +279,10 @@ RRM_HOST_DEVICE RRM_INLINE void blur_vertex(const LatticeView& lat, int32_t v, i
   for (int c = 0; c < K; ++c) out[c] = blurred[c];
 }
 
-// Slice of point `point` (a global index b*P + p) into points-last out_values.
+// Slice of channels [c_begin, c_begin + K) of point `point` (a global index b*P + p) into sum.
 template <typename scalar_t, int K>
-RRM_HOST_DEVICE RRM_INLINE void slice_point(const LatticeView& lat, int64_t point, const scalar_t* vertex_values,
-                                            int64_t channels, int64_t c_begin, scalar_t alpha, scalar_t* out_values) {
-  scalar_t sum[K];
+RRM_HOST_DEVICE RRM_INLINE void slice_sums(const LatticeView& lat, int64_t point, const scalar_t* vertex_values,
+                                           int64_t channels, int64_t c_begin, scalar_t alpha, scalar_t* sum) {
   for (int c = 0; c < K; ++c) sum[c] = scalar_t(0);
   for (int r = 0; r < lat.d1; ++r) {
     const int64_t entry = point * lat.d1 + r;
@@ -283,6 +290,14 @@ RRM_HOST_DEVICE RRM_INLINE void slice_point(const LatticeView& lat, int64_t poin
     const scalar_t* in = vertex_values + static_cast<int64_t>(lat.offsets[entry]) * channels + c_begin;
     for (int c = 0; c < K; ++c) sum[c] += w * in[c] * alpha;
   }
+}
+
+// Slice of point `point` into points-last out_values.
+template <typename scalar_t, int K>
+RRM_HOST_DEVICE RRM_INLINE void slice_point(const LatticeView& lat, int64_t point, const scalar_t* vertex_values,
+                                            int64_t channels, int64_t c_begin, scalar_t alpha, scalar_t* out_values) {
+  scalar_t sum[K];
+  slice_sums<scalar_t, K>(lat, point, vertex_values, channels, c_begin, alpha, sum);
   scalar_t* out = out_values + point * channels + c_begin;
   for (int c = 0; c < K; ++c) out[c] = sum[c];
 }

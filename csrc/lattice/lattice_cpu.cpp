@@ -355,23 +355,30 @@ RRM_INLINE void for_channel_blocks(int64_t channels, const Body& body) {
 // which costs more than every thread scanning all entries once the rows are wide.
 constexpr int64_t kScatterChannels = 8;
 
-// row += w * in over `channels` values, in[c * kStride] (kStride 0: a runtime `stride`). The
-// rows never overlap; saying so (restrict) and asking for vector code (omp simd) keeps GCC from
-// emitting scalar code or per-call overlap checks, which cost more than the arithmetic at a few
-// channels.
-template <typename scalar_t>
+// row += w * in over `channels` values in[c * stride], or row += w * (scale * in) when
+// kScaled (splat_vertex's two forms). The rows never overlap; saying so (restrict) and asking
+// for vector code (omp simd) keeps GCC from emitting scalar code or per-call overlap checks,
+// which cost more than the arithmetic at a few channels.
+template <bool kScaled, typename scalar_t>
 RRM_INLINE void add_scaled_row(scalar_t* __restrict__ row, const scalar_t* __restrict__ in, scalar_t w,
-                               int64_t channels, int64_t stride) {
+                               scalar_t scale, int64_t channels, int64_t stride) {
+  if constexpr (kScaled) {
 #pragma omp simd
-  for (int64_t c = 0; c < channels; ++c) row[c] = row[c] + w * in[c * stride];
+    for (int64_t c = 0; c < channels; ++c) row[c] = row[c] + w * (scale * in[c * stride]);
+  } else {
+#pragma omp simd
+    for (int64_t c = 0; c < channels; ++c) row[c] = row[c] + w * in[c * stride];
+  }
 }
 
-// One filter call's values: an array and its layout (see ValueLayout). kUnitStride: channels
-// are adjacent (points-last), known at compile time so the channel loops vectorise.
+// One filter call's values: an array, its layout (see ValueLayout) and the per-point factors
+// the splat applies (see splat_vertex; null: none). kUnitStride: channels are adjacent
+// (points-last), known at compile time so the channel loops vectorise.
 template <typename scalar_t, bool kUnitStride>
 struct Values {
   scalar_t* data;
   ValueLayout layout;
+  const scalar_t* point_scale = nullptr;
 
   int64_t channel_stride() const { return kUnitStride ? 1 : layout.channel_stride; }
   ValueLayout known_layout() const { return {layout.first_point, layout.point_stride, channel_stride()}; }
@@ -387,14 +394,23 @@ void splat_by_scatter(const LatticeView& lat, const ItemSpan& span, const Values
   const int64_t channels = ch.count();
   std::fill(vertex_values + vertex_begin * channels, vertex_values + vertex_end * channels, scalar_t(0));
   const ValueLayout layout = in.known_layout();
-  for (int64_t point = span.point_begin; point < span.point_end; ++point) {
-    const scalar_t* row = in.data + layout.offset(point, 0);
-    for (int64_t e = point * lat.d1; e < (point + 1) * lat.d1; ++e) {
-      const int32_t v = lat.offsets[e];
-      if (v < vertex_begin || v >= vertex_end) continue;
-      add_scaled_row(vertex_values + static_cast<int64_t>(v) * channels, row, static_cast<scalar_t>(lat.weights[e]),
-                     channels, layout.channel_stride);
+  const auto scatter = [&](auto scaled) {
+    for (int64_t point = span.point_begin; point < span.point_end; ++point) {
+      const scalar_t* row = in.data + layout.offset(point, 0);
+      const scalar_t scale = scaled ? in.point_scale[point] : scalar_t(1);
+      for (int64_t e = point * lat.d1; e < (point + 1) * lat.d1; ++e) {
+        const int32_t v = lat.offsets[e];
+        if (v < vertex_begin || v >= vertex_end) continue;
+        add_scaled_row<decltype(scaled)::value>(vertex_values + static_cast<int64_t>(v) * channels, row,
+                                                static_cast<scalar_t>(lat.weights[e]), scale, channels,
+                                                layout.channel_stride);
+      }
     }
+  };
+  if (in.point_scale == nullptr) {
+    scatter(std::false_type());
+  } else {
+    scatter(std::true_type());
   }
 }
 
@@ -429,7 +445,7 @@ void splat_by_gather(const LatticeView& lat, const ItemSpan& span, const Values<
       for (int64_t v = begin; v < end; ++v) {
         for_channel_blocks(channels, [&](auto block, int64_t c) {
           splat_vertex<scalar_t, decltype(block)::value, FEATURE_DIM>(lat, static_cast<int32_t>(v), in.data, layout,
-                                                                      channels, c, vertex_values);
+                                                                      in.point_scale, channels, c, vertex_values);
         });
       }
     });
@@ -448,10 +464,10 @@ void splat_cpu(const LatticeView& lat, const ItemSpan& span, const Values<const 
   }
 }
 
-// Filters the span's values into points-last out.
+// Splats and blurs the span's values; returns the buffer (a or b) that holds the result.
 template <typename scalar_t, int CH, bool kUnitStride>
-void filter_span(const LatticeView& lat, const ItemSpan& span, const Values<const scalar_t, kUnitStride>& in,
-                 Channels<CH> ch, bool reverse, scalar_t* buffer_a, scalar_t* buffer_b, scalar_t* out) {
+scalar_t* splat_blur_span(const LatticeView& lat, const ItemSpan& span, const Values<const scalar_t, kUnitStride>& in,
+                          Channels<CH> ch, bool reverse, scalar_t* buffer_a, scalar_t* buffer_b) {
   const int64_t channels = ch.count();
   splat_cpu(lat, span, in, ch, buffer_a);
   scalar_t* src = buffer_a;
@@ -467,6 +483,15 @@ void filter_span(const LatticeView& lat, const ItemSpan& span, const Values<cons
     });
     std::swap(src, dst);
   }
+  return src;
+}
+
+// Filters the span's values into points-last out.
+template <typename scalar_t, int CH, bool kUnitStride>
+void filter_span(const LatticeView& lat, const ItemSpan& span, const Values<const scalar_t, kUnitStride>& in,
+                 Channels<CH> ch, bool reverse, scalar_t* buffer_a, scalar_t* buffer_b, scalar_t* out) {
+  const int64_t channels = ch.count();
+  const scalar_t* src = splat_blur_span(lat, span, in, ch, reverse, buffer_a, buffer_b);
   const scalar_t alpha = slice_scale<scalar_t>(lat.d1 - 1);
   at::parallel_for(span.point_begin, span.point_end, kPointGrain, [&](int64_t begin, int64_t end) {
     for (int64_t p = begin; p < end; ++p) {
@@ -496,6 +521,16 @@ void filter_cpu_into(const LatticeView& lat, const ItemSpan& span, const float* 
     filter_span(lat, span, Values<const float, true>{values, points_last(channels)}, ch, reverse, buffer_a, buffer_b,
                 out);
   });
+}
+
+const float* splat_blur_cpu_into(const LatticeView& lat, const ItemSpan& span, const float* values,
+                                 const float* point_scale, int64_t channels, float* buffer_a, float* buffer_b) {
+  const float* blurred = nullptr;
+  with_channels(channels, [&](auto ch) {
+    const Values<const float, true> in{values, points_last(channels), point_scale};
+    blurred = splat_blur_span(lat, span, in, ch, false, buffer_a, buffer_b);
+  });
+  return blurred;
 }
 
 // float64 filtering serves finite-difference checks, not speed: one runtime-channel version.

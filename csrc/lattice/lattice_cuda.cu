@@ -80,12 +80,13 @@ __global__ void splat_weights_kernel(const int32_t* splat_entries, const float* 
 }
 
 template <typename scalar_t>
-__global__ void splat_kernel(LatticeView lat, const scalar_t* values, int64_t channels, scalar_t* vertex_values) {
+__global__ void splat_kernel(LatticeView lat, const scalar_t* values, const scalar_t* point_scale, int64_t channels,
+                             scalar_t* vertex_values) {
   const int64_t index = global_index();
   if (index >= static_cast<int64_t>(lat.num_vertices) * channels) return;
   const int64_t c = index % channels;
-  splat_vertex<scalar_t, 1>(lat, static_cast<int32_t>(index / channels), values, points_last(channels), channels, c,
-                            vertex_values);
+  splat_vertex<scalar_t, 1>(lat, static_cast<int32_t>(index / channels), values, points_last(channels), point_scale,
+                            channels, c, vertex_values);
 }
 
 template <typename scalar_t>
@@ -176,11 +177,14 @@ const char* build_structure(int64_t batch, int64_t points, int d, int32_t vertic
   return nullptr;
 }
 
+// Splat and blur; returns the buffer (a or b) holding the blurred vertex values.
 template <typename scalar_t>
-const char* filter(const LatticeView& lat, const scalar_t* values, int64_t channels, bool reverse,
-                   scalar_t* buffer_a, scalar_t* buffer_b, scalar_t* out, cudaStream_t stream) {
+scalar_t* launch_splat_blur(const LatticeView& lat, const scalar_t* values, const scalar_t* point_scale,
+                            int64_t channels, bool reverse, scalar_t* buffer_a, scalar_t* buffer_b,
+                            cudaStream_t stream) {
   const int64_t vertex_work = static_cast<int64_t>(lat.num_vertices) * channels;
-  splat_kernel<scalar_t><<<blocks_for(vertex_work), kThreads, 0, stream>>>(lat, values, channels, buffer_a);
+  splat_kernel<scalar_t><<<blocks_for(vertex_work), kThreads, 0, stream>>>(lat, values, point_scale, channels,
+                                                                            buffer_a);
   scalar_t* src = buffer_a;
   scalar_t* dst = buffer_b;
   for (int step = 0; step < lat.d1; ++step) {
@@ -190,8 +194,23 @@ const char* filter(const LatticeView& lat, const scalar_t* values, int64_t chann
     src = dst;
     dst = swap;
   }
+  return src;
+}
+
+template <typename scalar_t>
+const char* filter(const LatticeView& lat, const scalar_t* values, int64_t channels, bool reverse,
+                   scalar_t* buffer_a, scalar_t* buffer_b, scalar_t* out, cudaStream_t stream) {
+  const scalar_t* blurred = launch_splat_blur<scalar_t>(lat, values, nullptr, channels, reverse, buffer_a, buffer_b,
+                                                        stream);
   slice_kernel<scalar_t><<<blocks_for(lat.num_points * channels), kThreads, 0, stream>>>(
-      lat, src, channels, slice_scale<scalar_t>(lat.d1 - 1), out);
+      lat, blurred, channels, slice_scale<scalar_t>(lat.d1 - 1), out);
+  RRM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  return nullptr;
+}
+
+const char* splat_blur(const LatticeView& lat, const float* values, const float* point_scale, int64_t channels,
+                       float* buffer_a, float* buffer_b, const float** blurred, cudaStream_t stream) {
+  *blurred = launch_splat_blur<float>(lat, values, point_scale, channels, false, buffer_a, buffer_b, stream);
   RRM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return nullptr;
 }

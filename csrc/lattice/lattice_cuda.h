@@ -33,6 +33,11 @@ template <typename scalar_t>
 const char* filter(const LatticeView& lat, const scalar_t* values, int64_t channels, bool reverse,
                    scalar_t* buffer_a, scalar_t* buffer_b, scalar_t* out, cudaStream_t stream);
 
+// The splat and blur of filter, of point_scale[point] * values (see splat_vertex; values as
+// they are if point_scale is null); *blurred is set to the buffer, a or b, holding the result.
+const char* splat_blur(const LatticeView& lat, const float* values, const float* point_scale, int64_t channels,
+                       float* buffer_a, float* buffer_b, const float** blurred, cudaStream_t stream);
+
 }  // namespace cuda
 }  // namespace lattice
 }  // namespace rrm

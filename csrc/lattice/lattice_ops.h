@@ -59,5 +59,12 @@ void filter_cpu_into(const LatticeView& lat, const ItemSpan& span, const float* 
 void filter_cpu_into(const LatticeView& lat, const ItemSpan& span, const double* values, int64_t channels, bool reverse,
                      double* buffer_a, double* buffer_b, double* out);
 
+// The splat and blur of filter_cpu_into without the slice, for callers that slice each point
+// themselves (the mean field's fused update): splats point_scale[point] * values (see
+// splat_vertex; values as they are if point_scale is null) and returns the buffer, a or b,
+// holding the blurred vertex values.
+const float* splat_blur_cpu_into(const LatticeView& lat, const ItemSpan& span, const float* values,
+                                 const float* point_scale, int64_t channels, float* buffer_a, float* buffer_b);
+
 }  // namespace lattice
 }  // namespace rrm
