@@ -68,26 +68,40 @@ RRM_INLINE void store_slots(const PixelFloats (&slots)[S], int64_t stride, float
 }
 
 // The slices of the S channels from first_channel on of the kPixelLanes pixels from first_pixel
-// on, as slot vectors: the sums of sliced_channel, taken 8 or 4 channels at a time.
-template <int S>
+// on, as slot vectors. Each pixel's channels are summed as vectors of kSlotLanes channels with
+// sliced_channel's float operations (GCC left the scalar body's channel sums unvectorised),
+// then transposed into slots. D1 > 0 is the lattice's entries per pixel (d + 1), fixed at
+// compile time.
+template <int S, int D1>
 RRM_INLINE void slice_lanes(const lattice::LatticeView& lat, const float* vertices, int64_t channels, float alpha,
                             int64_t first_pixel, int64_t first_channel, PixelFloats (&slots)[S]) {
-  float rows[kPixelLanes][S];
+  const int d1 = D1 > 0 ? D1 : lat.d1;
+  constexpr int kBlocks = S / kSlotLanes;
+  const PixelFloats alphas = broadcast<PixelFloats>(alpha);
+  PixelFloats sums[kPixelLanes][kBlocks];
   for (int j = 0; j < kPixelLanes; ++j) {
-    int c = 0;
-    for (; c + 8 <= S; c += 8) {
-      lattice::slice_sums<float, 8>(lat, first_pixel + j, vertices, channels, first_channel + c, alpha, rows[j] + c);
-    }
-    for (; c < S; c += 4) {
-      lattice::slice_sums<float, 4>(lat, first_pixel + j, vertices, channels, first_channel + c, alpha, rows[j] + c);
+    for (int b = 0; b < kBlocks; ++b) sums[j][b] = PixelFloats{};
+    for (int r = 0; r < d1; ++r) {
+      const int64_t entry = (first_pixel + j) * d1 + r;
+      const PixelFloats w = broadcast<PixelFloats>(lat.weights[entry]);
+      const float* in = vertices + static_cast<int64_t>(lat.offsets[entry]) * channels + first_channel;
+      for (int b = 0; b < kBlocks; ++b) {
+        PixelFloats value;
+        memcpy(&value, in + b * kSlotLanes, sizeof(PixelFloats));
+        sums[j][b] += w * value * alphas;
+      }
     }
   }
-  load_slots(&rows[0][0], S, slots);
+  for (int b = 0; b < kBlocks; ++b) {
+    PixelFloats block[4] = {sums[0][b], sums[1][b], sums[2][b], sums[3][b]};
+    transpose4(block);
+    for (int k = 0; k < 4; ++k) slots[b * kSlotLanes + k] = block[k];
+  }
 }
 
 // update_group<S> for the kPixelLanes pixels from first_pixel on, with the same float
-// operations lane by lane, so with the same bits.
-template <int S>
+// operations lane by lane, so with the same bits. GaussianD1 and BilateralD1 as slice_lanes' D1.
+template <int S, int GaussianD1, int BilateralD1>
 RRM_INLINE void update_group_lanes(const MeanfieldProblem& problem, const MeanfieldStep& step, int64_t first_pixel,
                                    int64_t group) {
   const int64_t channels = slot_channels(problem);
@@ -99,9 +113,9 @@ RRM_INLINE void update_group_lanes(const MeanfieldProblem& problem, const Meanfi
     memcpy(&gaussian_norm, step.gaussian_norm + first_pixel, sizeof(PixelFloats));
     memcpy(&bilateral_norm, step.bilateral_norm + first_pixel, sizeof(PixelFloats));
     PixelFloats gaussian[S], bilateral[S];
-    slice_lanes(step.gaussian, step.gaussian_vertices, channels, step.gaussian_alpha, first_pixel, group * S,
+    slice_lanes<S, GaussianD1>(step.gaussian, step.gaussian_vertices, channels, step.gaussian_alpha, first_pixel, group * S,
                 gaussian);
-    slice_lanes(step.bilateral, step.bilateral_vertices, channels, step.bilateral_alpha, first_pixel, group * S,
+    slice_lanes<S, BilateralD1>(step.bilateral, step.bilateral_vertices, channels, step.bilateral_alpha, first_pixel, group * S,
                 bilateral);
     for (int s = 0; s < S; ++s) {
       row[s] = slot_energy(row[s], gaussian[s], bilateral[s], gaussian_norm, bilateral_norm, problem.gaussian_compat,
@@ -121,13 +135,23 @@ RRM_INLINE void update_group_lanes(const MeanfieldProblem& problem, const Meanfi
   store_slots(row, channels, step.q_slots + first);
 }
 
-// The updates of pixels [begin, end): whole vectors of pixels, then one by one.
+// The updates of pixels [begin, end): whole vectors of pixels, then one by one. The lattices of
+// dense_crf (d = 2 and 5) get constant entry counts, so that the slices' entry loops unroll.
 template <int S>
 void update_pixels(const MeanfieldProblem& problem, const MeanfieldStep& step, int64_t begin, int64_t end) {
   int64_t i = begin;
   if constexpr (S > 0) {
-    for (; i + kPixelLanes <= end; i += kPixelLanes) {
-      for (int64_t group = 0; group < problem.groups; ++group) update_group_lanes<S>(problem, step, i, group);
+    const auto vectors = [&](auto gaussian_d1, auto bilateral_d1) {
+      for (; i + kPixelLanes <= end; i += kPixelLanes) {
+        for (int64_t group = 0; group < problem.groups; ++group) {
+          update_group_lanes<S, decltype(gaussian_d1)::value, decltype(bilateral_d1)::value>(problem, step, i, group);
+        }
+      }
+    };
+    if (step.gaussian.d1 == 3 && step.bilateral.d1 == 6) {
+      vectors(std::integral_constant<int, 3>(), std::integral_constant<int, 6>());
+    } else {
+      vectors(std::integral_constant<int, 0>(), std::integral_constant<int, 0>());
     }
   }
   for (; i < end; ++i) update_pixel<S>(problem, step, i);

@@ -279,10 +279,11 @@ RRM_HOST_DEVICE RRM_INLINE void blur_vertex(const LatticeView& lat, int32_t v, i
   for (int c = 0; c < K; ++c) out[c] = blurred[c];
 }
 
-// Slice of channels [c_begin, c_begin + K) of point `point` (a global index b*P + p) into sum.
+// Slice of channels [c_begin, c_begin + K) of point `point` (a global index b*P + p) into out.
 template <typename scalar_t, int K>
 RRM_HOST_DEVICE RRM_INLINE void slice_sums(const LatticeView& lat, int64_t point, const scalar_t* vertex_values,
-                                           int64_t channels, int64_t c_begin, scalar_t alpha, scalar_t* sum) {
+                                           int64_t channels, int64_t c_begin, scalar_t alpha, scalar_t* out) {
+  scalar_t sum[K];
   for (int c = 0; c < K; ++c) sum[c] = scalar_t(0);
   for (int r = 0; r < lat.d1; ++r) {
     const int64_t entry = point * lat.d1 + r;
@@ -290,16 +291,14 @@ RRM_HOST_DEVICE RRM_INLINE void slice_sums(const LatticeView& lat, int64_t point
     const scalar_t* in = vertex_values + static_cast<int64_t>(lat.offsets[entry]) * channels + c_begin;
     for (int c = 0; c < K; ++c) sum[c] += w * in[c] * alpha;
   }
+  for (int c = 0; c < K; ++c) out[c] = sum[c];
 }
 
 // Slice of point `point` into points-last out_values.
 template <typename scalar_t, int K>
 RRM_HOST_DEVICE RRM_INLINE void slice_point(const LatticeView& lat, int64_t point, const scalar_t* vertex_values,
                                             int64_t channels, int64_t c_begin, scalar_t alpha, scalar_t* out_values) {
-  scalar_t sum[K];
-  slice_sums<scalar_t, K>(lat, point, vertex_values, channels, c_begin, alpha, sum);
-  scalar_t* out = out_values + point * channels + c_begin;
-  for (int c = 0; c < K; ++c) out[c] = sum[c];
+  slice_sums<scalar_t, K>(lat, point, vertex_values, channels, c_begin, alpha, out_values + point * channels + c_begin);
 }
 
 template <typename scalar_t>

@@ -394,23 +394,35 @@ void splat_by_scatter(const LatticeView& lat, const ItemSpan& span, const Values
   const int64_t channels = ch.count();
   std::fill(vertex_values + vertex_begin * channels, vertex_values + vertex_end * channels, scalar_t(0));
   const ValueLayout layout = in.known_layout();
-  const auto scatter = [&](auto scaled) {
+  // kScaled: the entries multiply by the point's scale themselves; kPrescaled: the point's row
+  // is scaled once into `scaled` (the same products), which needs a constant channel count.
+  const auto scatter = [&](auto kind) {
+    constexpr bool kScaled = decltype(kind)::value == 1;
+    constexpr bool kPrescaled = decltype(kind)::value == 2;
+    scalar_t scaled[CH > 0 ? CH : 1];
     for (int64_t point = span.point_begin; point < span.point_end; ++point) {
       const scalar_t* row = in.data + layout.offset(point, 0);
-      const scalar_t scale = scaled ? in.point_scale[point] : scalar_t(1);
+      const scalar_t scale = kScaled || kPrescaled ? in.point_scale[point] : scalar_t(1);
+      int64_t stride = layout.channel_stride;
+      if constexpr (kPrescaled) {
+        for (int64_t c = 0; c < CH; ++c) scaled[c] = scale * row[c * stride];
+        row = scaled;
+        stride = 1;
+      }
       for (int64_t e = point * lat.d1; e < (point + 1) * lat.d1; ++e) {
         const int32_t v = lat.offsets[e];
         if (v < vertex_begin || v >= vertex_end) continue;
-        add_scaled_row<decltype(scaled)::value>(vertex_values + static_cast<int64_t>(v) * channels, row,
-                                                static_cast<scalar_t>(lat.weights[e]), scale, channels,
-                                                layout.channel_stride);
+        add_scaled_row<kScaled>(vertex_values + static_cast<int64_t>(v) * channels, row,
+                                static_cast<scalar_t>(lat.weights[e]), scale, channels, stride);
       }
     }
   };
   if (in.point_scale == nullptr) {
-    scatter(std::false_type());
+    scatter(std::integral_constant<int, 0>());
+  } else if constexpr (CH > 0) {
+    scatter(std::integral_constant<int, 2>());
   } else {
-    scatter(std::true_type());
+    scatter(std::integral_constant<int, 1>());
   }
 }
 
