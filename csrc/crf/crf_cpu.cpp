@@ -113,10 +113,10 @@ RRM_INLINE void update_group_lanes(const MeanfieldProblem& problem, const Meanfi
     memcpy(&gaussian_norm, step.gaussian_norm + first_pixel, sizeof(PixelFloats));
     memcpy(&bilateral_norm, step.bilateral_norm + first_pixel, sizeof(PixelFloats));
     PixelFloats gaussian[S], bilateral[S];
-    slice_lanes<S, GaussianD1>(step.gaussian, step.gaussian_vertices, channels, step.gaussian_alpha, first_pixel, group * S,
-                gaussian);
-    slice_lanes<S, BilateralD1>(step.bilateral, step.bilateral_vertices, channels, step.bilateral_alpha, first_pixel, group * S,
-                bilateral);
+    slice_lanes<S, GaussianD1>(step.gaussian, step.gaussian_vertices, channels, step.gaussian_alpha, first_pixel,
+                               group * S, gaussian);
+    slice_lanes<S, BilateralD1>(step.bilateral, step.bilateral_vertices, channels, step.bilateral_alpha, first_pixel,
+                                group * S, bilateral);
     for (int s = 0; s < S; ++s) {
       row[s] = slot_energy(row[s], gaussian[s], bilateral[s], gaussian_norm, bilateral_norm, problem.gaussian_compat,
                            problem.bilateral_compat);
