@@ -52,6 +52,17 @@ def test_matches_pydensecrf_on_photographs(height, width, name, labels, paramete
         assert np.abs(mine - theirs).max() <= 1e-4, n_iter
 
 
+def test_more_labels_than_the_unrolled_slot_counts_match_pydensecrf():
+    # 30 labels take 32 slots, above the CPU's compile-time slot counts (up to 24): the update
+    # runs the device-generic body pixel by pixel, the code CUDA runs.
+    image = resized_photo("astronaut", 40, 57)
+    scores = smooth_scores(30, 40, 57, seed=30)
+    theirs = pydensecrf_inference(scores, image, n_iter=5, **TRAINING)
+    mine = ours(scores, image, n_iter=5, **TRAINING)
+    assert np.mean(mine.argmax(0) == theirs.argmax(0)) >= 0.999
+    assert np.abs(mine - theirs).max() <= 1e-4
+
+
 def test_the_pairwise_terms_change_the_result():
     image = resized_photo("astronaut", 40, 57)
     scores = smooth_scores(4, 40, 57, seed=3)
