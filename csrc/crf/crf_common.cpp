@@ -79,6 +79,35 @@ lattice::LatticeTuple build_lattice(const at::Tensor& features) {
   return build.call(features);
 }
 
+// The lattice pydensecrf's x86 build (its SSE path, the one pip installs) makes of features
+// [B, P, d]: it embeds each image's points in blocks of four and fills the last block with
+// zero-feature points, whose vertices then take part in the blur and change what the image's
+// pixels receive. Built here the same way, then without the padding points' entries: their
+// vertices stay (numbered after the image's own, in entry order) and the blur passes through
+// them, and as the values splatted at the padding points are zero, dropping them changes no
+// vertex's sum.
+lattice::LatticeTuple build_crf_lattice(const at::Tensor& features) {
+  const int64_t batch = features.size(0), points = features.size(1), d = features.size(2);
+  const int64_t padding = (4 - points % 4) % 4;
+  if (padding == 0) return build_lattice(features);
+  const at::Tensor padded = at::cat({features, at::zeros({batch, padding, d}, features.options())}, 1);
+  const lattice::LatticeTuple full = build_lattice(padded);
+  const at::Tensor offsets = std::get<0>(full).slice(1, 0, points).contiguous();
+  const at::Tensor weights = std::get<1>(full).slice(1, 0, points).contiguous();
+  const at::Tensor& neighbours = std::get<2>(full);
+  // The splat CSR of the kept entries: a stable sort by vertex keeps each list ascending.
+  const at::Tensor entry_vertices = offsets.flatten();
+  const at::Tensor counts = at::bincount(entry_vertices.to(at::kLong), {}, neighbours.size(1));
+  const at::Tensor splat_ptr = at::cat({at::zeros({1}, counts.options()), counts.cumsum(0)}).to(at::kInt);
+  const at::Tensor order = std::get<1>(at::sort(entry_vertices, /*stable=*/true, /*dim=*/0, /*descending=*/false));
+  return {offsets,
+          weights,
+          neighbours,
+          splat_ptr,
+          order.to(at::kInt).contiguous(),
+          weights.flatten().index_select(0, order).contiguous()};
+}
+
 // What a CPU Gaussian lattice depends on: nothing of the image but the batch and image size.
 struct GaussianKey {
   int64_t batch;
@@ -171,12 +200,12 @@ std::pair<lattice::LatticeTuple, lattice::LatticeTuple> crf_lattices(const at::T
   const at::Tensor xy = at::stack({xs, ys}, -1).reshape({1, pixels, 2});
   const at::Tensor colour = rgb.reshape({batch, pixels, 3}).to(at::kFloat) / bilateral_srgb;
   const at::Tensor bilateral_features = at::cat({(xy / bilateral_sxy).expand({batch, pixels, 2}), colour}, 2);
-  const auto build_gaussian = [&] { return tile_lattice(build_lattice(xy / gaussian_sxy), batch); };
+  const auto build_gaussian = [&] { return tile_lattice(build_crf_lattice(xy / gaussian_sxy), batch); };
   // Only CPU lattices are cached: a GPU build is quick, and a lattice built on one CUDA stream
   // and read on another would need synchronising.
   return {rgb.is_cpu() ? gaussian_lattices().get({batch, height, width, gaussian_sxy}, build_gaussian)
                        : build_gaussian(),
-          build_lattice(bilateral_features)};
+          build_crf_lattice(bilateral_features)};
 }
 
 void clear_gaussian_lattice_cache() { gaussian_lattices().clear(); }

@@ -22,8 +22,10 @@ Two variants of Krähenbühl's code exist and both are reproduced:
   zero-feature points to a multiple of 4 (they insert extra, zero-valued lattice vertices!),
   and, for more than 2 value channels, slice weights premultiplied by alpha.
 
-The two differ only at rounding level and in rare tie cases; either reproduces pydensecrf's
-filter far below any CRF tolerance (see tests/test_reference_oracles.py).
+Apart from the padding points the two differ only at rounding level and in rare tie cases. The
+padding points' vertices change the filter whenever the point count is not a multiple of 4 and
+some of the image's vertices neighbour theirs (0.9% on coffee at 37 x 45): the rrm CRF op
+builds its lattices with them for that reason (csrc/crf/crf_common.cpp, build_crf_lattice).
 
 Values may be float32 (all splat/blur/slice arithmetic in float32, as in the original) or
 float64 (same algorithm, same float32 embedding, arithmetic in float64 -- useful for
