@@ -85,7 +85,7 @@ lattice::LatticeTuple build_lattice(const at::Tensor& features) {
 // pixels receive. Built here the same way, then without the padding points' entries: their
 // vertices stay (numbered after the image's own, in entry order) and the blur passes through
 // them, and as the values splatted at the padding points are zero, dropping them changes no
-// vertex's sum.
+// vertex's sum. The cost is a few linear passes over the entries.
 lattice::LatticeTuple build_crf_lattice(const at::Tensor& features) {
   const int64_t batch = features.size(0), points = features.size(1), d = features.size(2);
   const int64_t padding = (4 - points % 4) % 4;
@@ -94,18 +94,22 @@ lattice::LatticeTuple build_crf_lattice(const at::Tensor& features) {
   const lattice::LatticeTuple full = build_lattice(padded);
   const at::Tensor offsets = std::get<0>(full).slice(1, 0, points).contiguous();
   const at::Tensor weights = std::get<1>(full).slice(1, 0, points).contiguous();
-  const at::Tensor& neighbours = std::get<2>(full);
-  // The splat CSR of the kept entries: a stable sort by vertex keeps each list ascending.
-  const at::Tensor entry_vertices = offsets.flatten();
-  const at::Tensor counts = at::bincount(entry_vertices.to(at::kLong), {}, neighbours.size(1));
-  const at::Tensor splat_ptr = at::cat({at::zeros({1}, counts.options()), counts.cumsum(0)}).to(at::kInt);
-  const at::Tensor order = std::get<1>(at::sort(entry_vertices, /*stable=*/true, /*dim=*/0, /*descending=*/false));
+  // The splat CSR without the padding points' entries, in the same order: entry e of the padded
+  // build is point e / D1 of item point / (P + padding); kept entries are renumbered as over P.
+  const int64_t d1 = d + 1, padded_points = points + padding;
+  const at::Tensor entries = std::get<4>(full).to(at::kLong);
+  const at::Tensor point = entries.div(d1, "floor");
+  const at::Tensor item = point.div(padded_points, "floor");
+  const at::Tensor item_point = point - item * padded_points;
+  const at::Tensor kept = item_point < points;
+  const at::Tensor renumbered = (item * points + item_point) * d1 + (entries - point * d1);
+  const at::Tensor kept_before = at::cat({at::zeros({1}, entries.options()), kept.to(at::kLong).cumsum(0)});
   return {offsets,
           weights,
-          neighbours,
-          splat_ptr,
-          order.to(at::kInt).contiguous(),
-          weights.flatten().index_select(0, order).contiguous()};
+          std::get<2>(full),
+          kept_before.index_select(0, std::get<3>(full).to(at::kLong)).to(at::kInt).contiguous(),
+          renumbered.masked_select(kept).to(at::kInt).contiguous(),
+          std::get<5>(full).masked_select(kept).contiguous()};
 }
 
 // What a CPU Gaussian lattice depends on: nothing of the image but the batch and image size.
