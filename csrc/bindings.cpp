@@ -8,7 +8,7 @@
 
 TORCH_LIBRARY(rrm_ops, m) {
   m.def(
-      "lattice_build(Tensor features) -> (Tensor offsets, Tensor weights, Tensor neighbours, Tensor splat_ptr, "
+      "lattice_build(Tensor features, int point_block=1) -> (Tensor offsets, Tensor weights, Tensor neighbours, Tensor splat_ptr, "
       "Tensor splat_entries, Tensor splat_weights)");
   m.def(
       "lattice_filter(Tensor offsets, Tensor weights, Tensor neighbours, Tensor splat_ptr, Tensor splat_entries, "

@@ -5,7 +5,9 @@ from torch import Tensor
 
 
 @torch.library.register_fake("rrm_ops::lattice_build")
-def _lattice_build_fake(features: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+def _lattice_build_fake(
+    features: Tensor, point_block: int = 1
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     batch, points, dim = features.shape
     vertices = torch.library.get_ctx().new_dynamic_size()
     entries = batch * points * (dim + 1)

@@ -232,3 +232,39 @@ def test_channel_blocks_do_not_change_bits(photo_batch):
     together = lattice.filter(values)
     for c in range(13):
         assert torch.equal(lattice.filter(values[:, c : c + 1]), together[:, c : c + 1])
+
+
+def drop_padding_entries(tensors, points: int, padding: int):
+    """The lattice of a build over points + padding points per item without the padding's entries."""
+    offsets, weights, neighbours, splat_ptr, splat_entries, splat_weights = tensors
+    d1 = offsets.shape[2]
+    entry = splat_entries.long()
+    item, local = (entry // d1).div(points + padding, rounding_mode="floor"), (entry // d1) % (points + padding)
+    kept = local < points
+    kept_before = torch.cat([torch.zeros(1, dtype=torch.long), kept.long().cumsum(0)])
+    return (
+        offsets[:, :points],
+        weights[:, :points],
+        neighbours,
+        kept_before[splat_ptr.long()].int(),
+        ((item * points + local) * d1 + entry % d1)[kept].int(),
+        splat_weights[kept],
+    )
+
+
+@pytest.mark.parametrize("point_block", [4, 7])
+def test_point_block_adds_padding_vertices_and_drops_their_entries(photo_batch, point_block):
+    features = rrm_ops.bilateral_features(photo_batch[:, :29, :31], 5.0, 9.0).flatten(2).transpose(1, 2)
+    points = features.shape[1]
+    padding = -points % point_block
+    padded = torch.cat([features, torch.zeros(2, padding, 5)], 1).contiguous()
+    expected = drop_padding_entries(torch.ops.rrm_ops.lattice_build(padded), points, padding)
+    built = torch.ops.rrm_ops.lattice_build(features.contiguous(), point_block)
+    assert padding > 0 and built[2].shape[1] > torch.ops.rrm_ops.lattice_build(features.contiguous())[2].shape[1]
+    for got, want in zip(built, expected):
+        assert torch.equal(got, want)
+
+
+def test_point_block_must_be_positive():
+    with pytest.raises(RuntimeError, match="point_block must be >= 1"):
+        torch.ops.rrm_ops.lattice_build(torch.rand(1, 10, 2), 0)

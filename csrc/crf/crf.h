@@ -57,9 +57,28 @@ struct MeanfieldProblem {
 // Filtered channels per pixel: every slot of every group.
 RRM_HOST_DEVICE inline int64_t slot_channels(const MeanfieldProblem& problem) { return problem.groups * problem.slots; }
 
+// The CPU splats each image's pixels as `stripes` runs of consecutive pixels, each into vertex
+// rows of its own (partial sums), which are then added in stripe order: the stripes update and
+// splat concurrently, and the sums depend on the image size alone, not on the thread count.
+// Stripes of at least kStripePixels pixels, at most kMaxStripes per image; each starts at a
+// multiple of 4 pixels.
+constexpr int64_t kStripePixels = 16384;
+constexpr int64_t kMaxStripes = 2;
+
+inline int64_t pixel_stripes(int64_t points) {
+  const int64_t stripes = points / kStripePixels;
+  return stripes < 1 ? 1 : (stripes > kMaxStripes ? kMaxStripes : stripes);
+}
+
+// The first pixel of stripe `stripe` of an image of `points` pixels, counted from the image's
+// first; stripe `stripes` starts at `points`.
+inline int64_t stripe_begin(int64_t points, int64_t stripes, int64_t stripe) {
+  return stripe == stripes ? points : points * stripe / stripes / 4 * 4;
+}
+
 // The float buffers of one run, carved from one allocation (see workspace_floats). Each
 // lattice has its own vertex buffers, so different images may be at different steps.
-// K = G*S channels.
+// K = G*S channels; T the partial splats per lattice (the CPU's stripes; 0 on CUDA).
 struct MeanfieldWorkspace {
   float* gaussian_norm;       // [B*P]
   float* bilateral_norm;      // [B*P]
@@ -69,15 +88,17 @@ struct MeanfieldWorkspace {
   float* gaussian_vertex_b;   // [M_g, K]
   float* bilateral_vertex_a;  // [M_b, K]
   float* bilateral_vertex_b;  // [M_b, K]
+  float* gaussian_partials;   // [T, M_g, K]
+  float* bilateral_partials;  // [T, M_b, K]
 };
 
 inline int64_t workspace_floats(int64_t pixels, int64_t channels, int64_t gaussian_vertices,
-                                int64_t bilateral_vertices) {
-  return 2 * pixels + 2 * pixels * channels + 2 * (gaussian_vertices + bilateral_vertices) * channels;
+                                int64_t bilateral_vertices, int64_t partials) {
+  return 2 * pixels + 2 * pixels * channels + (2 + partials) * (gaussian_vertices + bilateral_vertices) * channels;
 }
 
 inline MeanfieldWorkspace carve_workspace(float* base, int64_t pixels, int64_t channels, int64_t gaussian_vertices,
-                                          int64_t bilateral_vertices) {
+                                          int64_t bilateral_vertices, int64_t partials) {
   MeanfieldWorkspace ws;
   ws.gaussian_norm = base;
   ws.bilateral_norm = ws.gaussian_norm + pixels;
@@ -87,6 +108,8 @@ inline MeanfieldWorkspace carve_workspace(float* base, int64_t pixels, int64_t c
   ws.gaussian_vertex_b = ws.gaussian_vertex_a + gaussian_vertices * channels;
   ws.bilateral_vertex_a = ws.gaussian_vertex_b + gaussian_vertices * channels;
   ws.bilateral_vertex_b = ws.bilateral_vertex_a + bilateral_vertices * channels;
+  ws.gaussian_partials = ws.bilateral_vertex_b + bilateral_vertices * channels;
+  ws.bilateral_partials = ws.gaussian_partials + partials * gaussian_vertices * channels;
   return ws;
 }
 

@@ -72,44 +72,17 @@ lattice::LatticeTuple tile_lattice(const lattice::LatticeTuple& one, int64_t bat
           std::get<5>(one).repeat({batch})};
 }
 
-lattice::LatticeTuple build_lattice(const at::Tensor& features) {
+// pydensecrf's x86 build (its SSE path, the one pip installs) embeds each image's points in
+// blocks of four and fills the last block with zero-feature points, whose vertices then take part
+// in the blur and change what the image's pixels receive: lattice_build's point_block.
+constexpr int64_t kPydensecrfPointBlock = 4;
+
+// The lattice pydensecrf builds of features [B, P, d], through the dispatcher.
+lattice::LatticeTuple build_crf_lattice(const at::Tensor& features) {
   static const auto build = c10::Dispatcher::singleton()
                                 .findSchemaOrThrow("rrm_ops::lattice_build", "")
-                                .typed<lattice::LatticeTuple(const at::Tensor&)>();
-  return build.call(features);
-}
-
-// The lattice pydensecrf's x86 build (its SSE path, the one pip installs) makes of features
-// [B, P, d]: it embeds each image's points in blocks of four and fills the last block with
-// zero-feature points, whose vertices then take part in the blur and change what the image's
-// pixels receive. Built here the same way, then without the padding points' entries: their
-// vertices stay (numbered after the image's own, in entry order) and the blur passes through
-// them, and as the values splatted at the padding points are zero, dropping them changes no
-// vertex's sum. The cost is a few linear passes over the entries.
-lattice::LatticeTuple build_crf_lattice(const at::Tensor& features) {
-  const int64_t batch = features.size(0), points = features.size(1), d = features.size(2);
-  const int64_t padding = (4 - points % 4) % 4;
-  if (padding == 0) return build_lattice(features);
-  const at::Tensor padded = at::cat({features, at::zeros({batch, padding, d}, features.options())}, 1);
-  const lattice::LatticeTuple full = build_lattice(padded);
-  const at::Tensor offsets = std::get<0>(full).slice(1, 0, points).contiguous();
-  const at::Tensor weights = std::get<1>(full).slice(1, 0, points).contiguous();
-  // The splat CSR without the padding points' entries, in the same order: entry e of the padded
-  // build is point e / D1 of item point / (P + padding); kept entries are renumbered as over P.
-  const int64_t d1 = d + 1, padded_points = points + padding;
-  const at::Tensor entries = std::get<4>(full).to(at::kLong);
-  const at::Tensor point = entries.div(d1, "floor");
-  const at::Tensor item = point.div(padded_points, "floor");
-  const at::Tensor item_point = point - item * padded_points;
-  const at::Tensor kept = item_point < points;
-  const at::Tensor renumbered = (item * points + item_point) * d1 + (entries - point * d1);
-  const at::Tensor kept_before = at::cat({at::zeros({1}, entries.options()), kept.to(at::kLong).cumsum(0)});
-  return {offsets,
-          weights,
-          std::get<2>(full),
-          kept_before.index_select(0, std::get<3>(full).to(at::kLong)).to(at::kInt).contiguous(),
-          renumbered.masked_select(kept).to(at::kInt).contiguous(),
-          std::get<5>(full).masked_select(kept).contiguous()};
+                                .typed<lattice::LatticeTuple(const at::Tensor&, int64_t)>();
+  return build.call(features, kPydensecrfPointBlock);
 }
 
 // What a CPU Gaussian lattice depends on: nothing of the image but the batch and image size.
@@ -214,10 +187,19 @@ std::pair<lattice::LatticeTuple, lattice::LatticeTuple> crf_lattices(const at::T
 
 void clear_gaussian_lattice_cache() { gaussian_lattices().clear(); }
 
+namespace {
+
+// The CPU mean field splats stripe by stripe (see crf.h); the CUDA one gathers.
+int64_t partial_splats(const MeanfieldProblem& problem, const at::Device& device) {
+  return device.is_cpu() ? pixel_stripes(problem.points) : 0;
+}
+
+}  // namespace
+
 at::Tensor allocate_workspace(const MeanfieldProblem& problem, const lattice::LatticeView& gaussian,
                               const lattice::LatticeView& bilateral, const at::TensorOptions& options) {
-  const int64_t floats =
-      workspace_floats(gaussian.num_points, slot_channels(problem), gaussian.num_vertices, bilateral.num_vertices);
+  const int64_t floats = workspace_floats(gaussian.num_points, slot_channels(problem), gaussian.num_vertices,
+                                          bilateral.num_vertices, partial_splats(problem, options.device()));
   if (!options.device().is_cpu()) return at::empty({floats}, options.dtype(at::kFloat));
   // The CPU workspace of this thread's last mean field is kept and reused when large enough:
   // a fresh buffer of tens of MB is mapped and zeroed by the OS page by page on every call,
@@ -233,7 +215,7 @@ at::Tensor allocate_workspace(const MeanfieldProblem& problem, const lattice::La
 MeanfieldWorkspace carve_workspace(at::Tensor& workspace, const MeanfieldProblem& problem,
                                    const lattice::LatticeView& gaussian, const lattice::LatticeView& bilateral) {
   return carve_workspace(workspace.data_ptr<float>(), gaussian.num_points, slot_channels(problem),
-                         gaussian.num_vertices, bilateral.num_vertices);
+                         gaussian.num_vertices, bilateral.num_vertices, partial_splats(problem, workspace.device()));
 }
 
 MeanfieldInputs checked_meanfield_inputs(const at::Tensor& unary, const std::optional<at::Tensor>& label_mask,

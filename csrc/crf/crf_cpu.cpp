@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <type_traits>
+#include <vector>
 
 #include "common/buffers.h"
 #include "common/dispatch.h"
@@ -16,13 +17,17 @@ namespace crf {
 
 // Pixels the CPU updates together, one per lane of a GCC vector. One pixel's update is a chain
 // of dependent operations (the maximum, the exponential's polynomial, the sum, the division);
-// a vector of pixels runs that chain once for all of them. Four lanes match the slot blocks
-// of kSlotLanes, so a block of four pixels' rows is a 4 x 4 transpose away.
-constexpr int kPixelLanes = 4;
-static_assert(kPixelLanes == kSlotLanes, "the row transposes assume square blocks");
+// a vector of pixels runs that chain once for all of them. Eight lanes fill an AVX register (an
+// x86-64-v2 build uses two SSE registers, with the same bits); a block of pixel rows becomes
+// slot vectors through 4 x 4 transposes of kSlotLanes-value quads, two per slot block.
+constexpr int kPixelLanes = 8;
 typedef float PixelFloats __attribute__((vector_size(4 * kPixelLanes)));
 typedef uint32_t PixelUnsigned __attribute__((vector_size(4 * kPixelLanes)));
 typedef int32_t PixelSigned __attribute__((vector_size(4 * kPixelLanes)));
+// kSlotLanes, and twice as many, consecutive values of one row.
+typedef float QuadFloats __attribute__((vector_size(4 * kSlotLanes)));
+typedef float OctFloats __attribute__((vector_size(8 * kSlotLanes)));
+static_assert(kSlotLanes == 4 && kPixelLanes == 2 * kSlotLanes, "the transposes assume two 4 x 4 blocks");
 
 template <>
 struct FloatBits<PixelFloats> {
@@ -35,68 +40,88 @@ namespace {
 constexpr int64_t kPixelGrain = 256;
 
 // Rows of 4 values of 4 pixels <-> 4 vectors of one value of each pixel.
-RRM_INLINE void transpose4(PixelFloats (&v)[4]) {
-  const PixelFloats t0 = __builtin_shufflevector(v[0], v[1], 0, 4, 1, 5);
-  const PixelFloats t1 = __builtin_shufflevector(v[0], v[1], 2, 6, 3, 7);
-  const PixelFloats t2 = __builtin_shufflevector(v[2], v[3], 0, 4, 1, 5);
-  const PixelFloats t3 = __builtin_shufflevector(v[2], v[3], 2, 6, 3, 7);
+RRM_INLINE void transpose4(QuadFloats (&v)[4]) {
+  const QuadFloats t0 = __builtin_shufflevector(v[0], v[1], 0, 4, 1, 5);
+  const QuadFloats t1 = __builtin_shufflevector(v[0], v[1], 2, 6, 3, 7);
+  const QuadFloats t2 = __builtin_shufflevector(v[2], v[3], 0, 4, 1, 5);
+  const QuadFloats t3 = __builtin_shufflevector(v[2], v[3], 2, 6, 3, 7);
   v[0] = __builtin_shufflevector(t0, t2, 0, 1, 4, 5);
   v[1] = __builtin_shufflevector(t0, t2, 2, 3, 6, 7);
   v[2] = __builtin_shufflevector(t1, t3, 0, 1, 4, 5);
   v[3] = __builtin_shufflevector(t1, t3, 2, 3, 6, 7);
 }
 
-// slots[s] = the slot-s values of the 4 pixel rows base + j * stride, j = 0..3.
+// The slot vectors of quads[j][b] (pixel j's values b * 4 .. b * 4 + 3, j < kPixelLanes) for
+// blocks b < S / 4: slots[b * 4 + k] holds value b * 4 + k of every pixel.
+template <int S>
+RRM_INLINE void quads_to_slots(const QuadFloats (&quads)[kPixelLanes][S / kSlotLanes], PixelFloats (&slots)[S]) {
+  for (int b = 0; b < S / kSlotLanes; ++b) {
+    QuadFloats low[4] = {quads[0][b], quads[1][b], quads[2][b], quads[3][b]};
+    QuadFloats high[4] = {quads[4][b], quads[5][b], quads[6][b], quads[7][b]};
+    transpose4(low);
+    transpose4(high);
+    for (int k = 0; k < 4; ++k) slots[b * kSlotLanes + k] = __builtin_shufflevector(low[k], high[k], 0, 1, 2, 3, 4, 5, 6, 7);
+  }
+}
+
+// slots[s] = the slot-s values of the kPixelLanes pixel rows base + j * stride.
 template <int S>
 RRM_INLINE void load_slots(const float* base, int64_t stride, PixelFloats (&slots)[S]) {
-  for (int s = 0; s < S; s += kSlotLanes) {
-    PixelFloats block[4];
-    for (int j = 0; j < 4; ++j) memcpy(&block[j], base + j * stride + s, sizeof(PixelFloats));
-    transpose4(block);
-    for (int k = 0; k < 4; ++k) slots[s + k] = block[k];
+  QuadFloats quads[kPixelLanes][S / kSlotLanes];
+  for (int j = 0; j < kPixelLanes; ++j) {
+    for (int b = 0; b < S / kSlotLanes; ++b) memcpy(&quads[j][b], base + j * stride + b * kSlotLanes, sizeof(QuadFloats));
   }
+  quads_to_slots<S>(quads, slots);
 }
 
 // The inverse of load_slots: the pixel rows base + j * stride from the slot vectors.
 template <int S>
 RRM_INLINE void store_slots(const PixelFloats (&slots)[S], int64_t stride, float* base) {
   for (int s = 0; s < S; s += kSlotLanes) {
-    PixelFloats block[4] = {slots[s], slots[s + 1], slots[s + 2], slots[s + 3]};
-    transpose4(block);
-    for (int j = 0; j < 4; ++j) memcpy(base + j * stride + s, &block[j], sizeof(PixelFloats));
+    QuadFloats low[4], high[4];
+    for (int k = 0; k < 4; ++k) {
+      low[k] = __builtin_shufflevector(slots[s + k], slots[s + k], 0, 1, 2, 3);
+      high[k] = __builtin_shufflevector(slots[s + k], slots[s + k], 4, 5, 6, 7);
+    }
+    transpose4(low);
+    transpose4(high);
+    for (int j = 0; j < 4; ++j) {
+      memcpy(base + j * stride + s, &low[j], sizeof(QuadFloats));
+      memcpy(base + (j + 4) * stride + s, &high[j], sizeof(QuadFloats));
+    }
   }
 }
 
 // The slices of the S channels from first_channel on of the kPixelLanes pixels from first_pixel
-// on, as slot vectors. Each pixel's channels are summed as vectors of kSlotLanes channels with
-// sliced_channel's float operations (GCC left the scalar body's channel sums unvectorised),
-// then transposed into slots. D1 > 0 is the lattice's entries per pixel (d + 1), fixed at
-// compile time.
+// on, as slot vectors. Each pixel's channels are summed in vectors of W channels (8 when S
+// allows, else 4) with sliced_channel's float operations (GCC left the scalar body's channel
+// sums unvectorised), then transposed into slots. D1 > 0 is the lattice's entries per pixel
+// (d + 1), fixed at compile time.
 template <int S, int D1>
 RRM_INLINE void slice_lanes(const lattice::LatticeView& lat, const float* vertices, int64_t channels, float alpha,
                             int64_t first_pixel, int64_t first_channel, PixelFloats (&slots)[S]) {
+  using ChannelFloats = std::conditional_t<S % 8 == 0, OctFloats, QuadFloats>;
+  constexpr int W = sizeof(ChannelFloats) / sizeof(float);
+  constexpr int kBlocks = S / W;
   const int d1 = D1 > 0 ? D1 : lat.d1;
-  constexpr int kBlocks = S / kSlotLanes;
-  const PixelFloats alphas = broadcast<PixelFloats>(alpha);
-  PixelFloats sums[kPixelLanes][kBlocks];
+  const ChannelFloats alphas = broadcast<ChannelFloats>(alpha);
+  ChannelFloats sums[kPixelLanes][kBlocks];
   for (int j = 0; j < kPixelLanes; ++j) {
-    for (int b = 0; b < kBlocks; ++b) sums[j][b] = PixelFloats{};
+    for (int b = 0; b < kBlocks; ++b) sums[j][b] = ChannelFloats{};
     for (int r = 0; r < d1; ++r) {
       const int64_t entry = (first_pixel + j) * d1 + r;
-      const PixelFloats w = broadcast<PixelFloats>(lat.weights[entry]);
+      const ChannelFloats w = broadcast<ChannelFloats>(lat.weights[entry]);
       const float* in = vertices + static_cast<int64_t>(lat.offsets[entry]) * channels + first_channel;
       for (int b = 0; b < kBlocks; ++b) {
-        PixelFloats value;
-        memcpy(&value, in + b * kSlotLanes, sizeof(PixelFloats));
+        ChannelFloats value;
+        memcpy(&value, in + b * W, sizeof(ChannelFloats));
         sums[j][b] += w * value * alphas;
       }
     }
   }
-  for (int b = 0; b < kBlocks; ++b) {
-    PixelFloats block[4] = {sums[0][b], sums[1][b], sums[2][b], sums[3][b]};
-    transpose4(block);
-    for (int k = 0; k < 4; ++k) slots[b * kSlotLanes + k] = block[k];
-  }
+  QuadFloats quads[kPixelLanes][S / kSlotLanes];
+  for (int j = 0; j < kPixelLanes; ++j) memcpy(quads[j], sums[j], sizeof(sums[j]));
+  quads_to_slots<S>(quads, slots);
 }
 
 // update_group<S> for the kPixelLanes pixels from first_pixel on, with the same float
@@ -135,37 +160,95 @@ RRM_INLINE void update_group_lanes(const MeanfieldProblem& problem, const Meanfi
   store_slots(row, channels, step.q_slots + first);
 }
 
-// The updates of pixels [begin, end): whole vectors of pixels, then one by one. The lattices of
-// dense_crf (d = 2 and 5) get constant entry counts, so that the slices' entry loops unroll.
-template <int S>
-void update_pixels(const MeanfieldProblem& problem, const MeanfieldStep& step, int64_t begin, int64_t end) {
-  int64_t i = begin;
-  if constexpr (S > 0) {
-    const auto vectors = [&](auto gaussian_d1, auto bilateral_d1) {
-      for (; i + kPixelLanes <= end; i += kPixelLanes) {
-        for (int64_t group = 0; group < problem.groups; ++group) {
-          update_group_lanes<S, decltype(gaussian_d1)::value, decltype(bilateral_d1)::value>(problem, step, i, group);
-        }
-      }
-    };
-    if (step.gaussian.d1 == 3 && step.bilateral.d1 == 6) {
-      vectors(std::integral_constant<int, 3>(), std::integral_constant<int, 6>());
-    } else {
-      vectors(std::integral_constant<int, 0>(), std::integral_constant<int, 0>());
+// Where the updates of one stripe splat their new Q: the stripe's partial sums of each lattice
+// (see crf.h), or nowhere (null) on the last update.
+struct StripeSplat {
+  float* gaussian;
+  float* bilateral;
+};
+
+// Adds w_e * (scale * row[c]) to the partial-sum rows of the D1 vertices of pixel `pixel` in one
+// lattice: the products of splat_vertex, added in pixel order as it sums them. K > 0 fixes the
+// channel count, which lets the row be scaled once and the channel loops compile to whole
+// vectors; D1 > 0 fixes the entries per pixel.
+template <int K, int D1>
+RRM_INLINE void scatter_pixel(const lattice::LatticeView& lat, int64_t pixel, const float* RRM_RESTRICT row,
+                              float scale, int64_t channels, float* RRM_RESTRICT partial) {
+  const int d1 = D1 > 0 ? D1 : lat.d1;
+  if constexpr (K > 0) {
+    float scaled[K];
+    for (int c = 0; c < K; ++c) scaled[c] = scale * row[c];
+    for (int r = 0; r < d1; ++r) {
+      const int64_t entry = pixel * d1 + r;
+      const float w = lat.weights[entry];
+      float* RRM_RESTRICT out = partial + static_cast<int64_t>(lat.offsets[entry]) * K;
+      RRM_SIMD
+      for (int c = 0; c < K; ++c) out[c] = out[c] + w * scaled[c];
+    }
+  } else {
+    for (int r = 0; r < d1; ++r) {
+      const int64_t entry = pixel * d1 + r;
+      const float w = lat.weights[entry];
+      float* RRM_RESTRICT out = partial + static_cast<int64_t>(lat.offsets[entry]) * channels;
+      RRM_SIMD
+      for (int64_t c = 0; c < channels; ++c) out[c] = out[c] + w * (scale * row[c]);
     }
   }
-  for (; i < end; ++i) update_pixel<S>(problem, step, i);
+}
+
+// Splats the new Q of pixels [begin, end), scaled by each lattice's norms, into the stripe's
+// partial sums. K and the D1s as in scatter_pixel.
+template <int K, int GaussianD1, int BilateralD1>
+void splat_pixels(const MeanfieldStep& step, int64_t begin, int64_t end, int64_t channels, const StripeSplat& splat) {
+  for (int64_t pixel = begin; pixel < end; ++pixel) {
+    const float* row = step.q_slots + pixel * channels;
+    scatter_pixel<K, GaussianD1>(step.gaussian, pixel, row, step.gaussian_norm[pixel], channels, splat.gaussian);
+    scatter_pixel<K, BilateralD1>(step.bilateral, pixel, row, step.bilateral_norm[pixel], channels, splat.bilateral);
+  }
+}
+
+// The updates of pixels [begin, end) of one stripe (whole vectors of pixels, then one by one),
+// then the splat of their new Q. Two loops rather than one: each stays small enough for the
+// compiler to keep its values in registers, and the pixels' Q rows are still in cache for the
+// splat. The lattices of dense_crf (d = 2 and 5) get constant entry counts, so that the
+// slices' and splats' entry loops unroll.
+template <int S>
+void update_pixels(const MeanfieldProblem& problem_in, const MeanfieldStep& step_in, int64_t begin, int64_t end,
+                   const StripeSplat& splat) {
+  // Local copies: the vector stores may alias any memory the arguments point to, which would
+  // force every pointer and scale to be reloaded after each store.
+  const MeanfieldProblem problem = problem_in;
+  const MeanfieldStep step = step_in;
+  const int64_t channels = slot_channels(problem);
+  const auto run = [&](auto gaussian_d1, auto bilateral_d1) {
+    constexpr int GaussianD1 = decltype(gaussian_d1)::value;
+    constexpr int BilateralD1 = decltype(bilateral_d1)::value;
+    int64_t i = begin;
+    if constexpr (S > 0) {
+      for (; i + kPixelLanes <= end; i += kPixelLanes) {
+        for (int64_t group = 0; group < problem.groups; ++group) {
+          update_group_lanes<S, GaussianD1, BilateralD1>(problem, step, i, group);
+        }
+      }
+    }
+    for (; i < end; ++i) update_pixel<S>(problem, step, i);
+    if (splat.gaussian == nullptr) return;
+    // The slot counts of up to 24 labels, and twice those for mining's two groups.
+    with_constant<4, 8, 12, 16, 20, 24, 32, 40, 48>(channels, [&](auto k) {
+      splat_pixels<decltype(k)::value, GaussianD1, BilateralD1>(step, begin, end, channels, splat);
+    });
+  };
+  if (step.gaussian.d1 == 3 && step.bilateral.d1 == 6) {
+    run(std::integral_constant<int, 3>(), std::integral_constant<int, 6>());
+  } else {
+    run(std::integral_constant<int, 0>(), std::integral_constant<int, 0>());
+  }
 }
 
 // Runs body(begin, end) over consecutive ranges of the span's pixels, split among the threads.
 template <typename Body>
 void for_pixel_ranges(const lattice::ItemSpan& span, const Body& body) {
   at::parallel_for(span.point_begin, span.point_end, kPixelGrain, body);
-}
-
-template <int S>
-void update_all_pixels(const MeanfieldProblem& problem, const MeanfieldStep& step, const lattice::ItemSpan& span) {
-  for_pixel_ranges(span, [&](int64_t begin, int64_t end) { update_pixels<S>(problem, step, begin, end); });
 }
 
 // Writes the symmetric normalisation factors of one lattice into norm, using scratch [pixels]
@@ -179,26 +262,86 @@ void norms_cpu(const lattice::LatticeView& lat, const lattice::ItemSpan& span, f
   });
 }
 
+// One lattice's side of a mean field over whole images: the vertices each stripe splats into,
+// and the sum and blur of the stripes' partial sums (see crf.h).
+class StripedSplat {
+ public:
+  StripedSplat(const lattice::LatticeView& lat, int64_t points, int64_t stripes, int64_t image_begin,
+               int64_t image_end, int64_t channels, float* partials)
+      : lat_(lat),
+        points_(points),
+        stripes_(stripes),
+        image_begin_(image_begin),
+        channels_(channels),
+        partials_(partials),
+        ranges_((image_end - image_begin) * stripes) {
+    at::parallel_for(0, static_cast<int64_t>(ranges_.size()), 1, [&](int64_t begin, int64_t end) {
+      for (int64_t item = begin; item < end; ++item) {
+        const int64_t first_pixel = (image_begin + item / stripes) * points;
+        ranges_[item] = lattice::touched_vertices(lat, first_pixel + stripe_begin(points, stripes, item % stripes),
+                                                  first_pixel + stripe_begin(points, stripes, item % stripes + 1));
+        float* partial = stripe_partial(item % stripes);
+        std::fill(partial + ranges_[item].begin * channels, partial + ranges_[item].end * channels, 0.f);
+      }
+    });
+  }
+
+  float* stripe_partial(int64_t stripe) const { return partials_ + stripe * lat_.num_vertices * channels_; }
+
+  // Sums the partials of each image into buffer_a (resetting them), blurs; returns the result.
+  const float* sum_blur(float* buffer_a, float* buffer_b) const {
+    const int64_t images = static_cast<int64_t>(ranges_.size()) / stripes_;
+    for (int64_t image = 0; image < images; ++image) {
+      const lattice::ItemSpan span =
+          lattice::item_span(lat_, points_, image_begin_ + image, image_begin_ + image + 1);
+      lattice::sum_partials_cpu(lat_, span, partials_, ranges_.data() + image * stripes_, stripes_, channels_,
+                                buffer_a);
+    }
+    const lattice::ItemSpan span = lattice::item_span(lat_, points_, image_begin_, image_begin_ + images);
+    return lattice::blur_cpu_into(lat_, span, channels_, buffer_a, buffer_b);
+  }
+
+ private:
+  const lattice::LatticeView& lat_;
+  int64_t points_;
+  int64_t stripes_;
+  int64_t image_begin_;
+  int64_t channels_;
+  float* partials_;
+  std::vector<lattice::VertexRange> ranges_;  // [images, stripes]
+};
+
 // The mean field of the images [image_begin, image_end) once the norms are known. Images share
-// no pixels or vertices, so different images may run concurrently. S > 0 is the slot count.
+// no pixels or vertices, so different images may run concurrently. Each pass updates every
+// pixel and splats the new Q, stripe by stripe in parallel, into the stripes' partial sums; the
+// sums are added and blurred, and the next pass slices them. S > 0 is the slot count.
 template <int S>
 void meanfield_cpu(const MeanfieldProblem& problem, const lattice::LatticeView& gaussian,
                    const lattice::LatticeView& bilateral, int64_t n_iter, const MeanfieldWorkspace& ws, float* q,
                    int64_t image_begin, int64_t image_end) {
-  const lattice::ItemSpan gaussian_span = lattice::item_span(gaussian, problem.points, image_begin, image_end);
-  const lattice::ItemSpan bilateral_span = lattice::item_span(bilateral, problem.points, image_begin, image_end);
-  const lattice::ItemSpan& pixels = gaussian_span;
   const int64_t channels = slot_channels(problem);
-
+  const int64_t stripes = pixel_stripes(problem.points);
+  const StripedSplat gaussian_splat(gaussian, problem.points, stripes, image_begin, image_end, channels,
+                                    ws.gaussian_partials);
+  const StripedSplat bilateral_splat(bilateral, problem.points, stripes, image_begin, image_end, channels,
+                                     ws.bilateral_partials);
   MeanfieldStep step = initial_step(ws, gaussian, bilateral, n_iter == 0 ? q : nullptr);
-  update_all_pixels<S>(problem, step, pixels);
-  for (int64_t iteration = 0; iteration < n_iter; ++iteration) {
-    step.gaussian_vertices = lattice::splat_blur_cpu_into(gaussian, gaussian_span, ws.q_slots, ws.gaussian_norm,
-                                                          channels, ws.gaussian_vertex_a, ws.gaussian_vertex_b);
-    step.bilateral_vertices = lattice::splat_blur_cpu_into(bilateral, bilateral_span, ws.q_slots, ws.bilateral_norm,
-                                                           channels, ws.bilateral_vertex_a, ws.bilateral_vertex_b);
-    step.q = iteration == n_iter - 1 ? q : nullptr;
-    update_all_pixels<S>(problem, step, pixels);
+  for (int64_t iteration = 0;; ++iteration) {
+    const bool last = iteration == n_iter;
+    at::parallel_for(image_begin * stripes, image_end * stripes, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t item = begin; item < end; ++item) {
+        const int64_t first_pixel = item / stripes * problem.points, stripe = item % stripes;
+        const StripeSplat splat = last ? StripeSplat{nullptr, nullptr}
+                                       : StripeSplat{gaussian_splat.stripe_partial(stripe),
+                                                     bilateral_splat.stripe_partial(stripe)};
+        update_pixels<S>(problem, step, first_pixel + stripe_begin(problem.points, stripes, stripe),
+                         first_pixel + stripe_begin(problem.points, stripes, stripe + 1), splat);
+      }
+    });
+    if (last) break;
+    step.gaussian_vertices = gaussian_splat.sum_blur(ws.gaussian_vertex_a, ws.gaussian_vertex_b);
+    step.bilateral_vertices = bilateral_splat.sum_blur(ws.bilateral_vertex_a, ws.bilateral_vertex_b);
+    step.q = iteration + 1 == n_iter ? q : nullptr;
   }
 }
 

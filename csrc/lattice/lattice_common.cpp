@@ -1,4 +1,5 @@
-// Device-independent validation of the lattice ops' arguments.
+// Device-independent parts of the lattice ops: argument validation, and the padding points of
+// lattice_build's point_block.
 #include <utility>
 
 #include "common/checks.h"
@@ -16,6 +17,31 @@ at::Tensor checked_features(const at::Tensor& features) {
               "features has too many points for int32 lattice indices: shape ", shape_of(features));
   check_finite(features, "features");
   return features.contiguous();
+}
+
+int64_t padding_points(int64_t points, int64_t point_block) {
+  TORCH_CHECK(point_block >= 1, "point_block must be >= 1, got ", point_block);
+  return (point_block - points % point_block) % point_block;
+}
+
+LatticeTuple without_padding_entries(const LatticeTuple& padded, int64_t points, int64_t padding) {
+  const int64_t d1 = std::get<0>(padded).size(2);
+  const int64_t padded_points = points + padding;
+  // Entry e of the padded build belongs to point e / D1 of item point / (P + padding); the kept
+  // entries are renumbered as over P points, in the same order.
+  const at::Tensor entries = std::get<4>(padded).to(at::kLong);
+  const at::Tensor point = entries.div(d1, "floor");
+  const at::Tensor item = point.div(padded_points, "floor");
+  const at::Tensor item_point = point - item * padded_points;
+  const at::Tensor kept = item_point < points;
+  const at::Tensor renumbered = (item * points + item_point) * d1 + (entries - point * d1);
+  const at::Tensor kept_before = at::cat({at::zeros({1}, entries.options()), kept.to(at::kLong).cumsum(0)});
+  return {std::get<0>(padded).slice(1, 0, points).contiguous(),
+          std::get<1>(padded).slice(1, 0, points).contiguous(),
+          std::get<2>(padded),
+          kept_before.index_select(0, std::get<3>(padded).to(at::kLong)).to(at::kInt).contiguous(),
+          renumbered.masked_select(kept).to(at::kInt).contiguous(),
+          std::get<5>(padded).masked_select(kept).contiguous()};
 }
 
 at::Tensor checked_filter_inputs(const LatticeTuple& lattice, const at::Tensor& values) {

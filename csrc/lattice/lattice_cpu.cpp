@@ -36,28 +36,44 @@ constexpr int64_t kPointGrain = 512;
 constexpr int64_t kVertexGrain = 256;
 constexpr int64_t kBlockPoints = 2048;
 
-// The blocks of a build: each batch item's points cut into runs of kBlockPoints (the last one
-// shorter). A block's distinct keys get the ids [block * capacity, block * capacity + count).
+// The blocks of a build: each batch item's points, with its padding points after them (see
+// lattice_build's point_block), cut into runs of kBlockPoints (the last one shorter). Block
+// point indices count the padding; entries, features and weights exist for real points only.
+// A block's distinct keys get the ids [block * capacity, block * capacity + count).
 struct Blocks {
-  int64_t points;           // per item
+  int64_t points;           // real points per item
+  int64_t padded;           // points per item with the padding
   int64_t per_item;         // blocks per item
   int64_t count;            // blocks in all
   int64_t capacity;         // distinct keys a block can hold: its largest entry count
   int d;
   int d1;
 
-  Blocks(int64_t batch, int64_t points_per_item, int dim)
+  Blocks(int64_t batch, int64_t points_per_item, int64_t padding, int dim)
       : points(points_per_item),
-        per_item((points_per_item + kBlockPoints - 1) / kBlockPoints),
+        padded(points_per_item + padding),
+        per_item((padded + kBlockPoints - 1) / kBlockPoints),
         count(batch * per_item),
-        capacity(std::min(points_per_item, kBlockPoints) * (dim + 1)),
+        capacity(std::min(padded, kBlockPoints) * (dim + 1)),
         d(dim),
         d1(dim + 1) {}
 
   int64_t item(int64_t block) const { return block / per_item; }
-  int64_t first_point(int64_t block) const { return item(block) * points + (block % per_item) * kBlockPoints; }
+  int64_t first_point(int64_t block) const { return item(block) * padded + (block % per_item) * kBlockPoints; }
   int64_t end_point(int64_t block) const {
-    return std::min((item(block) + 1) * points, first_point(block) + kBlockPoints);
+    return std::min((item(block) + 1) * padded, first_point(block) + kBlockPoints);
+  }
+  // The real-point index of block point `point`, or -1 for a padding point.
+  int64_t real_point(int64_t point) const {
+    const int64_t it = point / padded, local = point - it * padded;
+    return local < points ? it * points + local : -1;
+  }
+  // The real points [begin, end) among the block's points.
+  std::pair<int64_t, int64_t> real_points(int64_t block) const {
+    const int64_t first = first_point(block), end = end_point(block);
+    const int64_t item_end = item(block) * padded + points;
+    return {real_point(first) < 0 ? 0 : real_point(first),
+            first >= item_end ? 0 : real_point(std::min(end, item_end) - 1) + 1};
   }
   template <typename Visit>
   void for_each(Visit visit) const {
@@ -119,25 +135,31 @@ class BlockKeyTable {
 };
 
 // Step 1 for one block: writes the weights, each entry's distinct-key index (into offsets, to be
-// replaced by its vertex id in step 3) and the block's distinct keys; returns their count.
+// replaced by its vertex id in step 3) and the block's distinct keys; returns their count. A
+// padding point has zero features; its keys are added, its entries not written.
 template <int D>
 int32_t embed_block(const Blocks& blocks, int64_t block, const float* features, const ElevationScale& scale,
                     BlockKeyTable<D>& table, std::vector<int32_t>& point_keys, float* weights, int32_t* offsets,
                     int32_t* distinct) {
   const int d = blocks.d, d1 = blocks.d1;
   const int64_t key_row = static_cast<int64_t>(d1) * d;
+  const float zeros[kMaxDim] = {};
+  int32_t index[kMaxDim + 1];
+  float padding_weights[kMaxDim + 1];
   int32_t count = 0;
   const int64_t first = blocks.first_point(block), end = blocks.end_point(block);
   for (int64_t point = first; point < end; ++point) {
     // Two rows of keys, the current point's and the previous one's, used in turn.
     int32_t* keys = point_keys.data() + (point & 1) * key_row;
     const int32_t* previous = point_keys.data() + ((point + 1) & 1) * key_row;
-    embed_point<D>(features + point * d, d, scale, keys, weights + point * d1);
+    const int64_t real = blocks.real_point(point);
+    float* point_weights = real < 0 ? padding_weights : weights + real * d1;
+    embed_point<D>(real < 0 ? zeros : features + real * d, d, scale, keys, point_weights);
     for (int r = 0; r < d1; ++r) {
-      const int64_t e = point * d1 + r;
       const int32_t* key = keys + r * d;
-      offsets[e] = point > first && keys_equal<D>(key, previous + r * d, d) ? offsets[e - d1]
-                                                                             : table.find_or_add(key, distinct, count);
+      index[r] = point > first && keys_equal<D>(key, previous + r * d, d) ? index[r]
+                                                                          : table.find_or_add(key, distinct, count);
+      if (real >= 0) offsets[real * d1 + r] = index[r];
     }
   }
   table.clear(distinct, count);
@@ -207,9 +229,8 @@ void assign_offsets(const CpuBuild& b, int32_t* offsets) {
       vertex[index] = b.vertex_of_distinct[table[b.distinct_slot[b.id(block, index)]]];
     }
     const int64_t d1 = b.blocks.d1;
-    for (int64_t e = b.blocks.first_point(block) * d1; e < b.blocks.end_point(block) * d1; ++e) {
-      offsets[e] = vertex[offsets[e]];
-    }
+    const auto [first, end] = b.blocks.real_points(block);
+    for (int64_t e = first * d1; e < end * d1; ++e) offsets[e] = vertex[offsets[e]];
   });
 }
 
@@ -267,12 +288,12 @@ void build_splat_csr(const int32_t* offsets, const float* weights, int64_t entri
 }
 
 template <int D>
-LatticeTuple build_cpu(const float* features, int64_t batch, int64_t points, int d) {
+LatticeTuple build_cpu(const float* features, int64_t batch, int64_t points, int64_t padding, int d) {
   const int d1 = d + 1;
   const int64_t entries = batch * points * d1;
   at::Tensor offsets = empty_filled_buffer({batch, points, d1}, at::kInt);
   at::Tensor weights = empty_filled_buffer({batch, points, d1}, at::kFloat);
-  CpuBuild b{Blocks(batch, points, d)};
+  CpuBuild b{Blocks(batch, points, padding, d)};
   const int64_t ids = b.blocks.count * b.blocks.capacity;
   // Sized for every entry being distinct, but only the pages of actual distinct keys are touched.
   at::Tensor distinct_keys = at::empty({ids, d}, at::kInt);
@@ -355,30 +376,22 @@ RRM_INLINE void for_channel_blocks(int64_t channels, const Body& body) {
 // which costs more than every thread scanning all entries once the rows are wide.
 constexpr int64_t kScatterChannels = 8;
 
-// row += w * in over `channels` values in[c * stride], or row += w * (scale * in) when
-// kScaled (splat_vertex's two forms). The rows never overlap; saying so (restrict) and asking
-// for vector code (omp simd) keeps GCC from emitting scalar code or per-call overlap checks,
-// which cost more than the arithmetic at a few channels.
-template <bool kScaled, typename scalar_t>
+// row += w * in over `channels` values in[c * stride]. The rows never overlap; saying so
+// (restrict) and asking for vector code (omp simd) keeps GCC from emitting scalar code or
+// per-call overlap checks, which cost more than the arithmetic at a few channels.
+template <typename scalar_t>
 RRM_INLINE void add_scaled_row(scalar_t* __restrict__ row, const scalar_t* __restrict__ in, scalar_t w,
-                               scalar_t scale, int64_t channels, int64_t stride) {
-  if constexpr (kScaled) {
+                               int64_t channels, int64_t stride) {
 #pragma omp simd
-    for (int64_t c = 0; c < channels; ++c) row[c] = row[c] + w * (scale * in[c * stride]);
-  } else {
-#pragma omp simd
-    for (int64_t c = 0; c < channels; ++c) row[c] = row[c] + w * in[c * stride];
-  }
+  for (int64_t c = 0; c < channels; ++c) row[c] = row[c] + w * in[c * stride];
 }
 
-// One filter call's values: an array, its layout (see ValueLayout) and the per-point factors
-// the splat applies (see splat_vertex; null: none). kUnitStride: channels are adjacent
-// (points-last), known at compile time so the channel loops vectorise.
+// One filter call's values: an array and its layout (see ValueLayout). kUnitStride: channels
+// are adjacent (points-last), known at compile time so the channel loops vectorise.
 template <typename scalar_t, bool kUnitStride>
 struct Values {
   scalar_t* data;
   ValueLayout layout;
-  const scalar_t* point_scale = nullptr;
 
   int64_t channel_stride() const { return kUnitStride ? 1 : layout.channel_stride; }
   ValueLayout known_layout() const { return {layout.first_point, layout.point_stride, channel_stride()}; }
@@ -394,35 +407,14 @@ void splat_by_scatter(const LatticeView& lat, const ItemSpan& span, const Values
   const int64_t channels = ch.count();
   std::fill(vertex_values + vertex_begin * channels, vertex_values + vertex_end * channels, scalar_t(0));
   const ValueLayout layout = in.known_layout();
-  // kScaled: the entries multiply by the point's scale themselves; kPrescaled: the point's row
-  // is scaled once into `scaled` (the same products), which needs a constant channel count.
-  const auto scatter = [&](auto kind) {
-    constexpr bool kScaled = decltype(kind)::value == 1;
-    constexpr bool kPrescaled = decltype(kind)::value == 2;
-    scalar_t scaled[CH > 0 ? CH : 1];
-    for (int64_t point = span.point_begin; point < span.point_end; ++point) {
-      const scalar_t* row = in.data + layout.offset(point, 0);
-      const scalar_t scale = kScaled || kPrescaled ? in.point_scale[point] : scalar_t(1);
-      int64_t stride = layout.channel_stride;
-      if constexpr (kPrescaled) {
-        for (int64_t c = 0; c < CH; ++c) scaled[c] = scale * row[c * stride];
-        row = scaled;
-        stride = 1;
-      }
-      for (int64_t e = point * lat.d1; e < (point + 1) * lat.d1; ++e) {
-        const int32_t v = lat.offsets[e];
-        if (v < vertex_begin || v >= vertex_end) continue;
-        add_scaled_row<kScaled>(vertex_values + static_cast<int64_t>(v) * channels, row,
-                                static_cast<scalar_t>(lat.weights[e]), scale, channels, stride);
-      }
+  for (int64_t point = span.point_begin; point < span.point_end; ++point) {
+    const scalar_t* row = in.data + layout.offset(point, 0);
+    for (int64_t e = point * lat.d1; e < (point + 1) * lat.d1; ++e) {
+      const int32_t v = lat.offsets[e];
+      if (v < vertex_begin || v >= vertex_end) continue;
+      add_scaled_row(vertex_values + static_cast<int64_t>(v) * channels, row, static_cast<scalar_t>(lat.weights[e]),
+                     channels, layout.channel_stride);
     }
-  };
-  if (in.point_scale == nullptr) {
-    scatter(std::integral_constant<int, 0>());
-  } else if constexpr (CH > 0) {
-    scatter(std::integral_constant<int, 2>());
-  } else {
-    scatter(std::integral_constant<int, 1>());
   }
 }
 
@@ -457,7 +449,7 @@ void splat_by_gather(const LatticeView& lat, const ItemSpan& span, const Values<
       for (int64_t v = begin; v < end; ++v) {
         for_channel_blocks(channels, [&](auto block, int64_t c) {
           splat_vertex<scalar_t, decltype(block)::value, FEATURE_DIM>(lat, static_cast<int32_t>(v), in.data, layout,
-                                                                      in.point_scale, channels, c, vertex_values);
+                                                                      nullptr, channels, c, vertex_values);
         });
       }
     });
@@ -476,12 +468,12 @@ void splat_cpu(const LatticeView& lat, const ItemSpan& span, const Values<const 
   }
 }
 
-// Splats and blurs the span's values; returns the buffer (a or b) that holds the result.
-template <typename scalar_t, int CH, bool kUnitStride>
-scalar_t* splat_blur_span(const LatticeView& lat, const ItemSpan& span, const Values<const scalar_t, kUnitStride>& in,
-                          Channels<CH> ch, bool reverse, scalar_t* buffer_a, scalar_t* buffer_b) {
+// Blurs the span's vertex values in buffer_a along the d+1 axes (in reverse order if reverse),
+// ping-ponging with buffer_b; returns the buffer that holds the result.
+template <typename scalar_t, int CH>
+scalar_t* blur_span(const LatticeView& lat, const ItemSpan& span, Channels<CH> ch, bool reverse, scalar_t* buffer_a,
+                    scalar_t* buffer_b) {
   const int64_t channels = ch.count();
-  splat_cpu(lat, span, in, ch, buffer_a);
   scalar_t* src = buffer_a;
   scalar_t* dst = buffer_b;
   for (int step = 0; step < lat.d1; ++step) {
@@ -496,6 +488,14 @@ scalar_t* splat_blur_span(const LatticeView& lat, const ItemSpan& span, const Va
     std::swap(src, dst);
   }
   return src;
+}
+
+// Splats and blurs the span's values; returns the buffer (a or b) that holds the result.
+template <typename scalar_t, int CH, bool kUnitStride>
+scalar_t* splat_blur_span(const LatticeView& lat, const ItemSpan& span, const Values<const scalar_t, kUnitStride>& in,
+                          Channels<CH> ch, bool reverse, scalar_t* buffer_a, scalar_t* buffer_b) {
+  splat_cpu(lat, span, in, ch, buffer_a);
+  return blur_span(lat, span, ch, reverse, buffer_a, buffer_b);
 }
 
 // Filters the span's values into points-last out.
@@ -535,13 +535,38 @@ void filter_cpu_into(const LatticeView& lat, const ItemSpan& span, const float* 
   });
 }
 
-const float* splat_blur_cpu_into(const LatticeView& lat, const ItemSpan& span, const float* values,
-                                 const float* point_scale, int64_t channels, float* buffer_a, float* buffer_b) {
-  const float* blurred = nullptr;
-  with_channels(channels, [&](auto ch) {
-    const Values<const float, true> in{values, points_last(channels), point_scale};
-    blurred = splat_blur_span(lat, span, in, ch, false, buffer_a, buffer_b);
+VertexRange touched_vertices(const LatticeView& lat, int64_t point_begin, int64_t point_end) {
+  VertexRange range{lat.num_vertices, 0};
+  for (int64_t e = point_begin * lat.d1; e < point_end * lat.d1; ++e) {
+    range.begin = std::min(range.begin, lat.offsets[e]);
+    range.end = std::max(range.end, lat.offsets[e] + 1);
+  }
+  return range.begin < range.end ? range : VertexRange{0, 0};
+}
+
+void sum_partials_cpu(const LatticeView& lat, const ItemSpan& span, float* partial_sums, const VertexRange* ranges,
+                      int64_t partials, int64_t channels, float* out) {
+  const int64_t partial_stride = static_cast<int64_t>(lat.num_vertices) * channels;
+  at::parallel_for(span.vertex_begin, span.vertex_end, kVertexGrain, [&](int64_t begin, int64_t end) {
+    std::fill(out + begin * channels, out + end * channels, 0.f);
+    for (int64_t part = 0; part < partials; ++part) {
+      const int64_t first = std::max<int64_t>(begin, ranges[part].begin) * channels;
+      const int64_t last = std::min<int64_t>(end, ranges[part].end) * channels;
+      float* RRM_RESTRICT sum = out;
+      float* RRM_RESTRICT partial = partial_sums + part * partial_stride;
+#pragma omp simd
+      for (int64_t i = first; i < last; ++i) {
+        sum[i] = sum[i] + partial[i];
+        partial[i] = 0.f;
+      }
+    }
   });
+}
+
+const float* blur_cpu_into(const LatticeView& lat, const ItemSpan& span, int64_t channels, float* buffer_a,
+                           float* buffer_b) {
+  const float* blurred = nullptr;
+  with_channels(channels, [&](auto ch) { blurred = blur_span(lat, span, ch, false, buffer_a, buffer_b); });
   return blurred;
 }
 
@@ -552,13 +577,14 @@ void filter_cpu_into(const LatticeView& lat, const ItemSpan& span, const double*
               buffer_a, buffer_b, out);
 }
 
-LatticeTuple lattice_build_cpu(const at::Tensor& features_in) {
+LatticeTuple lattice_build_cpu(const at::Tensor& features_in, int64_t point_block) {
   const at::Tensor features = checked_features(features_in);
   const int64_t batch = features.size(0);
   const int64_t points = features.size(1);
+  const int64_t padding = padding_points(points, point_block);
   const int d = static_cast<int>(features.size(2));
   return RRM_DISPATCH_FEATURE_DIM(
-      d, [&] { return build_cpu<FEATURE_DIM>(features.data_ptr<float>(), batch, points, d); });
+      d, [&] { return build_cpu<FEATURE_DIM>(features.data_ptr<float>(), batch, points, padding, d); });
 }
 
 // values [B, P, C] may be points-last or, as a [B, C, H, W] tensor viewed as [B, P, C] is, a

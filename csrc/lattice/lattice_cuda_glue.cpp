@@ -18,9 +18,10 @@ void check_launch(const char* error, const char* what) {
 
 }  // namespace
 
+namespace {
+
 // Needs one device->host read: the vertex count, to size the vertex arrays.
-LatticeTuple lattice_build_cuda(const at::Tensor& features_in) {
-  const at::Tensor features = checked_features(features_in);
+LatticeTuple build_cuda(const at::Tensor& features) {
   const c10::cuda::CUDAGuard guard(features.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const int64_t batch = features.size(0);
@@ -57,6 +58,18 @@ LatticeTuple lattice_build_cuda(const at::Tensor& features_in) {
                                      splat_weights.data_ptr<float>(), stream),
                "lattice_build (structure)");
   return {offsets, weights, neighbours, splat_ptr, splat_entries, splat_weights};
+}
+
+}  // namespace
+
+// The padding points are built as points with zero features, then their entries are dropped.
+LatticeTuple lattice_build_cuda(const at::Tensor& features_in, int64_t point_block) {
+  const at::Tensor features = checked_features(features_in);
+  const int64_t batch = features.size(0), points = features.size(1);
+  const int64_t padding = padding_points(points, point_block);
+  if (padding == 0) return build_cuda(features);
+  const at::Tensor padded = at::cat({features, at::zeros({batch, padding, features.size(2)}, features.options())}, 1);
+  return without_padding_entries(build_cuda(padded), points, padding);
 }
 
 namespace {

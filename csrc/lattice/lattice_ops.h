@@ -29,13 +29,21 @@ LatticeTuple contiguous_lattice(const LatticeTuple& lattice);
 // Raw pointers into contiguous lattice tensors, which must outlive the view.
 LatticeView make_view(const LatticeTuple& lattice);
 
-LatticeTuple lattice_build_cpu(const at::Tensor& features);
+// The zero-feature points lattice_build adds to each item of `points` points to make their
+// count a multiple of point_block (>= 1, checked).
+int64_t padding_points(int64_t points, int64_t point_block);
+
+// A lattice built over items of points + padding points, the last `padding` of each item being
+// padding points, without those points' entries: their vertices stay (see lattice_build).
+LatticeTuple without_padding_entries(const LatticeTuple& padded, int64_t points, int64_t padding);
+
+LatticeTuple lattice_build_cpu(const at::Tensor& features, int64_t point_block);
 at::Tensor lattice_filter_cpu(const at::Tensor& offsets, const at::Tensor& weights, const at::Tensor& neighbours,
                               const at::Tensor& splat_ptr, const at::Tensor& splat_entries,
                               const at::Tensor& splat_weights, const at::Tensor& values, bool reverse);
 
 #ifdef RRM_WITH_CUDA
-LatticeTuple lattice_build_cuda(const at::Tensor& features);
+LatticeTuple lattice_build_cuda(const at::Tensor& features, int64_t point_block);
 #endif
 
 // The points and vertices of the consecutive batch items [item_begin, item_end): an item's
@@ -59,12 +67,27 @@ void filter_cpu_into(const LatticeView& lat, const ItemSpan& span, const float* 
 void filter_cpu_into(const LatticeView& lat, const ItemSpan& span, const double* values, int64_t channels, bool reverse,
                      double* buffer_a, double* buffer_b, double* out);
 
-// The splat and blur of filter_cpu_into without the slice, for callers that slice each point
-// themselves (the mean field's fused update): splats point_scale[point] * values (see
-// splat_vertex; values as they are if point_scale is null) and returns the buffer, a or b,
-// holding the blurred vertex values.
-const float* splat_blur_cpu_into(const LatticeView& lat, const ItemSpan& span, const float* values,
-                                 const float* point_scale, int64_t channels, float* buffer_a, float* buffer_b);
+// For callers that splat and slice each point themselves (the CPU mean field splats the
+// stripes of an image into partial sums, see crf.h):
+
+// The vertices [begin, end) by id that the entries of points [point_begin, point_end) lie in
+// ({0, 0} if none).
+struct VertexRange {
+  int32_t begin;
+  int32_t end;
+};
+VertexRange touched_vertices(const LatticeView& lat, int64_t point_begin, int64_t point_end);
+
+// out = the sum of the span's rows of the `partials` arrays [partials, M, C] at partial_sums,
+// added in array order to zero. Array k is read over its `ranges[k]` only (it must be zero
+// outside), and reset to zero there for the next splat.
+void sum_partials_cpu(const LatticeView& lat, const ItemSpan& span, float* partial_sums, const VertexRange* ranges,
+                      int64_t partials, int64_t channels, float* out);
+
+// The blur of filter_cpu_into on the span's vertex values in buffer_a; returns the buffer, a or
+// b, holding the result.
+const float* blur_cpu_into(const LatticeView& lat, const ItemSpan& span, int64_t channels, float* buffer_a,
+                           float* buffer_b);
 
 }  // namespace lattice
 }  // namespace rrm
