@@ -18,8 +18,10 @@
 //                                   S is at least the largest present-label count of the batch
 //                                   and a multiple of kSlotLanes
 //   norms          float [B*P]      symmetric normalisation factors of one kernel
-//   unary_slots, q_slots  float [B*P, G*S]  channels-last over slots, the layout the lattice
-//                                   filters; group g's slot s is channel g*S + s
+//   q_slots        float [B*P, G*S] channels-last over slots, the layout the lattice filters;
+//                                   group g's slot s is channel g*S + s
+//   unary_slots    float            the same channels in blocks of kUnaryBlock pixels, channel-
+//                                   major within a block (see unary_index)
 // A group is an independent CRF on the same images and lattices with its own unary (mining runs
 // its two background strengths as two groups): the filters are linear per channel, so one
 // filter over G*S channels equals G filters over S, and shares the lattice traversal among
@@ -82,7 +84,7 @@ inline int64_t stripe_begin(int64_t points, int64_t stripes, int64_t stripe) {
 struct MeanfieldWorkspace {
   float* gaussian_norm;       // [B*P]
   float* bilateral_norm;      // [B*P]
-  float* unary_slots;         // [B*P, K] the unary of each slot
+  float* unary_slots;         // [B*P rounded up to kUnaryBlock, K] the unary of each slot, in blocks
   float* q_slots;             // [B*P, K] Q of each slot, updated in place
   float* gaussian_vertex_a;   // [M_g, K]
   float* gaussian_vertex_b;   // [M_g, K]
@@ -92,9 +94,22 @@ struct MeanfieldWorkspace {
   float* bilateral_partials;  // [T, M_b, K]
 };
 
+// unary_slots keeps each block of kUnaryBlock consecutive pixels (by global index) channel by
+// channel, so that the CPU update of a block reads a slot of all its pixels as one vector.
+constexpr int64_t kUnaryBlock = 8;
+
+RRM_HOST_DEVICE inline int64_t unary_index(int64_t pixel, int64_t channel, int64_t channels) {
+  const int64_t block = pixel / kUnaryBlock;
+  return (block * channels + channel) * kUnaryBlock + (pixel - block * kUnaryBlock);
+}
+
+// The pixels unary_slots holds room for: whole blocks.
+inline int64_t unary_block_pixels(int64_t pixels) { return (pixels + kUnaryBlock - 1) / kUnaryBlock * kUnaryBlock; }
+
 inline int64_t workspace_floats(int64_t pixels, int64_t channels, int64_t gaussian_vertices,
                                 int64_t bilateral_vertices, int64_t partials) {
-  return 2 * pixels + 2 * pixels * channels + (2 + partials) * (gaussian_vertices + bilateral_vertices) * channels;
+  return 2 * pixels + (unary_block_pixels(pixels) + pixels) * channels +
+         (2 + partials) * (gaussian_vertices + bilateral_vertices) * channels;
 }
 
 inline MeanfieldWorkspace carve_workspace(float* base, int64_t pixels, int64_t channels, int64_t gaussian_vertices,
@@ -103,7 +118,7 @@ inline MeanfieldWorkspace carve_workspace(float* base, int64_t pixels, int64_t c
   ws.gaussian_norm = base;
   ws.bilateral_norm = ws.gaussian_norm + pixels;
   ws.unary_slots = ws.bilateral_norm + pixels;
-  ws.q_slots = ws.unary_slots + pixels * channels;
+  ws.q_slots = ws.unary_slots + unary_block_pixels(pixels) * channels;
   ws.gaussian_vertex_a = ws.q_slots + pixels * channels;
   ws.gaussian_vertex_b = ws.gaussian_vertex_a + gaussian_vertices * channels;
   ws.bilateral_vertex_a = ws.gaussian_vertex_b + gaussian_vertices * channels;
@@ -135,10 +150,11 @@ struct FloatBits {
   using Signed = int32_t;
 };
 
-// `value` in every lane of T (T{} is zero, and 0 + value is value).
+// `value` in every lane of T (T{} is zero). value - 0 is value for every value, so compilers
+// drop the subtraction; value + 0 is not (-0 + 0 is +0) and costs an addition.
 template <typename T, typename Scalar>
 RRM_HOST_DEVICE RRM_INLINE T broadcast(Scalar value) {
-  return T{} + value;
+  return value - T{};
 }
 
 // exp(x) for x <= 0 (including -inf) within 1 ulp of expf, Cephes' range reduction and
@@ -170,17 +186,18 @@ RRM_HOST_DEVICE RRM_INLINE F exp_nonpositive(F x) {
   return y * bit_cast<F>((biased_exponent > zero ? biased_exponent : zero) << 23);
 }
 
-// Transposes the unary of pixel `pixel` (a global index b*P + p) into its slot row; padding
-// slots get +inf, so their energy is -inf and their Q exactly 0.
+// Copies the unary of pixel `pixel` (a global index b*P + p) into its slots; padding slots get
+// +inf, so their energy is -inf and their Q exactly 0.
 RRM_HOST_DEVICE inline void gather_unary_pixel(const MeanfieldProblem& problem, float* unary_slots, int64_t pixel) {
   const int64_t image = pixel / problem.points;
   const int64_t p = pixel - image * problem.points;
   const int32_t* labels = problem.slot_labels + image * problem.slots;
-  float* row = unary_slots + pixel * slot_channels(problem);
+  const int64_t channels = slot_channels(problem);
   for (int64_t g = 0; g < problem.groups; ++g) {
     const float* unary = problem.unary + ((g * problem.batch + image) * problem.labels) * problem.points + p;
     for (int64_t s = 0; s < problem.slots; ++s) {
-      row[g * problem.slots + s] = labels[s] >= 0 ? unary[labels[s] * problem.points] : INFINITY;
+      unary_slots[unary_index(pixel, g * problem.slots + s, channels)] =
+          labels[s] >= 0 ? unary[labels[s] * problem.points] : INFINITY;
     }
   }
 }
@@ -314,10 +331,10 @@ RRM_HOST_DEVICE RRM_INLINE void update_group(const MeanfieldProblem& problem, co
   const int64_t slots = S > 0 ? S : problem.slots;
   const int64_t channels = slot_channels(problem);
   const int64_t first_channel = group * slots;
-  const float* RRM_RESTRICT unary = step.unary_slots + pixel * channels + first_channel;
+  const float* RRM_RESTRICT unary = step.unary_slots;
   float* RRM_RESTRICT row = step.q_slots + pixel * channels + first_channel;
   if (step.gaussian_vertices == nullptr) {
-    for (int64_t s = 0; s < slots; ++s) row[s] = -unary[s];
+    for (int64_t s = 0; s < slots; ++s) row[s] = -unary[unary_index(pixel, first_channel + s, channels)];
   } else {
     const float gaussian_norm = step.gaussian_norm[pixel];
     const float bilateral_norm = step.bilateral_norm[pixel];
@@ -329,8 +346,8 @@ RRM_HOST_DEVICE RRM_INLINE void update_group(const MeanfieldProblem& problem, co
                                             pixel, channel);
       const float bilateral = sliced_channel(step.bilateral, step.bilateral_vertices, channels,
                                              step.bilateral_alpha, pixel, channel);
-      row[s] = slot_energy(unary[s], gaussian, bilateral, gaussian_norm, bilateral_norm, gaussian_compat,
-                           bilateral_compat);
+      row[s] = slot_energy(unary[unary_index(pixel, channel, channels)], gaussian, bilateral, gaussian_norm,
+                           bilateral_norm, gaussian_compat, bilateral_compat);
     }
   }
   softmax_in_place<S>(row, slots);

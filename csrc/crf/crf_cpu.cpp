@@ -18,16 +18,14 @@ namespace crf {
 // Pixels the CPU updates together, one per lane of a GCC vector. One pixel's update is a chain
 // of dependent operations (the maximum, the exponential's polynomial, the sum, the division);
 // a vector of pixels runs that chain once for all of them. Eight lanes fill an AVX register (an
-// x86-64-v2 build uses two SSE registers, with the same bits); a block of pixel rows becomes
-// slot vectors through 4 x 4 transposes of kSlotLanes-value quads, two per slot block.
+// x86-64-v2 build uses two SSE registers, with the same bits).
 constexpr int kPixelLanes = 8;
 typedef float PixelFloats __attribute__((vector_size(4 * kPixelLanes)));
 typedef uint32_t PixelUnsigned __attribute__((vector_size(4 * kPixelLanes)));
 typedef int32_t PixelSigned __attribute__((vector_size(4 * kPixelLanes)));
-// kSlotLanes, and twice as many, consecutive values of one row.
+// kSlotLanes consecutive values of one row (a slot count is a multiple of kSlotLanes).
 typedef float QuadFloats __attribute__((vector_size(4 * kSlotLanes)));
-typedef float OctFloats __attribute__((vector_size(8 * kSlotLanes)));
-static_assert(kSlotLanes == 4 && kPixelLanes == 2 * kSlotLanes, "the transposes assume two 4 x 4 blocks");
+static_assert(kSlotLanes == 4 && kPixelLanes == 8, "the transposes assume 8 pixels and quads");
 
 template <>
 struct FloatBits<PixelFloats> {
@@ -39,7 +37,12 @@ namespace {
 
 constexpr int64_t kPixelGrain = 256;
 
-// Rows of 4 values of 4 pixels <-> 4 vectors of one value of each pixel.
+// The rows of 8 pixels are cut into blocks of 8 values where the slot count allows, else of 4;
+// a block of the 8 rows is a transpose away from one slot vector per value of the block.
+template <int S>
+using RowBlock = std::conditional_t<S % 8 == 0, PixelFloats, QuadFloats>;
+
+// Rows of 4 values of 4 pixels <-> 4 vectors of one value of each pixel (its own inverse).
 RRM_INLINE void transpose4(QuadFloats (&v)[4]) {
   const QuadFloats t0 = __builtin_shufflevector(v[0], v[1], 0, 4, 1, 5);
   const QuadFloats t1 = __builtin_shufflevector(v[0], v[1], 2, 6, 3, 7);
@@ -51,77 +54,124 @@ RRM_INLINE void transpose4(QuadFloats (&v)[4]) {
   v[3] = __builtin_shufflevector(t1, t3, 2, 3, 6, 7);
 }
 
-// The slot vectors of quads[j][b] (pixel j's values b * 4 .. b * 4 + 3, j < kPixelLanes) for
-// blocks b < S / 4: slots[b * 4 + k] holds value b * 4 + k of every pixel.
-template <int S>
-RRM_INLINE void quads_to_slots(const QuadFloats (&quads)[kPixelLanes][S / kSlotLanes], PixelFloats (&slots)[S]) {
-  for (int b = 0; b < S / kSlotLanes; ++b) {
-    QuadFloats low[4] = {quads[0][b], quads[1][b], quads[2][b], quads[3][b]};
-    QuadFloats high[4] = {quads[4][b], quads[5][b], quads[6][b], quads[7][b]};
-    transpose4(low);
-    transpose4(high);
-    for (int k = 0; k < 4; ++k) slots[b * kSlotLanes + k] = __builtin_shufflevector(low[k], high[k], 0, 1, 2, 3, 4, 5, 6, 7);
+// Rows of 8 values of 8 pixels <-> 8 vectors of one value of each pixel (its own inverse):
+// interleave pairs of rows, then pairs of pairs, then swap the 128-bit halves.
+RRM_INLINE void transpose8(PixelFloats (&v)[8]) {
+  PixelFloats t[8], u[8];
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = __builtin_shufflevector(v[i], v[i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+    t[i + 1] = __builtin_shufflevector(v[i], v[i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    u[i] = __builtin_shufflevector(t[i], t[i + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+    u[i + 1] = __builtin_shufflevector(t[i], t[i + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+    u[i + 2] = __builtin_shufflevector(t[i + 1], t[i + 3], 0, 1, 8, 9, 4, 5, 12, 13);
+    u[i + 3] = __builtin_shufflevector(t[i + 1], t[i + 3], 2, 3, 10, 11, 6, 7, 14, 15);
+  }
+  for (int i = 0; i < 4; ++i) {
+    v[i] = __builtin_shufflevector(u[i], u[i + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+    v[i + 4] = __builtin_shufflevector(u[i], u[i + 4], 4, 5, 6, 7, 12, 13, 14, 15);
   }
 }
 
-// slots[s] = the slot-s values of the kPixelLanes pixel rows base + j * stride.
-template <int S>
-RRM_INLINE void load_slots(const float* base, int64_t stride, PixelFloats (&slots)[S]) {
-  QuadFloats quads[kPixelLanes][S / kSlotLanes];
-  for (int j = 0; j < kPixelLanes; ++j) {
-    for (int b = 0; b < S / kSlotLanes; ++b) memcpy(&quads[j][b], base + j * stride + b * kSlotLanes, sizeof(QuadFloats));
-  }
-  quads_to_slots<S>(quads, slots);
+// slots[k] = value k of the 8 pixel rows' blocks rows[j] (k below the block's width).
+RRM_INLINE void rows_to_slots(const PixelFloats (&rows)[kPixelLanes], PixelFloats* slots) {
+  PixelFloats v[8];
+  for (int j = 0; j < 8; ++j) v[j] = rows[j];
+  transpose8(v);
+  for (int k = 0; k < 8; ++k) slots[k] = v[k];
 }
 
-// The inverse of load_slots: the pixel rows base + j * stride from the slot vectors.
+RRM_INLINE void rows_to_slots(const QuadFloats (&rows)[kPixelLanes], PixelFloats* slots) {
+  QuadFloats low[4] = {rows[0], rows[1], rows[2], rows[3]};
+  QuadFloats high[4] = {rows[4], rows[5], rows[6], rows[7]};
+  transpose4(low);
+  transpose4(high);
+  for (int k = 0; k < 4; ++k) slots[k] = __builtin_shufflevector(low[k], high[k], 0, 1, 2, 3, 4, 5, 6, 7);
+}
+
+// The inverse of rows_to_slots.
+RRM_INLINE void slots_to_rows(const PixelFloats* slots, PixelFloats (&rows)[kPixelLanes]) {
+  for (int k = 0; k < 8; ++k) rows[k] = slots[k];
+  transpose8(rows);
+}
+
+RRM_INLINE void slots_to_rows(const PixelFloats* slots, QuadFloats (&rows)[kPixelLanes]) {
+  QuadFloats low[4], high[4];
+  for (int k = 0; k < 4; ++k) {
+    low[k] = __builtin_shufflevector(slots[k], slots[k], 0, 1, 2, 3);
+    high[k] = __builtin_shufflevector(slots[k], slots[k], 4, 5, 6, 7);
+  }
+  transpose4(low);
+  transpose4(high);
+  for (int j = 0; j < 4; ++j) {
+    rows[j] = low[j];
+    rows[j + 4] = high[j];
+  }
+}
+
+// The kPixelLanes pixel rows base + j * stride from the slot vectors (slots[s]: slot s of every pixel).
 template <int S>
 RRM_INLINE void store_slots(const PixelFloats (&slots)[S], int64_t stride, float* base) {
-  for (int s = 0; s < S; s += kSlotLanes) {
-    QuadFloats low[4], high[4];
-    for (int k = 0; k < 4; ++k) {
-      low[k] = __builtin_shufflevector(slots[s + k], slots[s + k], 0, 1, 2, 3);
-      high[k] = __builtin_shufflevector(slots[s + k], slots[s + k], 4, 5, 6, 7);
-    }
-    transpose4(low);
-    transpose4(high);
-    for (int j = 0; j < 4; ++j) {
-      memcpy(base + j * stride + s, &low[j], sizeof(QuadFloats));
-      memcpy(base + (j + 4) * stride + s, &high[j], sizeof(QuadFloats));
-    }
+  using Block = RowBlock<S>;
+  for (int s = 0; s < S; s += sizeof(Block) / sizeof(float)) {
+    Block rows[kPixelLanes];
+    slots_to_rows(slots + s, rows);
+    for (int j = 0; j < kPixelLanes; ++j) memcpy(base + j * stride + s, &rows[j], sizeof(Block));
   }
 }
 
 // The slices of the S channels from first_channel on of the kPixelLanes pixels from first_pixel
-// on, as slot vectors. Each pixel's channels are summed in vectors of W channels (8 when S
-// allows, else 4) with sliced_channel's float operations (GCC left the scalar body's channel
-// sums unvectorised), then transposed into slots. D1 > 0 is the lattice's entries per pixel
-// (d + 1), fixed at compile time.
+// on, as slot vectors: block by block of channels, each pixel's block summed as a vector with
+// sliced_channel's float operations (GCC left the scalar body's channel sums unvectorised),
+// then transposed into slots. D1 > 0 is the lattice's entries per pixel (d + 1), fixed at
+// compile time.
 template <int S, int D1>
 RRM_INLINE void slice_lanes(const lattice::LatticeView& lat, const float* vertices, int64_t channels, float alpha,
                             int64_t first_pixel, int64_t first_channel, PixelFloats (&slots)[S]) {
-  using ChannelFloats = std::conditional_t<S % 8 == 0, OctFloats, QuadFloats>;
-  constexpr int W = sizeof(ChannelFloats) / sizeof(float);
-  constexpr int kBlocks = S / W;
+  using Block = RowBlock<S>;
+  constexpr int W = sizeof(Block) / sizeof(float);
   const int d1 = D1 > 0 ? D1 : lat.d1;
-  const ChannelFloats alphas = broadcast<ChannelFloats>(alpha);
-  ChannelFloats sums[kPixelLanes][kBlocks];
-  for (int j = 0; j < kPixelLanes; ++j) {
-    for (int b = 0; b < kBlocks; ++b) sums[j][b] = ChannelFloats{};
-    for (int r = 0; r < d1; ++r) {
-      const int64_t entry = (first_pixel + j) * d1 + r;
-      const ChannelFloats w = broadcast<ChannelFloats>(lat.weights[entry]);
-      const float* in = vertices + static_cast<int64_t>(lat.offsets[entry]) * channels + first_channel;
-      for (int b = 0; b < kBlocks; ++b) {
-        ChannelFloats value;
-        memcpy(&value, in + b * W, sizeof(ChannelFloats));
-        sums[j][b] += w * value * alphas;
+  const Block alphas = broadcast<Block>(alpha);
+  for (int s = 0; s < S; s += W) {
+    Block sums[kPixelLanes];
+    for (int j = 0; j < kPixelLanes; ++j) {
+      sums[j] = Block{};
+      for (int r = 0; r < d1; ++r) {
+        const int64_t entry = (first_pixel + j) * d1 + r;
+        const Block w = broadcast<Block>(lat.weights[entry]);
+        Block value;
+        memcpy(&value, vertices + static_cast<int64_t>(lat.offsets[entry]) * channels + first_channel + s,
+               sizeof(Block));
+        sums[j] += w * value * alphas;
       }
     }
+    rows_to_slots(sums, slots + s);
   }
-  QuadFloats quads[kPixelLanes][S / kSlotLanes];
-  for (int j = 0; j < kPixelLanes; ++j) memcpy(quads[j], sums[j], sizeof(sums[j]));
-  quads_to_slots<S>(quads, slots);
+}
+
+// write_q for the kPixelLanes pixels from first_pixel on, which are in one image: a slot's
+// vector is the slot's Q at consecutive pixels, so each goes to its row of q whole.
+template <int S>
+RRM_INLINE void write_q_lanes(const MeanfieldProblem& problem, float* q_out, int64_t first_pixel, int64_t group,
+                              const PixelFloats (&row)[S]) {
+  const int64_t points = problem.points;
+  const int64_t image = first_pixel / points;
+  const int64_t p = first_pixel - image * points;
+  if (problem.q_over_slots) {
+    float* q = q_out + (group * problem.batch + image) * S * points + p;
+    for (int s = 0; s < S; ++s) memcpy(q + s * points, &row[s], sizeof(PixelFloats));
+    return;
+  }
+  const int32_t* labels = problem.slot_labels + image * S;
+  float* q = q_out + (group * problem.batch + image) * problem.labels * points + p;
+  const PixelFloats zeros{};
+  int s = 0;
+  for (int64_t label = 0; label < problem.labels; ++label) {
+    const bool is_present = s < S && labels[s] == label;
+    memcpy(q + label * points, is_present ? &row[s] : &zeros, sizeof(PixelFloats));
+    s += is_present ? 1 : 0;
+  }
 }
 
 // update_group<S> for the kPixelLanes pixels from first_pixel on, with the same float
@@ -132,7 +182,9 @@ RRM_INLINE void update_group_lanes(const MeanfieldProblem& problem, const Meanfi
   const int64_t channels = slot_channels(problem);
   const int64_t first = first_pixel * channels + group * S;
   PixelFloats row[S];
-  load_slots(step.unary_slots + first, channels, row);
+  for (int s = 0; s < S; ++s) {
+    memcpy(&row[s], step.unary_slots + unary_index(first_pixel, group * S + s, channels), sizeof(PixelFloats));
+  }
   if (step.gaussian_vertices != nullptr) {
     PixelFloats gaussian_norm, bilateral_norm;
     memcpy(&gaussian_norm, step.gaussian_norm + first_pixel, sizeof(PixelFloats));
@@ -150,14 +202,34 @@ RRM_INLINE void update_group_lanes(const MeanfieldProblem& problem, const Meanfi
     for (int s = 0; s < S; ++s) row[s] = -row[s];
   }
   softmax_in_place<S>(row, S);
-  if (step.q != nullptr) {
-    for (int j = 0; j < kPixelLanes; ++j) {
-      float q_row[S];
-      for (int s = 0; s < S; ++s) q_row[s] = row[s][j];
-      write_q(problem, step.q, first_pixel + j, group, q_row);
+  if (step.q != nullptr) write_q_lanes(problem, step.q, first_pixel, group, row);
+  store_slots(row, channels, step.q_slots + first);
+}
+
+// gather_unary_pixel for the pixels of unary block `block`: a block within one image copies
+// each slot's kUnaryBlock unaries at once.
+void gather_unary_block(const MeanfieldProblem& problem, float* unary_slots, int64_t block) {
+  const int64_t first = block * kUnaryBlock;
+  const int64_t end = std::min(first + kUnaryBlock, problem.batch * problem.points);
+  const int64_t image = first / problem.points;
+  if (end - first < kUnaryBlock || (end - 1) / problem.points != image) {
+    for (int64_t pixel = first; pixel < end; ++pixel) gather_unary_pixel(problem, unary_slots, pixel);
+    return;
+  }
+  const int64_t p = first - image * problem.points;
+  const int32_t* labels = problem.slot_labels + image * problem.slots;
+  const int64_t channels = slot_channels(problem);
+  for (int64_t g = 0; g < problem.groups; ++g) {
+    const float* unary = problem.unary + ((g * problem.batch + image) * problem.labels) * problem.points + p;
+    for (int64_t s = 0; s < problem.slots; ++s) {
+      float* out = unary_slots + unary_index(first, g * problem.slots + s, channels);
+      if (labels[s] >= 0) {
+        std::copy_n(unary + labels[s] * problem.points, kUnaryBlock, out);
+      } else {
+        std::fill_n(out, kUnaryBlock, INFINITY);
+      }
     }
   }
-  store_slots(row, channels, step.q_slots + first);
 }
 
 // Where the updates of one stripe splat their new Q: the stripe's partial sums of each lattice
@@ -225,6 +297,8 @@ void update_pixels(const MeanfieldProblem& problem_in, const MeanfieldStep& step
     constexpr int BilateralD1 = decltype(bilateral_d1)::value;
     int64_t i = begin;
     if constexpr (S > 0) {
+      // Vectors of pixels start where unary_slots' blocks do.
+      for (; i % kUnaryBlock != 0 && i < end; ++i) update_pixel<S>(problem, step, i);
       for (; i + kPixelLanes <= end; i += kPixelLanes) {
         for (int64_t group = 0; group < problem.groups; ++group) {
           update_group_lanes<S, GaussianD1, BilateralD1>(problem, step, i, group);
@@ -396,8 +470,9 @@ at::Tensor dense_crf_meanfield_cpu(const at::Tensor& unary, const std::optional<
   const lattice::LatticeView bilateral = lattice::make_view(inputs.bilateral);
   at::Tensor workspace = allocate_workspace(problem, gaussian, bilateral, q.options());
   const MeanfieldWorkspace ws = carve_workspace(workspace, problem, gaussian, bilateral);
-  at::parallel_for(0, gaussian.num_points, kPixelGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) gather_unary_pixel(problem, ws.unary_slots, i);
+  const int64_t blocks = unary_block_pixels(gaussian.num_points) / kUnaryBlock;
+  at::parallel_for(0, blocks, kPixelGrain / kUnaryBlock, [&](int64_t begin, int64_t end) {
+    for (int64_t block = begin; block < end; ++block) gather_unary_block(problem, ws.unary_slots, block);
   });
   meanfield_from_slots_cpu(problem, gaussian, bilateral, n_iter, ws, q.data_ptr<float>());
   return q;

@@ -39,7 +39,7 @@ RRM_HOST_DEVICE inline void mining_unary_pixel(const MiningUnary& unary, const c
   const int32_t* labels = problem.slot_labels + image * problem.slots;
   const float* cams = unary.cams + image * (problem.labels - 1) * problem.points + p;
   const float not_object = 1.f - unary.max_cam[pixel];
-  float* row = unary_slots + pixel * crf::slot_channels(problem);
+  const int64_t channels = crf::slot_channels(problem);
   for (int g = 0; g < kCrfGroups; ++g) {
     for (int64_t s = 0; s < problem.slots; ++s) {
       const int32_t label = labels[s];
@@ -49,7 +49,7 @@ RRM_HOST_DEVICE inline void mining_unary_pixel(const MiningUnary& unary, const c
       } else if (label > 0) {
         value = unary_of_score(cams[(label - 1) * problem.points]);
       }
-      row[g * problem.slots + s] = value;
+      unary_slots[crf::unary_index(pixel, g * problem.slots + s, channels)] = value;
     }
   }
 }
