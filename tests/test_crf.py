@@ -153,14 +153,15 @@ def test_thread_count_does_not_change_bits():
 
 @pytest.mark.parametrize("labels", [3, 21])
 def test_one_image_split_among_threads_keeps_its_bits(labels):
-    # One image's pixels are split among the threads. The CPU updates pixels four at a time in
-    # vector lanes and the rest one by one; 2 threads split the 1,353 pixels at 677, so the
-    # second half's blocks start one pixel later and pixel 676 is updated alone, not in a
-    # vector: the bits must not change.
-    image = photo_batch(41, 33)[:1]
-    scores = torch.from_numpy(smooth_scores(labels, 41, 33, seed=labels))[None]
-    single, double = crf_with_threads([1, 2], scores, image)
+    # The CPU splats an image of 257 x 263 = 67,591 pixels as 4 stripes, each into partial sums
+    # of its own that are added in stripe order; 1, 2 and 3 threads share the stripes out
+    # differently. Stripe 3 starts at pixel 50,692, not a multiple of the 8-pixel vectors, so
+    # its first 4 pixels are updated one by one. None of this may change the bits.
+    image = torch.from_numpy(resized_photo("coffee", 257, 263))[None]
+    scores = torch.from_numpy(smooth_scores(labels, 257, 263, seed=labels))[None]
+    single, double, triple = crf_with_threads([1, 2, 3], scores, image)
     assert torch.equal(single, double)
+    assert torch.equal(single, triple)
 
 
 def test_prebuilt_lattices_and_unary_entry_equal_the_one_call_op():

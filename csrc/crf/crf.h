@@ -85,7 +85,7 @@ struct MeanfieldWorkspace {
   float* gaussian_norm;       // [B*P]
   float* bilateral_norm;      // [B*P]
   float* unary_slots;         // [B*P rounded up to kUnaryBlock, K] the unary of each slot, in blocks
-  float* q_slots;             // [B*P, K] Q of each slot, updated in place
+  float* q_slots;             // [B*P, K] Q of each slot (on the CPU, scratch of the norms)
   float* gaussian_vertex_a;   // [M_g, K]
   float* gaussian_vertex_b;   // [M_g, K]
   float* bilateral_vertex_a;  // [M_b, K]
@@ -216,7 +216,14 @@ struct MeanfieldStep {
   float gaussian_alpha;             // the lattices' slice scales (slice_scale)
   float bilateral_alpha;
   float* q;
+  // q_slots holds the rows of the pixels from this one on (the CPU keeps a chunk's rows only).
+  int64_t q_first_pixel = 0;
 };
+
+// The Q row of pixel `pixel` (a global index b*P + p) in step.q_slots.
+RRM_HOST_DEVICE inline float* q_row(const MeanfieldStep& step, int64_t pixel, int64_t channels) {
+  return step.q_slots + (pixel - step.q_first_pixel) * channels;
+}
 
 // The step of the first update (Q = softmax(-U)), which writes q if it is not null.
 inline MeanfieldStep initial_step(const MeanfieldWorkspace& ws, const lattice::LatticeView& gaussian,
@@ -332,7 +339,7 @@ RRM_HOST_DEVICE RRM_INLINE void update_group(const MeanfieldProblem& problem, co
   const int64_t channels = slot_channels(problem);
   const int64_t first_channel = group * slots;
   const float* RRM_RESTRICT unary = step.unary_slots;
-  float* RRM_RESTRICT row = step.q_slots + pixel * channels + first_channel;
+  float* RRM_RESTRICT row = q_row(step, pixel, channels) + first_channel;
   if (step.gaussian_vertices == nullptr) {
     for (int64_t s = 0; s < slots; ++s) row[s] = -unary[unary_index(pixel, first_channel + s, channels)];
   } else {

@@ -37,6 +37,11 @@ namespace {
 
 constexpr int64_t kPixelGrain = 256;
 
+// A stripe updates and splats its pixels in chunks of this many (by global index, a multiple of
+// the vectors), whose Q rows only the splat reads: they live in a small buffer of the thread's,
+// still in the L1 cache when the splat reads them, and never go to memory.
+constexpr int64_t kChunkPixels = 256;
+
 // The rows of 8 pixels are cut into blocks of 8 values where the slot count allows, else of 4;
 // a block of the 8 rows is a transpose away from one slot vector per value of the block.
 template <int S>
@@ -180,7 +185,6 @@ template <int S, int GaussianD1, int BilateralD1>
 RRM_INLINE void update_group_lanes(const MeanfieldProblem& problem, const MeanfieldStep& step, int64_t first_pixel,
                                    int64_t group) {
   const int64_t channels = slot_channels(problem);
-  const int64_t first = first_pixel * channels + group * S;
   PixelFloats row[S];
   for (int s = 0; s < S; ++s) {
     memcpy(&row[s], step.unary_slots + unary_index(first_pixel, group * S + s, channels), sizeof(PixelFloats));
@@ -203,7 +207,7 @@ RRM_INLINE void update_group_lanes(const MeanfieldProblem& problem, const Meanfi
   }
   softmax_in_place<S>(row, S);
   if (step.q != nullptr) write_q_lanes(problem, step.q, first_pixel, group, row);
-  store_slots(row, channels, step.q_slots + first);
+  store_slots(row, channels, q_row(step, first_pixel, channels) + group * S);
 }
 
 // gather_unary_pixel for the pixels of unary block `block`: a block within one image copies
@@ -273,7 +277,7 @@ RRM_INLINE void scatter_pixel(const lattice::LatticeView& lat, int64_t pixel, co
 template <int K, int GaussianD1, int BilateralD1>
 void splat_pixels(const MeanfieldStep& step, int64_t begin, int64_t end, int64_t channels, const StripeSplat& splat) {
   for (int64_t pixel = begin; pixel < end; ++pixel) {
-    const float* row = step.q_slots + pixel * channels;
+    const float* row = q_row(step, pixel, channels);
     scatter_pixel<K, GaussianD1>(step.gaussian, pixel, row, step.gaussian_norm[pixel], channels, splat.gaussian);
     scatter_pixel<K, BilateralD1>(step.bilateral, pixel, row, step.bilateral_norm[pixel], channels, splat.bilateral);
   }
@@ -403,13 +407,21 @@ void meanfield_cpu(const MeanfieldProblem& problem, const lattice::LatticeView& 
   for (int64_t iteration = 0;; ++iteration) {
     const bool last = iteration == n_iter;
     at::parallel_for(image_begin * stripes, image_end * stripes, 1, [&](int64_t begin, int64_t end) {
+      std::vector<float> rows(kChunkPixels * channels);
+      MeanfieldStep chunk_step = step;
+      chunk_step.q_slots = rows.data();
       for (int64_t item = begin; item < end; ++item) {
         const int64_t first_pixel = item / stripes * problem.points, stripe = item % stripes;
         const StripeSplat splat = last ? StripeSplat{nullptr, nullptr}
                                        : StripeSplat{gaussian_splat.stripe_partial(stripe),
                                                      bilateral_splat.stripe_partial(stripe)};
-        update_pixels<S>(problem, step, first_pixel + stripe_begin(problem.points, stripes, stripe),
-                         first_pixel + stripe_begin(problem.points, stripes, stripe + 1), splat);
+        const int64_t end_pixel = first_pixel + stripe_begin(problem.points, stripes, stripe + 1);
+        for (int64_t chunk = first_pixel + stripe_begin(problem.points, stripes, stripe); chunk < end_pixel;) {
+          const int64_t chunk_end = std::min(end_pixel, (chunk / kChunkPixels + 1) * kChunkPixels);
+          chunk_step.q_first_pixel = chunk;
+          update_pixels<S>(problem, chunk_step, chunk, chunk_end, splat);
+          chunk = chunk_end;
+        }
       }
     });
     if (last) break;
