@@ -1,15 +1,15 @@
 // Dense CRF mean-field inference: per-pixel kernel bodies shared by the CPU and CUDA launchers.
 //
-// One iteration splats n_g * Q and n_b * Q into their lattices and blurs them (lattice
-// launchers; the splat multiplies each pixel's Q row by its norm as it reads it), then runs
+// One iteration splats n_g * Q and n_b * Q into their lattices and blurs them, then runs
 // `update_pixel` for every pixel, which slices both lattices at the pixel, forms
 //   energy = -U + w_g * n_g * filtered_g + w_b * n_b * filtered_b,
-// takes the softmax over the image's present labels (max-subtracted exp, divided by the sum,
-// as pydensecrf's expAndNormalize) and writes the pixel's new Q over its old one. Slicing
-// inside the update keeps the filtered values in registers: the per-pixel arrays an iteration
-// reads and writes are U and Q alone. The float operations are ordered like pydensecrf's (but
-// for the softmax's maximum and sum, taken in kSlotLanes lanes), so results agree with it to
-// rounding.
+// takes the softmax over the image's present labels (max-subtracted exp times the inverse of
+// its sum, as pydensecrf's expAndNormalize divides by the sum) and writes the pixel's new Q.
+// Slicing inside the update keeps the filtered values in registers. On CUDA the splat gathers
+// each vertex's entries (the lattice launchers); on the CPU each stripe of pixels scatters its
+// new Q right after updating it (crf_cpu.cpp). The float operations are ordered like
+// pydensecrf's but for the softmax's maximum and sum (taken in kSlotLanes lanes), its final
+// product, and the CPU's sum of the stripes' partial splats, so results agree with it to rounding.
 //
 // Layouts, for a batch of B images of P pixels, L labels, S slots and G groups:
 //   unary, q       float [G, B, L, P]  labels-first, as the public [B, L, H, W] (G = 1); q may
@@ -294,7 +294,7 @@ RRM_HOST_DEVICE RRM_INLINE F slot_energy(F unary, F gaussian_filtered, F bilater
 }
 
 // Replaces the energies row[0, slots) of one group by its Q: the max-subtracted exponentials
-// divided by their sum. The loops run over all slots, padding included, so that they have no
+// times the inverse of their sum. The loops run over all slots, padding included, so that they have no
 // data-dependent bounds. S > 0 fixes the slot count at compile time (it must equal slots).
 template <int S, typename F>
 RRM_HOST_DEVICE RRM_INLINE void softmax_in_place(F* row, int64_t slots) {
@@ -303,8 +303,10 @@ RRM_HOST_DEVICE RRM_INLINE void softmax_in_place(F* row, int64_t slots) {
   for (int64_t s = 0; s < slots; ++s) row[s] = exp_nonpositive(row[s] - max_energy);
   // The maximum contributes exactly exp(0) = 1, so the sum is 1 or more whenever a label is
   // present; raising it to 1 only matters (giving Q = 0) when none is.
-  const F sum = larger(lane_sum(row, slots), broadcast<F>(1.f));
-  for (int64_t s = 0; s < slots; ++s) row[s] = row[s] / sum;
+  // One division and a multiplication per slot instead of a division per slot (within an ulp of
+  // pydensecrf's quotients).
+  const F inverse_sum = 1.f / larger(lane_sum(row, slots), broadcast<F>(1.f));
+  for (int64_t s = 0; s < slots; ++s) row[s] = row[s] * inverse_sum;
 }
 
 // Writes the Q of one group of pixel `pixel` (q_row over its slots) into the step's q.
