@@ -536,12 +536,15 @@ void filter_cpu_into(const LatticeView& lat, const ItemSpan& span, const float* 
 }
 
 VertexRange touched_vertices(const LatticeView& lat, int64_t point_begin, int64_t point_end) {
-  VertexRange range{lat.num_vertices, 0};
-  for (int64_t e = point_begin * lat.d1; e < point_end * lat.d1; ++e) {
-    range.begin = std::min(range.begin, lat.offsets[e]);
-    range.end = std::max(range.end, lat.offsets[e] + 1);
+  const int32_t* offsets = lat.offsets + point_begin * lat.d1;
+  const int64_t entries = (point_end - point_begin) * lat.d1;
+  int32_t lowest = lat.num_vertices, highest = -1;
+#pragma omp simd reduction(min : lowest) reduction(max : highest)
+  for (int64_t e = 0; e < entries; ++e) {
+    lowest = offsets[e] < lowest ? offsets[e] : lowest;
+    highest = offsets[e] > highest ? offsets[e] : highest;
   }
-  return range.begin < range.end ? range : VertexRange{0, 0};
+  return lowest <= highest ? VertexRange{lowest, highest + 1} : VertexRange{0, 0};
 }
 
 void sum_partials_cpu(const LatticeView& lat, const ItemSpan& span, float* partial_sums, const VertexRange* ranges,
