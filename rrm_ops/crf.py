@@ -16,6 +16,9 @@ from torch import Tensor
 
 from rrm_ops.lattice import Lattice, bilateral_features, gaussian_features
 
+# pydensecrf's x86 build (its SSE path, the one pip installs) embeds points in blocks of four.
+PYDENSECRF_POINT_BLOCK = 4
+
 
 def _tensor(value: object, name: str) -> Tensor:
     if not isinstance(value, Tensor):
@@ -99,15 +102,19 @@ class CrfLattices:
 def crf_lattices(
     image: Tensor, *, gaussian_sxy: float = 3.0, bilateral_sxy: float = 80.0, bilateral_srgb: float = 13.0
 ) -> CrfLattices:
-    """Build the Gaussian and bilateral lattices of ``image`` (uint8 [B, H, W, 3] or [B, 3, H, W])."""
+    """Build the Gaussian and bilateral lattices of ``image`` (uint8 [B, H, W, 3] or [B, 3, H, W]),
+    as :func:`dense_crf` and pydensecrf do (points in blocks of 4, see :class:`Lattice`)."""
     image = _tensor(image, "image")
     if image.dtype != torch.uint8:
         raise TypeError(f"image must have dtype uint8 (RGB 0..255), got {image.dtype}")
     features = bilateral_features(image, bilateral_sxy, bilateral_srgb)
     batch, _, height, width = features.shape
     return CrfLattices(
-        gaussian=Lattice(gaussian_features(batch, height, width, gaussian_sxy, device=image.device)),
-        bilateral=Lattice(features),
+        gaussian=Lattice(
+            gaussian_features(batch, height, width, gaussian_sxy, device=image.device),
+            point_block=PYDENSECRF_POINT_BLOCK,
+        ),
+        bilateral=Lattice(features, point_block=PYDENSECRF_POINT_BLOCK),
         height=height,
         width=width,
     )

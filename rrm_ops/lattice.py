@@ -58,12 +58,16 @@ class Lattice:
     Args:
         features: float [B, P, d] or [B, d, H, W], already divided by their standard
             deviations (see :func:`bilateral_features`), d in 1..16. Cast to float32.
+        point_block: each item's points are padded with zero-feature points to a multiple of
+            point_block (>= 1); their vertices join the lattice and its blur, and nothing is
+            splatted at or sliced for them. 1 (the default) is the plain lattice; pydensecrf's
+            x86 build embeds points in blocks of 4, so its filters are this lattice's with 4.
 
     ``filter`` computes, per batch item, the permutohedral approximation of
     ``out_p = sum_q exp(-|f_p - f_q|^2 / 2) v_q`` used by dense-CRF code (self term included).
     """
 
-    def __init__(self, features: Tensor) -> None:
+    def __init__(self, features: Tensor, point_block: int = 1) -> None:
         if not isinstance(features, Tensor):
             raise TypeError(f"features must be a torch.Tensor, got {type(features).__name__}")
         if not features.is_floating_point():
@@ -71,7 +75,9 @@ class Lattice:
         points, self.spatial_size = _points_last(features, "features")
         self.batch, self.num_points, self.dim = points.shape
         self.device = features.device
-        self.tensors = LatticeTensors(*torch.ops.rrm_ops.lattice_build(points.float().contiguous()))
+        self.tensors = LatticeTensors(
+            *torch.ops.rrm_ops.lattice_build(points.float().contiguous(), int(point_block))
+        )
         self._norm: dict[torch.dtype, Tensor] = {}
 
     def filter(self, values: Tensor, normalize: Normalize = "none", reverse: bool = False) -> Tensor:

@@ -1,5 +1,7 @@
 """The dense CRF op (DESIGN.md §5.2) against pydensecrf on real photographs, and its contracts."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -166,15 +168,19 @@ def test_one_image_split_among_threads_keeps_its_bits(labels):
 
 def test_prebuilt_lattices_and_unary_entry_equal_the_one_call_op():
     # dense_crf builds one Gaussian lattice and tiles it over the batch; crf_lattices builds it
-    # batched, so this also checks that the tiling is exact.
-    images = photo_batch(30, 35)
-    scores = torch.from_numpy(np.stack([smooth_scores(4, 30, 35, seed=i) for i in range(3)]))
-    expected = rrm_ops.dense_crf(scores, images, n_iter=4, **INFERENCE)
+    # batched, so this also checks that the tiling is exact. 37 x 45 pixels is not a multiple
+    # of 4: both must add pydensecrf's padding points, without which Q differs here.
+    images = photo_batch(37, 45)
+    scores = torch.from_numpy(np.stack([smooth_scores(4, 37, 45, seed=i) for i in range(3)]))
+    expected = rrm_ops.dense_crf(scores, images, n_iter=5, **TRAINING)
     unary = rrm_ops.unary_from_scores(scores)
-    assert torch.equal(rrm_ops.dense_crf(None, images, unary=unary, n_iter=4, **INFERENCE), expected)
-    lattices = rrm_ops.crf_lattices(images, gaussian_sxy=3.0, bilateral_sxy=83.0, bilateral_srgb=5.0)
-    refined = rrm_ops.mean_field(unary, lattices, n_iter=4, gaussian_compat=3.0, bilateral_compat=4.0)
+    assert torch.equal(rrm_ops.dense_crf(None, images, unary=unary, n_iter=5, **TRAINING), expected)
+    lattices = rrm_ops.crf_lattices(images, gaussian_sxy=3.0, bilateral_sxy=80.0, bilateral_srgb=13.0)
+    refined = rrm_ops.mean_field(unary, lattices, n_iter=5, gaussian_compat=3.0, bilateral_compat=10.0)
     assert torch.equal(refined, expected)
+    plain = dataclasses.replace(lattices, bilateral=rrm_ops.Lattice(rrm_ops.bilateral_features(images, 80.0, 13.0)))
+    unpadded = rrm_ops.mean_field(unary, plain, n_iter=5, gaussian_compat=3.0, bilateral_compat=10.0)
+    assert (unpadded - expected).abs().max() > 1e-5
 
 
 def test_reused_gaussian_lattices_give_the_bits_of_a_fresh_build():
