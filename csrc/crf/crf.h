@@ -186,18 +186,20 @@ RRM_HOST_DEVICE RRM_INLINE F exp_nonpositive(F x) {
   return y * bit_cast<F>((biased_exponent > zero ? biased_exponent : zero) << 23);
 }
 
-// Copies the unary of pixel `pixel` (a global index b*P + p) into its slots; padding slots get
-// +inf, so their energy is -inf and their Q exactly 0.
-RRM_HOST_DEVICE inline void gather_unary_pixel(const MeanfieldProblem& problem, float* unary_slots, int64_t pixel) {
-  const int64_t image = pixel / problem.points;
-  const int64_t p = pixel - image * problem.points;
+// Copies the unaries of the N pixels from `first` on (global indices b*P + p, in one image and,
+// for N > 1, in one unary block) into their slots; padding slots get +inf, so their energy is
+// -inf and their Q exactly 0.
+template <int N = 1>
+RRM_HOST_DEVICE inline void gather_unary_pixels(const MeanfieldProblem& problem, float* unary_slots, int64_t first) {
+  const int64_t image = first / problem.points;
+  const int64_t p = first - image * problem.points;
   const int32_t* labels = problem.slot_labels + image * problem.slots;
   const int64_t channels = slot_channels(problem);
   for (int64_t g = 0; g < problem.groups; ++g) {
     const float* unary = problem.unary + ((g * problem.batch + image) * problem.labels) * problem.points + p;
     for (int64_t s = 0; s < problem.slots; ++s) {
-      unary_slots[unary_index(pixel, g * problem.slots + s, channels)] =
-          labels[s] >= 0 ? unary[labels[s] * problem.points] : INFINITY;
+      float* out = unary_slots + unary_index(first, g * problem.slots + s, channels);
+      for (int i = 0; i < N; ++i) out[i] = labels[s] >= 0 ? unary[labels[s] * problem.points + i] : INFINITY;
     }
   }
 }

@@ -210,29 +210,14 @@ RRM_INLINE void update_group_lanes(const MeanfieldProblem& problem, const Meanfi
   store_slots(row, channels, q_row(step, first_pixel, channels) + group * S);
 }
 
-// gather_unary_pixel for the pixels of unary block `block`: a block within one image copies
-// each slot's kUnaryBlock unaries at once.
+// The unaries of the pixels of unary block `block`: all at once when they are in one image.
 void gather_unary_block(const MeanfieldProblem& problem, float* unary_slots, int64_t block) {
   const int64_t first = block * kUnaryBlock;
   const int64_t end = std::min(first + kUnaryBlock, problem.batch * problem.points);
-  const int64_t image = first / problem.points;
-  if (end - first < kUnaryBlock || (end - 1) / problem.points != image) {
-    for (int64_t pixel = first; pixel < end; ++pixel) gather_unary_pixel(problem, unary_slots, pixel);
-    return;
-  }
-  const int64_t p = first - image * problem.points;
-  const int32_t* labels = problem.slot_labels + image * problem.slots;
-  const int64_t channels = slot_channels(problem);
-  for (int64_t g = 0; g < problem.groups; ++g) {
-    const float* unary = problem.unary + ((g * problem.batch + image) * problem.labels) * problem.points + p;
-    for (int64_t s = 0; s < problem.slots; ++s) {
-      float* out = unary_slots + unary_index(first, g * problem.slots + s, channels);
-      if (labels[s] >= 0) {
-        std::copy_n(unary + labels[s] * problem.points, kUnaryBlock, out);
-      } else {
-        std::fill_n(out, kUnaryBlock, INFINITY);
-      }
-    }
+  if (end - first == kUnaryBlock && (end - 1) / problem.points == first / problem.points) {
+    gather_unary_pixels<kUnaryBlock>(problem, unary_slots, first);
+  } else {
+    for (int64_t pixel = first; pixel < end; ++pixel) gather_unary_pixels(problem, unary_slots, pixel);
   }
 }
 

@@ -21,7 +21,7 @@ __global__ void norm_kernel(int64_t count, const float* filtered_ones, float* no
 
 __global__ void gather_unary_kernel(MeanfieldProblem problem, int64_t pixels, float* unary_slots) {
   const int64_t i = global_index();
-  if (i < pixels) gather_unary_pixel(problem, unary_slots, i);
+  if (i < pixels) gather_unary_pixels(problem, unary_slots, i);
 }
 
 __global__ void update_kernel(MeanfieldProblem problem, MeanfieldStep step, int64_t pixels) {

@@ -31,7 +31,7 @@ RRM_HOST_DEVICE inline float unary_of_score(float score) {
 }
 
 // The slot unaries of pixel `pixel` (a global index b*P + p) for both groups; padding slots get
-// +inf, so their Q is exactly 0 (as gather_unary_pixel gives them). problem.groups must be 2.
+// +inf, so their Q is exactly 0 (as gather_unary_pixels gives them). problem.groups must be 2.
 RRM_HOST_DEVICE inline void mining_unary_pixel(const MiningUnary& unary, const crf::MeanfieldProblem& problem,
                                                float* unary_slots, int64_t pixel) {
   const int64_t image = pixel / problem.points;
