@@ -26,6 +26,7 @@ typedef int32_t PixelSigned __attribute__((vector_size(4 * kPixelLanes)));
 // kSlotLanes consecutive values of one row (a slot count is a multiple of kSlotLanes).
 typedef float QuadFloats __attribute__((vector_size(4 * kSlotLanes)));
 static_assert(kSlotLanes == 4 && kPixelLanes == 8, "the transposes assume 8 pixels and quads");
+static_assert(kPixelLanes == kUnaryBlock, "a vector of pixels reads one block of slot unaries");
 
 template <>
 struct FloatBits<PixelFloats> {
