@@ -1,6 +1,7 @@
-// CPU launcher of the dense CRF op family: at::parallel_for over the bodies of crf.h (over the
-// pixels of one image, or over the images of a batch), with the lattice family's
-// allocation-free splat and blur between the updates.
+// CPU launcher of the dense CRF op family: at::parallel_for over the bodies of crf.h, over the
+// stripes of an image's pixels (see crf.h), or over the images of a batch. Each stripe updates
+// its pixels and scatters their new Q into partial sums of its own; the lattice family adds
+// them and blurs, allocation-free, between the updates.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -435,7 +436,7 @@ void meanfield_from_slots_cpu(const MeanfieldProblem& problem, const lattice::La
     if (images == 1 || at::get_num_threads() == 1) {
       meanfield_cpu<S>(problem, gaussian, bilateral, n_iter, ws, q, 0, images);
     } else {
-      // Whole images per thread: one parallel region instead of about fifteen per iteration,
+      // Whole images per thread: one parallel region instead of about a dozen per iteration,
       // each a barrier. Inside it, the steps' parallel_for calls run inline.
       at::parallel_for(0, images, 1, [&](int64_t begin, int64_t end) {
         for (int64_t image = begin; image < end; ++image) {
