@@ -1,5 +1,6 @@
 #include "common/buffers.h"
 
+#include <array>
 #include <cstdint>
 
 #if defined(__linux__)
@@ -21,6 +22,14 @@ at::Tensor empty_filled_buffer(at::IntArrayRef sizes, const at::TensorOptions& o
   }
 #endif
   return buffer;
+}
+
+at::Tensor scratch_buffer(Scratch use, int64_t numel, at::ScalarType dtype) {
+  thread_local std::array<at::Tensor, static_cast<size_t>(Scratch::kCount)> kept;
+  at::Tensor& bytes = kept[static_cast<size_t>(use)];
+  const int64_t needed = numel * static_cast<int64_t>(c10::elementSize(dtype));
+  if (!bytes.defined() || bytes.numel() < needed) bytes = empty_filled_buffer({needed}, at::kByte);
+  return bytes.narrow(0, 0, needed).view(dtype);
 }
 
 }  // namespace rrm

@@ -136,6 +136,15 @@ GaussianLatticeCache& gaussian_lattices() {
   return cache;
 }
 
+// pydensecrf's unary_from_softmax: -log(clip(s, 1e-5, 1)) in the precision of scores. A CPU
+// result lives in this thread's scratch (see scratch_buffer) until the call returns.
+at::Tensor unary_from_scores(const at::Tensor& scores) {
+  at::Tensor out = scores.is_cpu() ? scratch_buffer(Scratch::kCrfEnergies, scores.numel(), scores.scalar_type())
+                                         .view(scores.sizes())
+                                   : at::empty_like(scores, at::MemoryFormat::Contiguous);
+  return at::clamp_out(out, scores, 1e-5, 1.0).log_().neg_();
+}
+
 }  // namespace
 
 int64_t padded_slot_count(int64_t present) {
@@ -201,15 +210,8 @@ at::Tensor allocate_workspace(const MeanfieldProblem& problem, const lattice::La
   const int64_t floats = workspace_floats(gaussian.num_points, slot_channels(problem), gaussian.num_vertices,
                                           bilateral.num_vertices, partial_splats(problem, options.device()));
   if (!options.device().is_cpu()) return at::empty({floats}, options.dtype(at::kFloat));
-  // The CPU workspace of this thread's last mean field is kept and reused when large enough:
-  // a fresh buffer of tens of MB is mapped and zeroed by the OS page by page on every call,
-  // while CUDA's caching allocator already reuses device memory. A thread runs one mean field
-  // at a time, so the buffer is free whenever this is called.
-  thread_local at::Tensor reusable;
-  if (!reusable.defined() || reusable.numel() < floats) {
-    reusable = empty_filled_buffer({floats}, options.dtype(at::kFloat));
-  }
-  return reusable.narrow(0, 0, floats);
+  // CUDA's caching allocator already reuses device memory.
+  return scratch_buffer(Scratch::kMeanfieldWorkspace, floats, at::kFloat);
 }
 
 MeanfieldWorkspace carve_workspace(at::Tensor& workspace, const MeanfieldProblem& problem,
@@ -292,8 +294,7 @@ at::Tensor dense_crf(const std::optional<at::Tensor>& scores, const at::Tensor& 
 
   const int64_t batch = input.size(0), labels = input.size(1), height = input.size(2), width = input.size(3);
   const int64_t pixels = height * width;
-  // pydensecrf's unary_from_softmax: -log(clip(s, 1e-5, 1)) in the input's precision.
-  const at::Tensor energies = (scores.has_value() ? at::clamp(input, 1e-5, 1.0).log_().neg_() : input)
+  const at::Tensor energies = (scores.has_value() ? unary_from_scores(input) : input)
                                   .to(at::kFloat)
                                   .reshape({batch, labels, pixels});
 

@@ -295,15 +295,12 @@ LatticeTuple build_cpu(const float* features, int64_t batch, int64_t points, int
   at::Tensor weights = empty_filled_buffer({batch, points, d1}, at::kFloat);
   CpuBuild b{Blocks(batch, points, padding, d)};
   const int64_t ids = b.blocks.count * b.blocks.capacity;
-  // Sized for every entry being distinct, but only the pages of actual distinct keys are touched.
-  at::Tensor distinct_keys = at::empty({ids, d}, at::kInt);
-  at::Tensor distinct_count = at::empty({b.blocks.count}, at::kInt);
-  at::Tensor distinct_slot = at::empty({ids}, at::kInt);
-  at::Tensor vertex_of_distinct = at::empty({ids}, at::kInt);
-  b.distinct_keys = distinct_keys.data_ptr<int32_t>();
-  b.distinct_count = distinct_count.data_ptr<int32_t>();
-  b.distinct_slot = distinct_slot.data_ptr<int32_t>();
-  b.vertex_of_distinct = vertex_of_distinct.data_ptr<int32_t>();
+  // Sized for every entry being distinct, but only the parts of actual distinct keys are touched.
+  const at::Tensor scratch = scratch_buffer(Scratch::kLatticeKeys, ids * (d + 2) + b.blocks.count, at::kInt);
+  b.distinct_keys = scratch.data_ptr<int32_t>();
+  b.distinct_slot = b.distinct_keys + ids * d;
+  b.vertex_of_distinct = b.distinct_slot + ids;
+  b.distinct_count = b.vertex_of_distinct + ids;
 
   const ElevationScale scale = elevation_scale(d);
   at::parallel_for(0, b.blocks.count, 1, [&](int64_t begin, int64_t end) {
@@ -325,7 +322,7 @@ LatticeTuple build_cpu(const float* features, int64_t batch, int64_t points, int
     largest_item = std::max(largest_item, distinct);
   }
   b.table_capacity = hash_table_capacity(largest_item);
-  at::Tensor table = at::full({batch * b.table_capacity}, -1, at::kInt);
+  const at::Tensor table = scratch_buffer(Scratch::kLatticeTable, batch * b.table_capacity, at::kInt).fill_(-1);
   b.table = table.data_ptr<int32_t>();
   insert_distinct_keys<D>(b);
   const at::Tensor owners = number_vertices(b);
