@@ -129,32 +129,36 @@ RRM_INLINE void store_slots(const PixelFloats (&slots)[S], int64_t stride, float
 }
 
 // The slices of the S channels from first_channel on of the kPixelLanes pixels from first_pixel
-// on, as slot vectors: block by block of channels, each pixel's block summed as a vector with
+// on, as slot vectors: each pixel's channels summed block by block as vectors with
 // sliced_channel's float operations (GCC left the scalar body's channel sums unvectorised),
-// then transposed into slots. D1 > 0 is the lattice's entries per pixel (d + 1), fixed at
-// compile time.
+// then transposed into slots. A pixel's entries are the outer loop, so each vertex row's address
+// and weight are loaded once for all its blocks. D1 > 0 is the lattice's entries per pixel
+// (d + 1), fixed at compile time.
 template <int S, int D1>
 RRM_INLINE void slice_lanes(const lattice::LatticeView& lat, const float* vertices, int64_t channels, float alpha,
                             int64_t first_pixel, int64_t first_channel, PixelFloats (&slots)[S]) {
   using Block = RowBlock<S>;
   constexpr int W = sizeof(Block) / sizeof(float);
+  constexpr int kBlocks = S / W;
   const int d1 = D1 > 0 ? D1 : lat.d1;
   const Block alphas = broadcast<Block>(alpha);
-  for (int s = 0; s < S; s += W) {
-    Block sums[kPixelLanes];
-    for (int j = 0; j < kPixelLanes; ++j) {
-      sums[j] = Block{};
-      for (int r = 0; r < d1; ++r) {
-        const int64_t entry = (first_pixel + j) * d1 + r;
-        const Block w = broadcast<Block>(lat.weights[entry]);
+  Block sums[kBlocks][kPixelLanes];
+  for (int j = 0; j < kPixelLanes; ++j) {
+    Block pixel_sums[kBlocks];
+    for (int b = 0; b < kBlocks; ++b) pixel_sums[b] = Block{};
+    for (int r = 0; r < d1; ++r) {
+      const int64_t entry = (first_pixel + j) * d1 + r;
+      const Block w = broadcast<Block>(lat.weights[entry]);
+      const float* row = vertices + static_cast<int64_t>(lat.offsets[entry]) * channels + first_channel;
+      for (int b = 0; b < kBlocks; ++b) {
         Block value;
-        memcpy(&value, vertices + static_cast<int64_t>(lat.offsets[entry]) * channels + first_channel + s,
-               sizeof(Block));
-        sums[j] += w * value * alphas;
+        memcpy(&value, row + b * W, sizeof(Block));
+        pixel_sums[b] += w * value * alphas;
       }
     }
-    rows_to_slots(sums, slots + s);
+    for (int b = 0; b < kBlocks; ++b) sums[b][j] = pixel_sums[b];
   }
+  for (int b = 0; b < kBlocks; ++b) rows_to_slots(sums[b], slots + b * W);
 }
 
 // write_q for the kPixelLanes pixels from first_pixel on, which are in one image: a slot's
