@@ -2,14 +2,16 @@
 //
 // One iteration splats n_g * Q and n_b * Q into their lattices and blurs them, then runs
 // `update_pixel` for every pixel, which slices both lattices at the pixel, forms
-//   energy = -U + w_g * n_g * filtered_g + w_b * n_b * filtered_b,
-// takes the softmax over the image's present labels (max-subtracted exp times the inverse of
+//   energy = -U + ((w_g * a_g) * n_g) * sum_g + ((w_b * a_b) * n_b) * sum_b,
+// (sum_k the barycentric sum of kernel k's blurred values at the pixel, a_k its lattice's slice
+// scale, so that a_k * sum_k is the filtered value), takes the softmax over the image's present labels (max-subtracted exp times the inverse of
 // its sum, as pydensecrf's expAndNormalize divides by the sum) and writes the pixel's new Q.
 // Slicing inside the update keeps the filtered values in registers. On CUDA the splat gathers
 // each vertex's entries (the lattice launchers); on the CPU each stripe of pixels scatters its
 // new Q right after updating it (crf_cpu.cpp). The float operations are ordered like
-// pydensecrf's but for the softmax's maximum and sum (taken in kSlotLanes lanes), its final
-// product, and the CPU's sum of the stripes' partial splats, so results agree with it to rounding.
+// pydensecrf's but for the scales applied to the sums once per slot instead of to every entry
+// of the slice, the softmax's maximum and sum (taken in kSlotLanes lanes), its final product,
+// and the CPU's sum of the stripes' partial splats, so results agree with it to rounding.
 //
 // Layouts, for a batch of B images of P pixels, L labels, S slots and G groups:
 //   unary, q       float [G, B, L, P]  labels-first, as the public [B, L, H, W] (G = 1); q may
@@ -215,8 +217,8 @@ struct MeanfieldStep {
   lattice::LatticeView bilateral;
   const float* gaussian_vertices;   // [M_g, K] the blurred splat of n_g * Q, or null
   const float* bilateral_vertices;  // [M_b, K] the blurred splat of n_b * Q, or null
-  float gaussian_alpha;             // the lattices' slice scales (slice_scale)
-  float bilateral_alpha;
+  float gaussian_weight;            // compat times the lattice's slice scale (slice_scale)
+  float bilateral_weight;
   float* q;
   // q_slots holds the rows of the pixels from this one on (the CPU keeps a chunk's rows only).
   int64_t q_first_pixel = 0;
@@ -228,8 +230,9 @@ RRM_HOST_DEVICE inline float* q_row(const MeanfieldStep& step, int64_t pixel, in
 }
 
 // The step of the first update (Q = softmax(-U)), which writes q if it is not null.
-inline MeanfieldStep initial_step(const MeanfieldWorkspace& ws, const lattice::LatticeView& gaussian,
-                                  const lattice::LatticeView& bilateral, float* q) {
+inline MeanfieldStep initial_step(const MeanfieldProblem& problem, const MeanfieldWorkspace& ws,
+                                  const lattice::LatticeView& gaussian, const lattice::LatticeView& bilateral,
+                                  float* q) {
   return {ws.gaussian_norm,
           ws.bilateral_norm,
           ws.unary_slots,
@@ -238,18 +241,21 @@ inline MeanfieldStep initial_step(const MeanfieldWorkspace& ws, const lattice::L
           bilateral,
           nullptr,
           nullptr,
-          lattice::slice_scale<float>(gaussian.d1 - 1),
-          lattice::slice_scale<float>(bilateral.d1 - 1),
+          problem.gaussian_compat * lattice::slice_scale<float>(gaussian.d1 - 1),
+          problem.bilateral_compat * lattice::slice_scale<float>(bilateral.d1 - 1),
           q};
 }
 
-// The filtered value of channel `channel` of pixel `pixel` (a global index b*P + p) in the
-// lattice `lat`, whose blurred vertex values are `vertices`.
-RRM_HOST_DEVICE RRM_INLINE float sliced_channel(const lattice::LatticeView& lat, const float* vertices,
-                                                int64_t channels, float alpha, int64_t pixel, int64_t channel) {
-  float value;
-  lattice::slice_sums<float, 1>(lat, pixel, vertices, channels, channel, alpha, &value);
-  return value;
+// The barycentric sum of channel `channel` of the blurred vertex values `vertices` of lattice
+// `lat` at pixel `pixel` (a global index b*P + p): the slice without its scale.
+RRM_HOST_DEVICE RRM_INLINE float barycentric_sum(const lattice::LatticeView& lat, const float* vertices,
+                                                 int64_t channels, int64_t pixel, int64_t channel) {
+  float sum = 0.f;
+  for (int r = 0; r < lat.d1; ++r) {
+    const int64_t entry = pixel * lat.d1 + r;
+    sum += lat.weights[entry] * vertices[static_cast<int64_t>(lat.offsets[entry]) * channels + channel];
+  }
+  return sum;
 }
 
 // The slot count is a multiple of kSlotLanes. The softmax's maximum and sum run lane by lane,
@@ -285,14 +291,21 @@ RRM_HOST_DEVICE RRM_INLINE F lane_sum(const F* values, int64_t count) {
   return (lane[0] + lane[1]) + (lane[2] + lane[3]);
 }
 
-// The energy of one slot after filtering: -U + w_g * n_g * filtered_g + w_b * n_b * filtered_b.
+// The energy of one slot after filtering: -U + scale_g * sum_g + scale_b * sum_b, with each
+// kernel's barycentric sum and pixel scale (kernel_scale).
 template <typename F>
-RRM_HOST_DEVICE RRM_INLINE F slot_energy(F unary, F gaussian_filtered, F bilateral_filtered, F gaussian_norm,
-                                         F bilateral_norm, float gaussian_compat, float bilateral_compat) {
+RRM_HOST_DEVICE RRM_INLINE F slot_energy(F unary, F gaussian_sum, F bilateral_sum, F gaussian_scale,
+                                         F bilateral_scale) {
   F energy = -unary;
-  energy = energy + gaussian_compat * (gaussian_norm * gaussian_filtered);
-  energy = energy + bilateral_compat * (bilateral_norm * bilateral_filtered);
+  energy = energy + gaussian_scale * gaussian_sum;
+  energy = energy + bilateral_scale * bilateral_sum;
   return energy;
+}
+
+// What a kernel's barycentric sums at a pixel are multiplied by: (compat * slice scale) * norm.
+template <typename F>
+RRM_HOST_DEVICE RRM_INLINE F kernel_scale(float weight, F norm) {
+  return weight * norm;
 }
 
 // Replaces the energies row[0, slots) of one group by its Q: the max-subtracted exponentials
@@ -347,18 +360,14 @@ RRM_HOST_DEVICE RRM_INLINE void update_group(const MeanfieldProblem& problem, co
   if (step.gaussian_vertices == nullptr) {
     for (int64_t s = 0; s < slots; ++s) row[s] = -unary[unary_index(pixel, first_channel + s, channels)];
   } else {
-    const float gaussian_norm = step.gaussian_norm[pixel];
-    const float bilateral_norm = step.bilateral_norm[pixel];
-    const float gaussian_compat = problem.gaussian_compat;
-    const float bilateral_compat = problem.bilateral_compat;
+    const float gaussian_scale = kernel_scale(step.gaussian_weight, step.gaussian_norm[pixel]);
+    const float bilateral_scale = kernel_scale(step.bilateral_weight, step.bilateral_norm[pixel]);
     for (int64_t s = 0; s < slots; ++s) {
       const int64_t channel = first_channel + s;
-      const float gaussian = sliced_channel(step.gaussian, step.gaussian_vertices, channels, step.gaussian_alpha,
-                                            pixel, channel);
-      const float bilateral = sliced_channel(step.bilateral, step.bilateral_vertices, channels,
-                                             step.bilateral_alpha, pixel, channel);
-      row[s] = slot_energy(unary[unary_index(pixel, channel, channels)], gaussian, bilateral, gaussian_norm,
-                           bilateral_norm, gaussian_compat, bilateral_compat);
+      const float gaussian = barycentric_sum(step.gaussian, step.gaussian_vertices, channels, pixel, channel);
+      const float bilateral = barycentric_sum(step.bilateral, step.bilateral_vertices, channels, pixel, channel);
+      row[s] = slot_energy(unary[unary_index(pixel, channel, channels)], gaussian, bilateral, gaussian_scale,
+                           bilateral_scale);
     }
   }
   softmax_in_place<S>(row, slots);

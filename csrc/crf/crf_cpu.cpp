@@ -130,18 +130,17 @@ RRM_INLINE void store_slots(const PixelFloats (&slots)[S], int64_t stride, float
 
 // The slices of the S channels from first_channel on of the kPixelLanes pixels from first_pixel
 // on, as slot vectors: each pixel's channels summed block by block as vectors with
-// sliced_channel's float operations (GCC left the scalar body's channel sums unvectorised),
+// barycentric_sum's float operations (GCC left the scalar body's channel sums unvectorised),
 // then transposed into slots. A pixel's entries are the outer loop, so each vertex row's address
 // and weight are loaded once for all its blocks. D1 > 0 is the lattice's entries per pixel
 // (d + 1), fixed at compile time.
 template <int S, int D1>
-RRM_INLINE void slice_lanes(const lattice::LatticeView& lat, const float* vertices, int64_t channels, float alpha,
+RRM_INLINE void slice_lanes(const lattice::LatticeView& lat, const float* vertices, int64_t channels,
                             int64_t first_pixel, int64_t first_channel, PixelFloats (&slots)[S]) {
   using Block = RowBlock<S>;
   constexpr int W = sizeof(Block) / sizeof(float);
   constexpr int kBlocks = S / W;
   const int d1 = D1 > 0 ? D1 : lat.d1;
-  const Block alphas = broadcast<Block>(alpha);
   Block sums[kBlocks][kPixelLanes];
   for (int j = 0; j < kPixelLanes; ++j) {
     Block pixel_sums[kBlocks];
@@ -153,7 +152,7 @@ RRM_INLINE void slice_lanes(const lattice::LatticeView& lat, const float* vertic
       for (int b = 0; b < kBlocks; ++b) {
         Block value;
         memcpy(&value, row + b * W, sizeof(Block));
-        pixel_sums[b] += w * value * alphas;
+        pixel_sums[b] += w * value;
       }
     }
     for (int b = 0; b < kBlocks; ++b) sums[b][j] = pixel_sums[b];
@@ -199,15 +198,13 @@ RRM_INLINE void update_group_lanes(const MeanfieldProblem& problem, const Meanfi
     PixelFloats gaussian_norm, bilateral_norm;
     memcpy(&gaussian_norm, step.gaussian_norm + first_pixel, sizeof(PixelFloats));
     memcpy(&bilateral_norm, step.bilateral_norm + first_pixel, sizeof(PixelFloats));
+    const PixelFloats gaussian_scale = kernel_scale(step.gaussian_weight, gaussian_norm);
+    const PixelFloats bilateral_scale = kernel_scale(step.bilateral_weight, bilateral_norm);
     PixelFloats gaussian[S], bilateral[S];
-    slice_lanes<S, GaussianD1>(step.gaussian, step.gaussian_vertices, channels, step.gaussian_alpha, first_pixel,
-                               group * S, gaussian);
-    slice_lanes<S, BilateralD1>(step.bilateral, step.bilateral_vertices, channels, step.bilateral_alpha, first_pixel,
-                                group * S, bilateral);
-    for (int s = 0; s < S; ++s) {
-      row[s] = slot_energy(row[s], gaussian[s], bilateral[s], gaussian_norm, bilateral_norm, problem.gaussian_compat,
-                           problem.bilateral_compat);
-    }
+    slice_lanes<S, GaussianD1>(step.gaussian, step.gaussian_vertices, channels, first_pixel, group * S, gaussian);
+    slice_lanes<S, BilateralD1>(step.bilateral, step.bilateral_vertices, channels, first_pixel, group * S,
+                                bilateral);
+    for (int s = 0; s < S; ++s) row[s] = slot_energy(row[s], gaussian[s], bilateral[s], gaussian_scale, bilateral_scale);
   } else {
     for (int s = 0; s < S; ++s) row[s] = -row[s];
   }
@@ -394,7 +391,7 @@ void meanfield_cpu(const MeanfieldProblem& problem, const lattice::LatticeView& 
                                     ws.gaussian_partials);
   const StripedSplat bilateral_splat(bilateral, problem.points, stripes, image_begin, image_end, channels,
                                      ws.bilateral_partials);
-  MeanfieldStep step = initial_step(ws, gaussian, bilateral, n_iter == 0 ? q : nullptr);
+  MeanfieldStep step = initial_step(problem, ws, gaussian, bilateral, n_iter == 0 ? q : nullptr);
   for (int64_t iteration = 0;; ++iteration) {
     const bool last = iteration == n_iter;
     at::parallel_for(image_begin * stripes, image_end * stripes, 1, [&](int64_t begin, int64_t end) {

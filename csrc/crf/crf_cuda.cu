@@ -63,7 +63,7 @@ const char* meanfield_from_slots(const MeanfieldProblem& problem, const lattice:
                           workspace.bilateral_norm, stream);
   if (error != nullptr) return error;
 
-  MeanfieldStep step = initial_step(workspace, gaussian, bilateral, n_iter == 0 ? q : nullptr);
+  MeanfieldStep step = initial_step(problem, workspace, gaussian, bilateral, n_iter == 0 ? q : nullptr);
   update_kernel<<<blocks_for(pixels), kThreads, 0, stream>>>(problem, step, pixels);
   for (int64_t iteration = 0; iteration < n_iter; ++iteration) {
     error = lattice::cuda::splat_blur(gaussian, workspace.q_slots, workspace.gaussian_norm, channels,
