@@ -477,9 +477,14 @@ scalar_t* blur_span(const LatticeView& lat, const ItemSpan& span, Channels<CH> c
     const int axis = reverse ? lat.d1 - 1 - step : step;
     at::parallel_for(span.vertex_begin, span.vertex_end, kVertexGrain, [&](int64_t begin, int64_t end) {
       for (int64_t v = begin; v < end; ++v) {
-        for_channel_blocks(channels, [&](auto block, int64_t c) {
-          blur_vertex<scalar_t, decltype(block)::value>(lat, static_cast<int32_t>(v), axis, src, channels, c, dst);
-        });
+        // With a constant channel count a vertex is one block: its neighbours are looked up once.
+        if constexpr (CH > 0) {
+          blur_vertex<scalar_t, CH>(lat, static_cast<int32_t>(v), axis, src, channels, 0, dst);
+        } else {
+          for_channel_blocks(channels, [&](auto block, int64_t c) {
+            blur_vertex<scalar_t, decltype(block)::value>(lat, static_cast<int32_t>(v), axis, src, channels, c, dst);
+          });
+        }
       }
     });
     std::swap(src, dst);
