@@ -190,10 +190,14 @@ template <int S, int GaussianD1, int BilateralD1>
 RRM_INLINE void update_group_lanes(const MeanfieldProblem& problem, const MeanfieldStep& step, int64_t first_pixel,
                                    int64_t group) {
   const int64_t channels = slot_channels(problem);
+  // Slot s of the pixels' unary block; read where it is used, not copied first.
+  const float* unary = step.unary_slots + unary_index(first_pixel, group * S, channels);
+  const auto unary_slot = [&](int s) {
+    PixelFloats value;
+    memcpy(&value, unary + s * kUnaryBlock, sizeof(PixelFloats));
+    return value;
+  };
   PixelFloats row[S];
-  for (int s = 0; s < S; ++s) {
-    memcpy(&row[s], step.unary_slots + unary_index(first_pixel, group * S + s, channels), sizeof(PixelFloats));
-  }
   if (step.gaussian_vertices != nullptr) {
     PixelFloats gaussian_norm, bilateral_norm;
     memcpy(&gaussian_norm, step.gaussian_norm + first_pixel, sizeof(PixelFloats));
@@ -204,9 +208,11 @@ RRM_INLINE void update_group_lanes(const MeanfieldProblem& problem, const Meanfi
     slice_lanes<S, GaussianD1>(step.gaussian, step.gaussian_vertices, channels, first_pixel, group * S, gaussian);
     slice_lanes<S, BilateralD1>(step.bilateral, step.bilateral_vertices, channels, first_pixel, group * S,
                                 bilateral);
-    for (int s = 0; s < S; ++s) row[s] = slot_energy(row[s], gaussian[s], bilateral[s], gaussian_scale, bilateral_scale);
+    for (int s = 0; s < S; ++s) {
+      row[s] = slot_energy(unary_slot(s), gaussian[s], bilateral[s], gaussian_scale, bilateral_scale);
+    }
   } else {
-    for (int s = 0; s < S; ++s) row[s] = -row[s];
+    for (int s = 0; s < S; ++s) row[s] = -unary_slot(s);
   }
   softmax_in_place<S>(row, S);
   if (step.q != nullptr) write_q_lanes(problem, step.q, first_pixel, group, row);
