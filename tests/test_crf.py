@@ -50,7 +50,7 @@ def test_matches_pydensecrf_on_photographs(height, width, name, labels, paramete
         mine = ours(scores, image, n_iter=n_iter, **PARAMETER_SETS[parameters])
         assert mine.shape == theirs.shape == (labels, height, width)
         assert np.mean(mine.argmax(0) == theirs.argmax(0)) >= 0.999, n_iter
-        # The issue asks for <= 1e-2; measured <= 2.1e-6 over this grid.
+        # The issue asks for <= 1e-2; measured <= 2.3e-6 over this grid.
         assert np.abs(mine - theirs).max() <= 1e-4, n_iter
 
 

@@ -4,8 +4,9 @@
 // `update_pixel` for every pixel, which slices both lattices at the pixel, forms
 //   energy = -U + ((w_g * a_g) * n_g) * sum_g + ((w_b * a_b) * n_b) * sum_b,
 // (sum_k the barycentric sum of kernel k's blurred values at the pixel, a_k its lattice's slice
-// scale, so that a_k * sum_k is the filtered value), takes the softmax over the image's present labels (max-subtracted exp times the inverse of
-// its sum, as pydensecrf's expAndNormalize divides by the sum) and writes the pixel's new Q.
+// scale, so that a_k * sum_k is the filtered value), takes the softmax over the image's present
+// labels (max-subtracted exp times the inverse of its sum, as pydensecrf's expAndNormalize
+// divides by the sum) and writes the pixel's new Q.
 // Slicing inside the update keeps the filtered values in registers. On CUDA the splat gathers
 // each vertex's entries (the lattice launchers); on the CPU each stripe of pixels scatters its
 // new Q right after updating it (crf_cpu.cpp). The float operations are ordered like
@@ -250,11 +251,9 @@ inline MeanfieldStep initial_step(const MeanfieldProblem& problem, const Meanfie
 // `lat` at pixel `pixel` (a global index b*P + p): the slice without its scale.
 RRM_HOST_DEVICE RRM_INLINE float barycentric_sum(const lattice::LatticeView& lat, const float* vertices,
                                                  int64_t channels, int64_t pixel, int64_t channel) {
-  float sum = 0.f;
-  for (int r = 0; r < lat.d1; ++r) {
-    const int64_t entry = pixel * lat.d1 + r;
-    sum += lat.weights[entry] * vertices[static_cast<int64_t>(lat.offsets[entry]) * channels + channel];
-  }
+  float sum;
+  // A scale of 1 leaves every product as it is (x * 1 is x), and compilers drop the multiplication.
+  lattice::slice_sums<float, 1>(lat, pixel, vertices, channels, channel, 1.f, &sum);
   return sum;
 }
 
@@ -324,22 +323,26 @@ RRM_HOST_DEVICE RRM_INLINE void softmax_in_place(F* row, int64_t slots) {
   for (int64_t s = 0; s < slots; ++s) row[s] = row[s] * inverse_sum;
 }
 
-// Writes the Q of one group of pixel `pixel` (q_row over its slots) into the step's q.
+// Writes the Q of one group of pixel `pixel` (q_row over its slots) into the step's q. F is
+// float, or on the CPU a vector holding a slot's Q at consecutive pixels of one image from
+// `pixel` on, which goes to its row of q whole.
+template <typename F = float>
 RRM_HOST_DEVICE inline void write_q(const MeanfieldProblem& problem, float* q_out, int64_t pixel, int64_t group,
-                                    const float* q_row) {
+                                    const F* q_row) {
   const int64_t slots = problem.slots;
   const int64_t image = pixel / problem.points;
   const int64_t p = pixel - image * problem.points;
   if (problem.q_over_slots) {
     float* q = q_out + ((group * problem.batch + image) * slots) * problem.points + p;
-    for (int64_t s = 0; s < slots; ++s) q[s * problem.points] = q_row[s];
+    for (int64_t s = 0; s < slots; ++s) memcpy(q + s * problem.points, &q_row[s], sizeof(F));
   } else {
     const int32_t* labels = problem.slot_labels + image * slots;
     float* q = q_out + ((group * problem.batch + image) * problem.labels) * problem.points + p;
+    const F zero{};
     int64_t s = 0;
     for (int64_t label = 0; label < problem.labels; ++label) {
       const bool is_present = s < slots && labels[s] == label;
-      q[label * problem.points] = is_present ? q_row[s] : 0.f;
+      memcpy(q + label * problem.points, is_present ? &q_row[s] : &zero, sizeof(F));
       s += is_present ? 1 : 0;
     }
   }

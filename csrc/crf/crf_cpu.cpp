@@ -160,30 +160,6 @@ RRM_INLINE void slice_lanes(const lattice::LatticeView& lat, const float* vertic
   for (int b = 0; b < kBlocks; ++b) rows_to_slots(sums[b], slots + b * W);
 }
 
-// write_q for the kPixelLanes pixels from first_pixel on, which are in one image: a slot's
-// vector is the slot's Q at consecutive pixels, so each goes to its row of q whole.
-template <int S>
-RRM_INLINE void write_q_lanes(const MeanfieldProblem& problem, float* q_out, int64_t first_pixel, int64_t group,
-                              const PixelFloats (&row)[S]) {
-  const int64_t points = problem.points;
-  const int64_t image = first_pixel / points;
-  const int64_t p = first_pixel - image * points;
-  if (problem.q_over_slots) {
-    float* q = q_out + (group * problem.batch + image) * S * points + p;
-    for (int s = 0; s < S; ++s) memcpy(q + s * points, &row[s], sizeof(PixelFloats));
-    return;
-  }
-  const int32_t* labels = problem.slot_labels + image * S;
-  float* q = q_out + (group * problem.batch + image) * problem.labels * points + p;
-  const PixelFloats zeros{};
-  int s = 0;
-  for (int64_t label = 0; label < problem.labels; ++label) {
-    const bool is_present = s < S && labels[s] == label;
-    memcpy(q + label * points, is_present ? &row[s] : &zeros, sizeof(PixelFloats));
-    s += is_present ? 1 : 0;
-  }
-}
-
 // update_group<S> for the kPixelLanes pixels from first_pixel on, with the same float
 // operations lane by lane, so with the same bits. GaussianD1 and BilateralD1 as slice_lanes' D1.
 template <int S, int GaussianD1, int BilateralD1>
@@ -215,7 +191,7 @@ RRM_INLINE void update_group_lanes(const MeanfieldProblem& problem, const Meanfi
     for (int s = 0; s < S; ++s) row[s] = -unary_slot(s);
   }
   softmax_in_place<S>(row, S);
-  if (step.q != nullptr) write_q_lanes(problem, step.q, first_pixel, group, row);
+  if (step.q != nullptr) write_q(problem, step.q, first_pixel, group, row);
   store_slots(row, channels, q_row(step, first_pixel, channels) + group * S);
 }
 
