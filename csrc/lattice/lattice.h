@@ -40,17 +40,27 @@ inline ElevationScale elevation_scale(int d) {
   return scale;
 }
 
-// Embeds one feature vector: writes the keys (d ints each) of the D1 enclosing simplex
-// vertices and their barycentric weights. D > 0 fixes d at compile time.
+// The simplex enclosing one embedded point: its remainder-0 vertex and the rank of each
+// coordinate. Vertex r (0..d) of the simplex has the key coordinates
+// rem0[i] + r - (rank[i] > d - r ? d + 1 : 0), i < d (simplex_keys).
 template <int D>
-RRM_HOST_DEVICE inline void embed_point(const float* feature, int d_runtime, const ElevationScale& scale,
-                                        int32_t* keys, float* weights) {
-  const int d = D > 0 ? D : d_runtime;
-  const int d1 = d + 1;
-  constexpr int kCap = (D > 0 ? D : kMaxDim) + 1;
-  float elevated[kCap];
+struct Simplex {
+  static constexpr int kCap = (D > 0 ? D : kMaxDim) + 1;
   int32_t rem0[kCap];
   int32_t rank[kCap];
+};
+
+// Embeds one feature vector: finds its enclosing simplex and writes the D1 barycentric weights.
+// D > 0 fixes d at compile time.
+template <int D>
+RRM_HOST_DEVICE inline void embed_simplex(const float* feature, int d_runtime, const ElevationScale& scale,
+                                          Simplex<D>& simplex, float* weights) {
+  const int d = D > 0 ? D : d_runtime;
+  const int d1 = d + 1;
+  constexpr int kCap = Simplex<D>::kCap;
+  int32_t* rem0 = simplex.rem0;
+  int32_t* rank = simplex.rank;
+  float elevated[kCap];
 
   float running_sum = 0.f;
   for (int j = d; j > 0; --j) {
@@ -69,7 +79,10 @@ RRM_HOST_DEVICE inline void embed_point(const float* feature, int d_runtime, con
     const float v = down_factor * elevated[i];
     const float up = ceilf(v) * up_factor;
     const float down = floorf(v) * up_factor;
-    rem0[i] = static_cast<int32_t>(up - elevated[i] < elevated[i] - down ? up : down);
+    // An integer select: a float one compiles to a branch on the CPU, which mispredicts often.
+    const int32_t up_is_nearer = up - elevated[i] < elevated[i] - down ? 1 : 0;
+    const int32_t down_int = static_cast<int32_t>(down);
+    rem0[i] = down_int + up_is_nearer * (static_cast<int32_t>(up) - down_int);
     coordinate_sum += rem0[i] / d1;
     diff[i] = elevated[i] - static_cast<float>(rem0[i]);
     rank[i] = 0;
@@ -91,7 +104,7 @@ RRM_HOST_DEVICE inline void embed_point(const float* feature, int d_runtime, con
   float by_rank[kCap] = {};
   for (int i = 0; i <= d; ++i) {
     const int32_t shifted = rank[i] + coordinate_sum;
-    const int32_t wrap = (shifted < 0 ? d1 : 0) - (shifted > d ? d1 : 0);
+    const int32_t wrap = d1 * ((shifted < 0 ? 1 : 0) - (shifted > d ? 1 : 0));
     rank[i] = shifted + wrap;
     rem0[i] += wrap;
     by_rank[rank[i]] = (elevated[i] - static_cast<float>(rem0[i])) * down_factor;
@@ -99,9 +112,27 @@ RRM_HOST_DEVICE inline void embed_point(const float* feature, int d_runtime, con
   // Double precision here reproduces the rounding of the reference implementation.
   weights[0] = static_cast<float>(static_cast<double>(by_rank[d]) + (1.0 + static_cast<double>(-by_rank[0])));
   for (int k = 1; k <= d; ++k) weights[k] = by_rank[d - k] - by_rank[d - k + 1];
+}
+
+// Writes the keys (d ints each) of the D1 vertices of a simplex.
+template <int D>
+RRM_HOST_DEVICE inline void simplex_keys(const Simplex<D>& simplex, int d_runtime, int32_t* keys) {
+  const int d = D > 0 ? D : d_runtime;
   for (int r = 0; r <= d; ++r) {
-    for (int i = 0; i < d; ++i) keys[r * d + i] = rem0[i] + r - (rank[i] > d - r ? d1 : 0);
+    for (int i = 0; i < d; ++i) {
+      keys[r * d + i] = simplex.rem0[i] + r - (simplex.rank[i] > d - r ? d + 1 : 0);
+    }
   }
+}
+
+// Embeds one feature vector: writes the keys of the D1 enclosing simplex vertices and their
+// barycentric weights.
+template <int D>
+RRM_HOST_DEVICE inline void embed_point(const float* feature, int d_runtime, const ElevationScale& scale,
+                                        int32_t* keys, float* weights) {
+  Simplex<D> simplex;
+  embed_simplex<D>(feature, d_runtime, scale, simplex, weights);
+  simplex_keys<D>(simplex, d_runtime, keys);
 }
 
 // Capacity (a power of two, load factor <= 1/2) of one batch item's hash table.

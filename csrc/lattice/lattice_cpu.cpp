@@ -2,10 +2,11 @@
 //
 // The build works on fixed blocks of consecutive points of one batch item, so that every
 // result is the same for any thread count:
-//   1. Per block, in parallel: embed each point (embed_point) and give each entry the index of
-//      its key among the block's distinct keys. Neighbouring points share most simplex
-//      vertices, always at the same rank, so most entries are resolved by comparing with the
-//      previous point's entry of that rank; the rest go through a small block-local table.
+//   1. Per block, in parallel: embed each point (embed_simplex) and give each entry the index of
+//      its key among the block's distinct keys. Neighbouring points share many simplex
+//      vertices, always at the same rank, so many entries are resolved by comparing with the
+//      previous point's entry of that rank; the rest go through a small block-local table. Keys
+//      are packed into 64-bit words there when their coordinates fit (PackedKeys).
 //   2. Insert the blocks' distinct keys into their item's table (hash_insert) and elect the
 //      smallest of each key its owner (atomic_min_i32). The table is sized by the distinct
 //      count, a small multiple of the vertex count, so it stays in cache; sizing it by the
@@ -134,35 +135,195 @@ class BlockKeyTable {
   std::vector<int32_t> slots_;
 };
 
-// Step 1 for one block: writes the weights, each entry's distinct-key index (into offsets, to be
-// replaced by its vertex id in step 3) and the block's distinct keys; returns their count. A
-// padding point has zero features; its keys are added, its entries not written.
+// The keys of step 1 as rows of d ints, for any d and coordinate range: the current point's
+// D1 keys and the previous point's, and a BlockKeyTable.
 template <int D>
-int32_t embed_block(const Blocks& blocks, int64_t block, const float* features, const ElevationScale& scale,
-                    BlockKeyTable<D>& table, std::vector<int32_t>& point_keys, float* weights, int32_t* offsets,
-                    int32_t* distinct) {
-  const int d = blocks.d, d1 = blocks.d1;
-  const int64_t key_row = static_cast<int64_t>(d1) * d;
+class RowKeys {
+ public:
+  explicit RowKeys(int d) : d_(d), rows_(2 * (d + 1) * d), table_(d) {}
+
+  // Takes the keys of the next point's simplex; always representable.
+  bool next_point(const Simplex<D>& simplex) {
+    current_ ^= 1;
+    simplex_keys<D>(simplex, d_, key(current_, 0));
+    return true;
+  }
+  bool same_as_previous(int r) { return keys_equal<D>(key(current_, r), key(current_ ^ 1, r), d_); }
+  int32_t find_or_add(int r, int32_t* distinct, int32_t& count) {
+    return table_.find_or_add(key(current_, r), distinct, count);
+  }
+  void clear(const int32_t* distinct, int32_t count) { table_.clear(distinct, count); }
+
+ private:
+  int32_t* key(int row, int r) { return rows_.data() + (static_cast<int64_t>(row) * (d_ + 1) + r) * d_; }
+
+  int d_;
+  int current_ = 0;
+  std::vector<int32_t> rows_;
+  BlockKeyTable<D> table_;
+};
+
+// The keys of step 1 packed into one 64-bit word each, kBits = 64 / D bits per coordinate
+// (offset by half their range), for D > 0 and points whose coordinates fit: one comparison and
+// one multiplicative hash per key instead of D of each, and the D1 keys of a point follow from
+// each other by one addition. The distinct indices depend only on the order in which keys first
+// appear, not on how they are compared, so they are those of RowKeys.
+template <int D>
+class PackedKeys {
+  static_assert(D > 0, "packed keys need a constant dimension");
+  static constexpr int kBits = 64 / D;
+  static constexpr int64_t kBias = int64_t{1} << (kBits - 1);
+  static constexpr uint64_t kFieldMask = (uint64_t{1} << (kBits - 1) << 1) - 1;
+  // From key r - 1 to key r, every coordinate grows by one except the one of rank d - r + 1,
+  // which also drops by D1 (see Simplex): steps[c] is that change when coordinate c drops
+  // (c = D, which keys leave out, drops none).
+  struct Steps {
+    uint64_t value[D + 1];
+  };
+  static constexpr Steps steps() {
+    uint64_t ones = 0;
+    for (int i = 0; i < D; ++i) ones |= uint64_t{1} << (kBits * i);
+    Steps steps{};
+    for (int c = 0; c <= D; ++c) steps.value[c] = ones - (c < D ? uint64_t{D + 1} << (kBits * c) : 0);
+    return steps;
+  }
+
+ public:
+  PackedKeys() : slots_(kInitialSlots, Slot{0, -1}) {}
+
+  // Takes the keys of the next point's simplex; false if a coordinate does not fit.
+  bool next_point(const Simplex<D>& simplex) {
+    current_ ^= 1;
+    uint64_t key = 0;
+    int coordinate_of_rank[D + 1];
+    for (int i = 0; i <= D; ++i) coordinate_of_rank[simplex.rank[i]] = i;
+    for (int i = 0; i < D; ++i) {
+      // Keys range over rem0 - d + ... rem0 + d (see Simplex), which must stay in the field.
+      if (simplex.rem0[i] < D + 1 - kBias || simplex.rem0[i] >= kBias - (D + 1)) return false;
+      key |= static_cast<uint64_t>(simplex.rem0[i] + kBias) << (kBits * i);
+    }
+    uint64_t* keys = keys_[current_];
+    keys[0] = key;
+    static constexpr Steps kSteps = steps();
+    for (int r = 1; r <= D; ++r) {
+      key += kSteps.value[coordinate_of_rank[D - r + 1]];
+      keys[r] = key;
+    }
+    return true;
+  }
+  bool same_as_previous(int r) const { return keys_[current_][r] == keys_[current_ ^ 1][r]; }
+
+  // As BlockKeyTable::find_or_add for key r of the current point.
+  int32_t find_or_add(int r, int32_t* distinct, int32_t& count) {
+    const uint64_t key = keys_[current_][r];
+    uint32_t slot = slot_of(key);
+    for (; slots_[slot].index >= 0; slot = (slot + 1) & mask()) {
+      if (slots_[slot].key == key) return slots_[slot].index;
+    }
+    const int32_t index = count++;
+    for (int i = 0; i < D; ++i) {
+      distinct[static_cast<int64_t>(index) * D + i] =
+          static_cast<int32_t>(static_cast<int64_t>((key >> (kBits * i)) & kFieldMask) - kBias);
+    }
+    slots_[slot] = {key, index};
+    used_.push_back(slot);
+    if (2 * used_.size() > slots_.size()) grow();
+    return index;
+  }
+
+  // Empties the table for the next block.
+  void clear(const int32_t*, int32_t) {
+    for (const uint32_t slot : used_) slots_[slot].index = -1;
+    used_.clear();
+  }
+
+ private:
+  struct Slot {
+    uint64_t key;
+    int32_t index;  // -1: empty
+  };
+  static constexpr size_t kInitialSlots = 4096;
+
+  uint32_t mask() const { return static_cast<uint32_t>(slots_.size() - 1); }
+  // Fibonacci hashing: the top bits of the key times 2^64 / golden ratio.
+  uint32_t slot_of(uint64_t key) const {
+    return static_cast<uint32_t>((key * 0x9e3779b97f4a7c15ull) >> 32) & mask();
+  }
+  void grow() {
+    std::vector<Slot> held;
+    for (const uint32_t slot : used_) held.push_back(slots_[slot]);
+    slots_.assign(2 * slots_.size(), Slot{0, -1});
+    used_.clear();
+    for (const Slot& entry : held) {
+      uint32_t slot = slot_of(entry.key);
+      while (slots_[slot].index >= 0) slot = (slot + 1) & mask();
+      slots_[slot] = entry;
+      used_.push_back(slot);
+    }
+  }
+
+  uint64_t keys_[2][D + 1];
+  int current_ = 0;
+  std::vector<Slot> slots_;
+  std::vector<uint32_t> used_;
+};
+
+// Step 1 for one block with one key representation: writes the weights, each entry's
+// distinct-key index (into offsets, to be replaced by its vertex id in step 3) and the block's
+// distinct keys, counting them in count. A padding point has zero features; its keys are
+// added, its entries not written. False (the block unfinished) if keys cannot represent a point.
+template <int D, typename Keys>
+bool embed_block_with(const Blocks& blocks, int64_t block, const float* features, const ElevationScale& scale,
+                      Keys& keys, float* weights, int32_t* offsets, int32_t* distinct, int32_t& count) {
+  const int d = D > 0 ? D : blocks.d, d1 = d + 1;
   const float zeros[kMaxDim] = {};
   int32_t index[kMaxDim + 1];
   float padding_weights[kMaxDim + 1];
-  int32_t count = 0;
   const int64_t first = blocks.first_point(block), end = blocks.end_point(block);
   for (int64_t point = first; point < end; ++point) {
-    // Two rows of keys, the current point's and the previous one's, used in turn.
-    int32_t* keys = point_keys.data() + (point & 1) * key_row;
-    const int32_t* previous = point_keys.data() + ((point + 1) & 1) * key_row;
     const int64_t real = blocks.real_point(point);
     float* point_weights = real < 0 ? padding_weights : weights + real * d1;
-    embed_point<D>(real < 0 ? zeros : features + real * d, d, scale, keys, point_weights);
+    Simplex<D> simplex;
+    embed_simplex<D>(real < 0 ? zeros : features + real * d, d, scale, simplex, point_weights);
+    if (!keys.next_point(simplex)) return false;
+    // Neighbouring points share most simplex vertices, always at the same rank.
     for (int r = 0; r < d1; ++r) {
-      const int32_t* key = keys + r * d;
-      index[r] = point > first && keys_equal<D>(key, previous + r * d, d) ? index[r]
-                                                                          : table.find_or_add(key, distinct, count);
+      index[r] = point > first && keys.same_as_previous(r) ? index[r] : keys.find_or_add(r, distinct, count);
       if (real >= 0) offsets[real * d1 + r] = index[r];
     }
   }
-  table.clear(distinct, count);
+  return true;
+}
+
+// The block-local key tables of one thread: packed keys where D is a constant, rows otherwise
+// and for blocks whose coordinates do not fit the packing.
+template <int D>
+struct BlockKeys {
+  explicit BlockKeys(int d) : rows(d) {}
+  PackedKeys<D> packed;
+  RowKeys<D> rows;
+};
+
+template <>
+struct BlockKeys<0> {
+  explicit BlockKeys(int d) : rows(d) {}
+  RowKeys<0> rows;
+};
+
+// Step 1 for one block (see embed_block_with); returns the count of its distinct keys.
+template <int D>
+int32_t embed_block(const Blocks& blocks, int64_t block, const float* features, const ElevationScale& scale,
+                    BlockKeys<D>& keys, float* weights, int32_t* offsets, int32_t* distinct) {
+  int32_t count = 0;
+  if constexpr (D > 0) {
+    const bool packed =
+        embed_block_with<D>(blocks, block, features, scale, keys.packed, weights, offsets, distinct, count);
+    keys.packed.clear(distinct, count);
+    if (packed) return count;
+    count = 0;
+  }
+  embed_block_with<D>(blocks, block, features, scale, keys.rows, weights, offsets, distinct, count);
+  keys.rows.clear(distinct, count);
   return count;
 }
 
@@ -304,11 +465,10 @@ LatticeTuple build_cpu(const float* features, int64_t batch, int64_t points, int
 
   const ElevationScale scale = elevation_scale(d);
   at::parallel_for(0, b.blocks.count, 1, [&](int64_t begin, int64_t end) {
-    BlockKeyTable<D> table(d);
-    std::vector<int32_t> point_keys(2 * d1 * d);
+    BlockKeys<D> keys(d);
     for (int64_t block = begin; block < end; ++block) {
       b.distinct_count[block] =
-          embed_block<D>(b.blocks, block, features, scale, table, point_keys, weights.data_ptr<float>(),
+          embed_block<D>(b.blocks, block, features, scale, keys, weights.data_ptr<float>(),
                          offsets.data_ptr<int32_t>(), b.distinct_keys + b.id(block, 0) * d);
     }
   });
