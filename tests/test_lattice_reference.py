@@ -60,3 +60,27 @@ def test_runtime_dimensions_match_numpy_reference(dim):
     relative = np.abs(ours - reference) / np.maximum(np.abs(reference), 1e-12)
     assert np.median(relative) <= 1e-5
     assert np.mean(relative <= 1e-3) >= 0.99
+
+
+@pytest.mark.parametrize("dim", [2, 5])
+def test_build_equals_reference_whatever_the_key_range(dim):
+    """The CPU build compares keys packed into 64-bit words (64 / d bits per coordinate) while
+    their coordinates fit and falls back to whole rows for a block where they stop fitting.
+    Points 0..2499 are small and the rest so large that their coordinates do not fit 12 bits,
+    so at d = 5, with blocks of 2048 points, one block is packed, one falls back from point
+    2500 on and one never fits (d = 2 packs them all). The lattice must be the reference's up
+    to the numbering of the vertices."""
+    generator = torch.Generator().manual_seed(dim)
+    features = torch.randn(1, 5000, dim, generator=generator) * 2
+    features[0, 2500:] *= 3000
+    offsets, weights, neighbours, *_ = torch.ops.rrm_ops.lattice_build(features, 1)
+    reference = LatticeRef(features[0].numpy())
+    ours = offsets[0].numpy()
+    pairs = np.unique(np.stack([ours.ravel(), reference.offsets.ravel()]), axis=1)
+    assert pairs.shape[1] == neighbours.shape[1] == reference.n_vertices
+    to_reference = np.empty(reference.n_vertices, np.int64)
+    to_reference[pairs[0]] = pairs[1]
+    np.testing.assert_array_equal(to_reference[ours], reference.offsets)
+    np.testing.assert_array_equal(weights[0].numpy(), reference.weights)
+    mapped = np.where(neighbours.numpy() >= 0, to_reference[neighbours.numpy()], -1)
+    np.testing.assert_array_equal(mapped.transpose(0, 2, 1), reference.neighbours[:, :, to_reference])
