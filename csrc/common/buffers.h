@@ -12,7 +12,16 @@ namespace rrm {
 at::Tensor empty_filled_buffer(at::IntArrayRef sizes, const at::TensorOptions& options);
 
 // The CPU scratch buffers a thread keeps between calls, one per use.
-enum class Scratch { kMeanfieldWorkspace, kCrfEnergies, kLatticeKeys, kLatticeTable, kCount };
+enum class Scratch {
+  kMeanfieldWorkspace,
+  kCrfEnergies,
+  kCrfFeatures,
+  kLatticeKeys,
+  kLatticeTable,
+  kLatticeEntries,
+  kLatticeVertices,
+  kCount
+};
 
 // A CPU buffer of `numel` elements of `dtype` for scratch use `use`, backed by memory this
 // thread keeps and hands out again on its next call for the same use (grown when too small).

@@ -176,6 +176,22 @@ at::Tensor image_channels_last(const at::Tensor& image, const at::Tensor& input,
   return image.permute({0, 2, 3, 1});
 }
 
+namespace {
+
+// The bilateral features [B, P, 5] of rgb [B, H, W, 3], ((x, y) / sxy, rgb / srgb) from the
+// positions xy [1, P, 2]. A CPU result lives in this thread's scratch (see scratch_buffer).
+at::Tensor bilateral_features_of(const at::Tensor& rgb, const at::Tensor& xy, double sxy, double srgb) {
+  const int64_t batch = rgb.size(0), pixels = xy.size(1);
+  at::Tensor features = rgb.is_cpu()
+                            ? scratch_buffer(Scratch::kCrfFeatures, batch * pixels * 5, at::kFloat).view({batch, pixels, 5})
+                            : at::empty({batch, pixels, 5}, rgb.options().dtype(at::kFloat));
+  features.narrow(2, 0, 2).copy_((xy / sxy).expand({batch, pixels, 2}));
+  features.narrow(2, 2, 3).copy_(rgb.reshape({batch, pixels, 3})).div_(srgb);
+  return features;
+}
+
+}  // namespace
+
 std::pair<lattice::LatticeTuple, lattice::LatticeTuple> crf_lattices(const at::Tensor& rgb, double gaussian_sxy,
                                                                      double bilateral_sxy, double bilateral_srgb) {
   const int64_t batch = rgb.size(0), height = rgb.size(1), width = rgb.size(2);
@@ -184,14 +200,14 @@ std::pair<lattice::LatticeTuple, lattice::LatticeTuple> crf_lattices(const at::T
   const at::Tensor xs = at::arange(width, floats).view({1, width}).expand({height, width});
   const at::Tensor ys = at::arange(height, floats).view({height, 1}).expand({height, width});
   const at::Tensor xy = at::stack({xs, ys}, -1).reshape({1, pixels, 2});
-  const at::Tensor colour = rgb.reshape({batch, pixels, 3}).to(at::kFloat) / bilateral_srgb;
-  const at::Tensor bilateral_features = at::cat({(xy / bilateral_sxy).expand({batch, pixels, 2}), colour}, 2);
+  const at::Tensor bilateral_features = bilateral_features_of(rgb, xy, bilateral_sxy, bilateral_srgb);
   const auto build_gaussian = [&] { return tile_lattice(build_crf_lattice(xy / gaussian_sxy), batch); };
+  if (!rgb.is_cpu()) return {build_gaussian(), build_crf_lattice(bilateral_features)};
   // Only CPU lattices are cached: a GPU build is quick, and a lattice built on one CUDA stream
-  // and read on another would need synchronising.
-  return {rgb.is_cpu() ? gaussian_lattices().get({batch, height, width, gaussian_sxy}, build_gaussian)
-                       : build_gaussian(),
-          build_crf_lattice(bilateral_features)};
+  // and read on another would need synchronising. The CPU bilateral lattice is used once, by
+  // the caller, so it is built in scratch memory rather than faulted in afresh every call.
+  return {gaussian_lattices().get({batch, height, width, gaussian_sxy}, build_gaussian),
+          lattice::lattice_build_transient_cpu(bilateral_features, kPydensecrfPointBlock)};
 }
 
 void clear_gaussian_lattice_cache() { gaussian_lattices().clear(); }

@@ -49,7 +49,8 @@ at::Tensor image_channels_last(const at::Tensor& image, const at::Tensor& input,
 // The Gaussian lattice (on (x, y) / gaussian_sxy, built once and tiled over the batch; on the CPU
 // reused from the last calls with the same batch, size and sxy) and the bilateral lattice (on
 // ((x, y) / bilateral_sxy, rgb / bilateral_srgb)) of rgb uint8 [B, H, W, 3], built through the
-// dispatcher on rgb's device.
+// dispatcher on rgb's device, except that a CPU bilateral lattice is built in this thread's
+// scratch memory (lattice_build_transient_cpu): it must not outlive the caller's op call.
 std::pair<lattice::LatticeTuple, lattice::LatticeTuple> crf_lattices(const at::Tensor& rgb, double gaussian_sxy,
                                                                      double bilateral_sxy, double bilateral_srgb);
 

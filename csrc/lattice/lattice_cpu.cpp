@@ -19,6 +19,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <type_traits>
 #include <utility>
@@ -453,12 +454,41 @@ void build_splat_csr(const int32_t* offsets, const float* weights, int64_t entri
   });
 }
 
+// Where a build puts the lattice tensors: fresh tensors its caller owns, or (transient) views
+// of this thread's scratch memory, which its next transient build reuses.
+struct BuildMemory {
+  bool transient;
+
+  // offsets and weights [B, P, D1], splat_entries and splat_weights [B * P * D1].
+  std::array<at::Tensor, 4> entry_arrays(int64_t batch, int64_t points, int d1) const {
+    const int64_t entries = batch * points * d1;
+    if (!transient) {
+      return {empty_filled_buffer({batch, points, d1}, at::kInt), empty_filled_buffer({batch, points, d1}, at::kFloat),
+              empty_filled_buffer({entries}, at::kInt), empty_filled_buffer({entries}, at::kFloat)};
+    }
+    const at::Tensor scratch = scratch_buffer(Scratch::kLatticeEntries, 4 * entries, at::kInt);
+    const auto part = [&](int64_t k, at::ScalarType dtype) { return scratch.narrow(0, k * entries, entries).view(dtype); };
+    return {part(0, at::kInt).view({batch, points, d1}), part(1, at::kFloat).view({batch, points, d1}),
+            part(2, at::kInt), part(3, at::kFloat)};
+  }
+
+  // neighbours [D1, M, 2] and splat_ptr [M + 1].
+  std::pair<at::Tensor, at::Tensor> vertex_arrays(int d1, int32_t vertices) const {
+    const int64_t pairs = int64_t{2} * d1 * vertices;
+    if (!transient) return {at::empty({d1, vertices, 2}, at::kInt), at::empty({int64_t{vertices} + 1}, at::kInt)};
+    const at::Tensor scratch = scratch_buffer(Scratch::kLatticeVertices, pairs + vertices + 1, at::kInt);
+    return {scratch.narrow(0, 0, pairs).view({d1, vertices, 2}), scratch.narrow(0, pairs, int64_t{vertices} + 1)};
+  }
+};
+
 template <int D>
-LatticeTuple build_cpu(const float* features, int64_t batch, int64_t points, int64_t padding, int d) {
+LatticeTuple build_cpu(const float* features, int64_t batch, int64_t points, int64_t padding, int d,
+                       const BuildMemory& memory) {
   const int d1 = d + 1;
   const int64_t entries = batch * points * d1;
-  at::Tensor offsets = empty_filled_buffer({batch, points, d1}, at::kInt);
-  at::Tensor weights = empty_filled_buffer({batch, points, d1}, at::kFloat);
+  const std::array<at::Tensor, 4> entry_arrays = memory.entry_arrays(batch, points, d1);
+  const at::Tensor& offsets = entry_arrays[0];
+  const at::Tensor& weights = entry_arrays[1];
   CpuBuild b{Blocks(batch, points, padding, d)};
   const int64_t ids = b.blocks.count * b.blocks.capacity;
   // Sized for every entry being distinct, but only the parts of actual distinct keys are touched.
@@ -494,11 +524,10 @@ LatticeTuple build_cpu(const float* features, int64_t batch, int64_t points, int
   const int32_t vertices = static_cast<int32_t>(owners.numel());
   assign_offsets(b, offsets.data_ptr<int32_t>());
 
-  at::Tensor neighbours = at::empty({d1, vertices, 2}, at::kInt);
+  const auto [neighbours, splat_ptr] = memory.vertex_arrays(d1, vertices);
+  const at::Tensor& splat_entries = entry_arrays[2];
+  const at::Tensor& splat_weights = entry_arrays[3];
   find_neighbours<D>(b, owners.data_ptr<int32_t>(), vertices, neighbours.data_ptr<int32_t>());
-  at::Tensor splat_ptr = at::empty({static_cast<int64_t>(vertices) + 1}, at::kInt);
-  at::Tensor splat_entries = empty_filled_buffer({entries}, at::kInt);
-  at::Tensor splat_weights = empty_filled_buffer({entries}, at::kFloat);
   build_splat_csr(offsets.data_ptr<int32_t>(), weights.data_ptr<float>(), entries, vertices,
                   splat_ptr.data_ptr<int32_t>(), splat_entries.data_ptr<int32_t>(), splat_weights.data_ptr<float>());
   return {offsets, weights, neighbours, splat_ptr, splat_entries, splat_weights};
@@ -748,14 +777,26 @@ void filter_cpu_into(const LatticeView& lat, const ItemSpan& span, const double*
               buffer_a, buffer_b, out);
 }
 
-LatticeTuple lattice_build_cpu(const at::Tensor& features_in, int64_t point_block) {
+namespace {
+
+LatticeTuple build_with_memory(const at::Tensor& features_in, int64_t point_block, const BuildMemory& memory) {
   const at::Tensor features = checked_features(features_in);
   const int64_t batch = features.size(0);
   const int64_t points = features.size(1);
   const int64_t padding = padding_points(points, point_block);
   const int d = static_cast<int>(features.size(2));
   return RRM_DISPATCH_FEATURE_DIM(
-      d, [&] { return build_cpu<FEATURE_DIM>(features.data_ptr<float>(), batch, points, padding, d); });
+      d, [&] { return build_cpu<FEATURE_DIM>(features.data_ptr<float>(), batch, points, padding, d, memory); });
+}
+
+}  // namespace
+
+LatticeTuple lattice_build_cpu(const at::Tensor& features, int64_t point_block) {
+  return build_with_memory(features, point_block, BuildMemory{false});
+}
+
+LatticeTuple lattice_build_transient_cpu(const at::Tensor& features, int64_t point_block) {
+  return build_with_memory(features, point_block, BuildMemory{true});
 }
 
 // values [B, P, C] may be points-last or, as a [B, C, H, W] tensor viewed as [B, P, C] is, a

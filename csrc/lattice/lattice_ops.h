@@ -38,6 +38,11 @@ int64_t padding_points(int64_t points, int64_t point_block);
 LatticeTuple without_padding_entries(const LatticeTuple& padded, int64_t points, int64_t padding);
 
 LatticeTuple lattice_build_cpu(const at::Tensor& features, int64_t point_block);
+// lattice_build_cpu with the lattice tensors in this thread's scratch memory (see
+// scratch_buffer): they hold the lattice until the thread's next transient build, so they must
+// not outlive the call that asked for them. Saves faulting in fresh memory for a lattice used
+// once, as the dense CRF's bilateral lattice is.
+LatticeTuple lattice_build_transient_cpu(const at::Tensor& features, int64_t point_block);
 at::Tensor lattice_filter_cpu(const at::Tensor& offsets, const at::Tensor& weights, const at::Tensor& neighbours,
                               const at::Tensor& splat_ptr, const at::Tensor& splat_entries,
                               const at::Tensor& splat_weights, const at::Tensor& values, bool reverse);
