@@ -182,9 +182,9 @@ namespace {
 // positions xy [1, P, 2]. A CPU result lives in this thread's scratch (see scratch_buffer).
 at::Tensor bilateral_features_of(const at::Tensor& rgb, const at::Tensor& xy, double sxy, double srgb) {
   const int64_t batch = rgb.size(0), pixels = xy.size(1);
-  at::Tensor features = rgb.is_cpu()
-                            ? scratch_buffer(Scratch::kCrfFeatures, batch * pixels * 5, at::kFloat).view({batch, pixels, 5})
-                            : at::empty({batch, pixels, 5}, rgb.options().dtype(at::kFloat));
+  at::Tensor features = rgb.is_cpu() ? scratch_buffer(Scratch::kCrfFeatures, batch * pixels * 5, at::kFloat)
+                                     : at::empty({batch * pixels * 5}, rgb.options().dtype(at::kFloat));
+  features = features.view({batch, pixels, 5});
   features.narrow(2, 0, 2).copy_((xy / sxy).expand({batch, pixels, 2}));
   features.narrow(2, 2, 3).copy_(rgb.reshape({batch, pixels, 3})).div_(srgb);
   return features;

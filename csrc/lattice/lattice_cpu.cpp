@@ -200,7 +200,7 @@ class PackedKeys {
     int coordinate_of_rank[D + 1];
     for (int i = 0; i <= D; ++i) coordinate_of_rank[simplex.rank[i]] = i;
     for (int i = 0; i < D; ++i) {
-      // Keys range over rem0 - d + ... rem0 + d (see Simplex), which must stay in the field.
+      // The keys' coordinates lie within rem0 - d .. rem0 + d (see Simplex): inside the field.
       if (simplex.rem0[i] < D + 1 - kBias || simplex.rem0[i] >= kBias - (D + 1)) return false;
       key |= static_cast<uint64_t>(simplex.rem0[i] + kBias) << (kBits * i);
     }
@@ -288,7 +288,7 @@ bool embed_block_with(const Blocks& blocks, int64_t block, const float* features
     Simplex<D> simplex;
     embed_simplex<D>(real < 0 ? zeros : features + real * d, d, scale, simplex, point_weights);
     if (!keys.next_point(simplex)) return false;
-    // Neighbouring points share most simplex vertices, always at the same rank.
+    // Neighbouring points often share simplex vertices, always at the same rank.
     for (int r = 0; r < d1; ++r) {
       index[r] = point > first && keys.same_as_previous(r) ? index[r] : keys.find_or_add(r, distinct, count);
       if (real >= 0) offsets[real * d1 + r] = index[r];
@@ -467,7 +467,9 @@ struct BuildMemory {
               empty_filled_buffer({entries}, at::kInt), empty_filled_buffer({entries}, at::kFloat)};
     }
     const at::Tensor scratch = scratch_buffer(Scratch::kLatticeEntries, 4 * entries, at::kInt);
-    const auto part = [&](int64_t k, at::ScalarType dtype) { return scratch.narrow(0, k * entries, entries).view(dtype); };
+    const auto part = [&](int64_t k, at::ScalarType dtype) {
+      return scratch.narrow(0, k * entries, entries).view(dtype);
+    };
     return {part(0, at::kInt).view({batch, points, d1}), part(1, at::kFloat).view({batch, points, d1}),
             part(2, at::kInt), part(3, at::kFloat)};
   }
