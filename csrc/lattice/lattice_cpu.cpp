@@ -750,16 +750,29 @@ void sum_partials_cpu(const LatticeView& lat, const ItemSpan& span, float* parti
                       int64_t partials, int64_t channels, float* out) {
   const int64_t partial_stride = static_cast<int64_t>(lat.num_vertices) * channels;
   at::parallel_for(span.vertex_begin, span.vertex_end, kVertexGrain, [&](int64_t begin, int64_t end) {
-    std::fill(out + begin * channels, out + end * channels, 0.f);
+    float* RRM_RESTRICT sum = out;
+    if (partials == 0) std::fill(sum + begin * channels, sum + end * channels, 0.f);
     for (int64_t part = 0; part < partials; ++part) {
-      const int64_t first = std::max<int64_t>(begin, ranges[part].begin) * channels;
-      const int64_t last = std::min<int64_t>(end, ranges[part].end) * channels;
-      float* RRM_RESTRICT sum = out;
+      const int64_t range_begin = std::clamp<int64_t>(ranges[part].begin, begin, end);
+      const int64_t first = range_begin * channels;
+      const int64_t last = std::clamp<int64_t>(ranges[part].end, range_begin, end) * channels;
       float* RRM_RESTRICT partial = partial_sums + part * partial_stride;
+      if (part == 0) {
+        // The first array is added to zero as it is read, rather than to rows zeroed first: one
+        // pass less over the rows, and the same sums (0 + x, also for x = -0).
+        std::fill(sum + begin * channels, sum + first, 0.f);
+        std::fill(sum + last, sum + end * channels, 0.f);
 #pragma omp simd
-      for (int64_t i = first; i < last; ++i) {
-        sum[i] = sum[i] + partial[i];
-        partial[i] = 0.f;
+        for (int64_t i = first; i < last; ++i) {
+          sum[i] = 0.f + partial[i];
+          partial[i] = 0.f;
+        }
+      } else {
+#pragma omp simd
+        for (int64_t i = first; i < last; ++i) {
+          sum[i] = sum[i] + partial[i];
+          partial[i] = 0.f;
+        }
       }
     }
   });
