@@ -1,4 +1,4 @@
-"""Dense CRF mean-field inference (DESIGN.md §5.2), equal to pydensecrf's to float rounding.
+"""Dense CRF mean-field inference (docs/design.md#dense-crf), equal to pydensecrf's to float rounding.
 
 :func:`dense_crf` is the one-call entry point. :func:`crf_lattices` and :func:`mean_field` split
 it in two for callers that run several CRFs on one image (reliable-region mining runs two

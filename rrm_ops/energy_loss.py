@@ -1,4 +1,4 @@
-"""RRM's gated dense-CRF energy loss (DESIGN.md §5.3).
+"""RRM's gated dense-CRF energy loss (docs/design.md#dense-energy-loss).
 
 The loss is plain tensor code around the registered lattice ops: all images of a batch share
 one lattice build (their vertices never mix), all K channels are filtered in one pass, and the
@@ -75,7 +75,7 @@ def gated_dense_energy(
     weight: float = 1e-7,
     gradient: Gradient = "rrm",
 ) -> Tensor:
-    """Steps 3-5 of DESIGN.md §5.3 at the lattice's resolution (no downscaling, no checks).
+    """Steps 3-5 of docs/design.md#dense-energy-loss at the lattice's resolution (no downscaling, no checks).
 
     ``loss = -weight · Σ S' ⊙ A / N`` with ``S' = probs ⊙ rois`` and ``A = gate ⊙ W(S')``, W the
     unnormalised lattice filter. Backward w.r.t. probs: ``-2 · weight · A ⊙ rois / N`` for
@@ -132,7 +132,7 @@ def dense_energy_loss(
     gate: bool = True,
     check_values: bool | None = None,
 ) -> Tensor:
-    """RRM's gated dense-CRF energy loss (DESIGN.md §5.3); see :class:`DenseEnergyLoss`.
+    """RRM's gated dense-CRF energy loss (docs/design.md#dense-energy-loss); see :class:`DenseEnergyLoss`.
 
     Args:
         images: [N, 3, H, W] RGB intensities in 0..255 (any real dtype; not mean/std normalised).
@@ -171,7 +171,7 @@ def dense_energy_loss(
 
 
 class DenseEnergyLoss(nn.Module):
-    """RRM's gated dense-CRF energy loss (DESIGN.md §5.3), as RRM trained with it.
+    """RRM's gated dense-CRF energy loss (docs/design.md#dense-energy-loss), as RRM trained with it.
 
     ``forward(images, probs, rois, seg_label)`` downscales by ``scale_factor`` (images, rois and
     seg_label nearest, probs bilinear), computes ``gate = max(roi - max_k S_k, 0)`` (1 where

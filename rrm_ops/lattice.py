@@ -1,4 +1,4 @@
-"""Permutohedral-lattice bilateral filtering (DESIGN.md §5.1)."""
+"""Permutohedral-lattice bilateral filtering (docs/design.md#permutohedral-lattice)."""
 
 from __future__ import annotations
 

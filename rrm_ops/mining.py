@@ -1,4 +1,6 @@
-"""Reliable region mining: CAMs -> two dense CRFs on one lattice pair -> pruned labels (DESIGN.md §5.4).
+"""Reliable region mining: CAMs -> two dense CRFs on one lattice pair -> pruned labels.
+
+The method is described in docs/design.md#reliable-region-mining.
 
 The work is the registered op ``torch.ops.rrm_ops.reliable_region_labels`` (a C++ composite with
 CPU and CUDA kernels); :func:`reliable_region_labels` is its typed Python face.
@@ -66,7 +68,7 @@ def reliable_region_labels(
         cls_labels: [B, C] image-level labels in {0, 1}, on the CPU or on the device of cams.
         images: uint8 [B, 3, H, W] or [B, H, W, 3].
         alpha_low, alpha_high: background powers of the two CRFs; cam_alpha: of the CAM argmax.
-        fg_quantile, cam_floor, bg_sure, crf_sure: pruning thresholds (DESIGN.md §5.4).
+        fg_quantile, cam_floor, bg_sure, crf_sure: pruning thresholds (docs/design.md#reliable-region-mining).
         return_details: also return Q_low, Q_high and the sure-CAM mask.
         compact_labels: run the CRFs on each image's present labels only, padded to the batch's
             largest present count (needs that count on the host, free when cls_labels is a CPU

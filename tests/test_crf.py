@@ -1,4 +1,4 @@
-"""The dense CRF op (DESIGN.md §5.2) against pydensecrf on real photographs, and its contracts."""
+"""The dense CRF op (docs/design.md#dense-crf) against pydensecrf on real photographs, and its contracts."""
 
 import dataclasses
 
@@ -50,7 +50,9 @@ def test_matches_pydensecrf_on_photographs(height, width, name, labels, paramete
         mine = ours(scores, image, n_iter=n_iter, **PARAMETER_SETS[parameters])
         assert mine.shape == theirs.shape == (labels, height, width)
         assert np.mean(mine.argmax(0) == theirs.argmax(0)) >= 0.999, n_iter
-        # The issue asks for <= 1e-2; measured <= 2.3e-6 over this grid.
+        # Only the rounding of a few float operations differs from pydensecrf
+        # (docs/design.md#agreement-with-pydensecrf): measured <= 2.3e-6 over this grid, so 1e-4
+        # leaves room for other compilers and still catches any change to the computation.
         assert np.abs(mine - theirs).max() <= 1e-4, n_iter
 
 

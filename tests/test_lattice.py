@@ -1,4 +1,4 @@
-"""The permutohedral lattice op (DESIGN.md §5.1) against oracles, and its contracts."""
+"""The permutohedral lattice op (docs/design.md#permutohedral-lattice) against oracles, and its contracts."""
 
 import numpy as np
 import pytest
@@ -25,7 +25,7 @@ def test_matches_brute_force_gaussian_in_shape(astronaut_crop):
     correlation = np.corrcoef(ours_flat.flatten().numpy(), exact.flatten().numpy())[0, 1]
     ratio = ours_flat / exact
     assert correlation >= 0.98
-    # The lattice is a smaller-by-a-near-constant approximation (DESIGN.md §5.1).
+    # The lattice is a smaller-by-a-near-constant approximation (docs/design.md#permutohedral-lattice).
     assert 0.4 < ratio.mean() < 0.8
     assert ratio.std() / ratio.mean() < 0.2
 

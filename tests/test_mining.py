@@ -1,4 +1,4 @@
-"""reliable_region_labels against the numpy + pydensecrf reference of DESIGN.md §5.4."""
+"""reliable_region_labels against the numpy + pydensecrf reference of docs/design.md#reliable-region-mining."""
 
 import numpy as np
 import pytest

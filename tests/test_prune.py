@@ -1,4 +1,4 @@
-"""prune_reliable_labels (DESIGN.md §5.4 steps 2, 4-6) against the numpy reference's steps."""
+"""prune_reliable_labels (steps 2, 4-6 of docs/design.md#reliable-region-mining) against the reference's steps."""
 
 import numpy as np
 import pytest

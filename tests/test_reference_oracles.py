@@ -113,7 +113,7 @@ def test_meanfield_matches_pydensecrf(emulate_sse: bool) -> None:
     ours = meanfield_ref(scores, img, n_iter=5, emulate_sse=emulate_sse)
     assert ours.shape == theirs.shape == (3, 48, 64)
     assert np.mean(ours.argmax(0) == theirs.argmax(0)) >= 0.999
-    assert np.abs(ours - theirs).max() <= 1e-4  # measured ~1e-6; the brief asks <= 1e-2
+    assert np.abs(ours - theirs).max() <= 1e-4  # measured ~1e-6: the two differ by float rounding only
 
 
 def test_meanfield_changes_the_unary_and_label_mask() -> None:

@@ -99,13 +99,13 @@ command -v "$PYTHON" >/dev/null 2>&1 || die 2 "python not found (PYTHON=$PYTHON)
 PYVER="$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
 [ "$PYVER" = "3.11" ] || die 2 "$PYTHON is Python $PYVER; torch $TORCH_VERSION+cu130 lies on local disk for Python 3.11 only (set PYTHON to a 3.11 interpreter)"
 command -v nvcc >/dev/null 2>&1 || die 2 "nvcc not found on PATH"
-# DESIGN.md §3: glue code includes c10/cuda/... headers. ATen/cuda/CUDAContext.h (and its
+# docs/design.md#build: glue code includes c10/cuda/... headers. ATen/cuda/CUDAContext.h (and its
 # CUDAContextLight.h) include cusparse.h / cublas_v2.h / cusolverDn.h, which the CUDA toolkit
 # on these machines lacks, so the build would fail minutes later with "cusparse.h: No such file".
 mapfile -t BAD_INCLUDES < <(grep -rnE '#[[:space:]]*include[[:space:]]*[<"]ATen/cuda/CUDAContext(Light)?\.h[>"]' csrc 2>/dev/null || true)
 if [ "${#BAD_INCLUDES[@]}" -gt 0 ]; then
   printf '  %s\n' "${BAD_INCLUDES[@]}" >&2
-  die 1 "include c10/cuda/CUDAStream.h / c10/cuda/CUDAGuard.h instead of ATen/cuda/CUDAContext.h (DESIGN.md §3): it needs cuSPARSE/cuBLAS/cuSOLVER headers that the toolkit here lacks"
+  die 1 "include c10/cuda/CUDAStream.h / c10/cuda/CUDAGuard.h instead of ATen/cuda/CUDAContext.h (docs/design.md#build): it needs cuSPARSE/cuBLAS/cuSOLVER headers that the toolkit here lacks"
 fi
 
 log "repo: $ROOT"

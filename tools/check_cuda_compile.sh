@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Compile every csrc/**/*_cuda.cu with plain nvcc (no torch headers), warnings as errors.
 #
-# DESIGN.md §4.2: CUDA sources are self-contained (CUDA runtime, CUB/Thrust and the project's
-# own headers only), so each one must compile with `nvcc -c` on any machine with nvcc. This
-# checks exactly that, for sm_80 and sm_90, into a temporary folder that is removed afterwards.
+# CUDA sources are self-contained (CUDA runtime, CUB/Thrust and the project's own headers only;
+# docs/design.md#self-contained-cuda-sources), so each one must compile with `nvcc -c` on any
+# machine with nvcc. This checks exactly that, for sm_80 and sm_90, into a temporary folder that
+# is removed afterwards.
 # No GPU is needed.
 #
 # Usage: tools/check_cuda_compile.sh            (from any directory)

@@ -1,5 +1,6 @@
-// Reliable region mining (DESIGN.md §5.4 step 3): the per-pixel body that writes the unaries of
-// both CRFs straight into the mean field's slot rows, shared by the CPU and CUDA launchers.
+// Reliable region mining, step 3 of docs/design.md#reliable-region-mining: the per-pixel body
+// that writes the unaries of both CRFs straight into the mean field's slot rows, shared by the
+// CPU and CUDA launchers.
 //
 // The two CRFs of an image differ only in the background score (1 - max_c cam)^alpha, so they
 // run as the two groups of one mean field (see crf/crf.h): group 0 with alpha_low, group 1 with

@@ -17,7 +17,7 @@ namespace rrm {
 namespace mining {
 namespace {
 
-// RRM's training-time CRF parameters (DESIGN.md §5.2).
+// RRM's training-time CRF parameters (docs/design.md#mean-field).
 constexpr int64_t kIterations = 10;
 constexpr double kGaussianSxy = 3.0;
 constexpr double kGaussianCompat = 3.0;

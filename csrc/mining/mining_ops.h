@@ -1,6 +1,6 @@
-// ATen-level entry points of the reliable region mining op (DESIGN.md §5.4), a composite of the
-// lattice, CRF and pruning families: one lattice pair per batch, both CRFs as one two-group
-// mean field, then rrm_ops::prune_reliable_labels.
+// ATen-level entry points of the reliable region mining op (docs/design.md#reliable-region-mining),
+// a composite of the lattice, CRF and pruning families: one lattice pair per batch, both CRFs as
+// one two-group mean field, then rrm_ops::prune_reliable_labels.
 #pragma once
 
 #include <ATen/ATen.h>

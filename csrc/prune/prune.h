@@ -1,5 +1,5 @@
-// Reliable region pruning (DESIGN.md §5.4 steps 2 and 4-6): per-pixel kernel bodies shared
-// by the CPU and CUDA launchers.
+// Reliable region pruning, steps 2 and 4-6 of docs/design.md#reliable-region-mining: per-pixel
+// kernel bodies shared by the CPU and CUDA launchers.
 //
 // Inputs of one batch item, channel-first with P pixels:
 //   cams   float [C, P]    normalised CAMs (absent classes 0), in [0, 1]

@@ -1,4 +1,4 @@
-"""Reference dense-CRF mean-field inference (DESIGN.md §5.2).
+"""Reference dense-CRF mean-field inference (docs/design.md#dense-crf).
 
 Two oracles for the same computation:
 

@@ -1,4 +1,4 @@
-"""Reference gated dense-CRF energy loss (DESIGN.md §5.3), float64 numpy.
+"""Reference gated dense-CRF energy loss (docs/design.md#dense-energy-loss), float64 numpy.
 
 Forward, as RRM's ``DenseEnergyLoss``:
 

@@ -1,4 +1,4 @@
-"""Reference permutohedral-lattice filter (DESIGN.md §5.1), pure numpy.
+"""Reference permutohedral-lattice filter (docs/design.md#permutohedral-lattice), pure numpy.
 
 This follows Philipp Krähenbühl's dense-CRF ``Permutohedral`` class step by step, in float32
 where that code works in float32, vectorised over points with numpy:
@@ -13,10 +13,10 @@ where that code works in float32, vectorised over points with numpy:
 
 Two variants of Krähenbühl's code exist and both are reproduced:
 
-* ``emulate_sse=False`` (default): the portable code path, as written in the project brief
-  and implemented by the rrm C++ op: nearest remainder-0 point via ceil/floor comparison
-  (ties go down), the coordinate sum kept in an ``int`` with float truncation, the
-  barycentric wrap-around ``b0 += 1.0 + b[d+1]`` in double, slice ``(w * v) * alpha``.
+* ``emulate_sse=False`` (default): the portable code path, which the rrm C++ op implements:
+  nearest remainder-0 point via ceil/floor comparison (ties go down), the coordinate sum kept
+  in an ``int`` with float truncation, the barycentric wrap-around ``b0 += 1.0 + b[d+1]`` in
+  double, slice ``(w * v) * alpha``.
 * ``emulate_sse=True``: what pydensecrf actually executes on x86-64 (``__SSE__`` is always
   defined there): round-half-to-even rounding, float wrap-around, points padded with
   zero-feature points to a multiple of 4 (they insert extra, zero-valued lattice vertices!),

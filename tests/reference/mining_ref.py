@@ -1,4 +1,4 @@
-"""Reference reliable region mining (DESIGN.md §5.4) for ONE image, numpy + pydensecrf.
+"""Reference reliable region mining (docs/design.md#reliable-region-mining) for ONE image, numpy + pydensecrf.
 
 Follows RRM's public ``compute_seg_label`` step by step, with the CRFs run by
 :func:`reference.crf_ref.pydensecrf_inference` at the training parameters
@@ -19,7 +19,7 @@ from reference.crf_ref import pydensecrf_inference
 
 F32 = np.float32
 
-# Training-time mining CRF parameters (DESIGN §5.2).
+# Training-time mining CRF parameters (docs/design.md#mean-field).
 TRAIN_CRF = dict(
     n_iter=10,
     gaussian_sxy=3,
