@@ -1,4 +1,4 @@
-"""The dense energy loss (DESIGN.md §5.3) against the numpy reference, and its contracts."""
+"""The dense energy loss (docs/design.md#dense-energy-loss) against the numpy reference, and its contracts."""
 
 import numpy as np
 import pytest
@@ -152,6 +152,19 @@ def test_gate_is_rrm_definition():
     seg_label = torch.tensor([[[0, 255, 1]]])
     gate = rrm_ops.energy_gate(probs, rois, seg_label)
     torch.testing.assert_close(gate, torch.tensor([[[0.1, 1.0, 0.0]]]))
+
+
+@pytest.mark.parametrize("gate", [True, False])
+def test_loss_is_never_positive(gate):
+    # S', the gate and every weight of the filter are non-negative, so the loss is minus a sum
+    # of non-negative terms (docs/design.md#dense-energy-loss), whatever the probabilities.
+    images, _, rois, seg_label = energy_inputs(3, 5, 24, 30)
+    for seed in range(4):
+        logits = torch.randn(3, 5, 24, 30, generator=torch.Generator().manual_seed(seed)) * (1 + 4 * seed)
+        loss = rrm_ops.dense_energy_loss(images, logits.softmax(dim=1), rois, seg_label, weight=1.0, gate=gate)
+        # Strictly negative: the rois and the 255 regions of seg_label leave terms that are not 0.
+        assert loss < 0, (seed, loss)
+    assert rrm_ops.dense_energy_loss(images, logits.softmax(dim=1), rois * 0, seg_label, gate=gate) == 0
 
 
 def test_module_equals_functional_and_defaults_are_rrm():
