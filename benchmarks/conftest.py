@@ -1,4 +1,6 @@
-"""Real-photograph inputs for the benchmarks."""
+"""Real-photograph inputs for the benchmarks, and what the JSON report records of the machine."""
+
+import os
 
 import numpy as np
 import torch
@@ -15,3 +17,10 @@ def photo_batch(size: int, batch: int = 1) -> torch.Tensor:
         resized = resize(image, (size, size), order=1, preserve_range=True, anti_aliasing=True)
         images.append(np.round(resized).astype(np.uint8))
     return torch.from_numpy(np.stack(images))
+
+
+def pytest_benchmark_update_machine_info(config, machine_info: dict) -> None:
+    """Records what tools/benchmark_table.py quotes beside the tables: torch, threads and cores."""
+    machine_info["torch_version"] = torch.__version__
+    machine_info["torch_threads"] = torch.get_num_threads()
+    machine_info["cpu_count"] = os.cpu_count()

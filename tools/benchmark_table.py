@@ -1,17 +1,25 @@
-"""Summarise pytest-benchmark JSON runs into the README's benchmark tables.
+"""Summarise pytest-benchmark JSON runs into the tables of docs/benchmarks.md.
 
     for i in 1 2 3; do python -m pytest benchmarks --benchmark-only --benchmark-json=run$i.json; done
-    python tools/benchmark_table.py run1.json run2.json run3.json
+    python tools/benchmark_table.py run1.json run2.json run3.json                 # print the tables
+    python tools/benchmark_table.py --write docs/benchmarks.md run*.json          # replace its block
 
 Every baseline is compared with the op timed in the same run; each cell gives the range over the
-runs of the minimum over rounds, each ratio the range of the per-run ratios.
+runs of the minimum over rounds, each ratio the range of the per-run ratios. The dense CRF rows
+also get their per-run ratios and median. ``--write`` replaces the text between the two marker
+lines of the file (``BEGIN_MARKER``, ``END_MARKER``) and leaves the rest of it alone.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
+
+BEGIN_MARKER = "<!-- benchmark-tables:begin (written by tools/benchmark_table.py --write) -->"
+END_MARKER = "<!-- benchmark-tables:end -->"
 
 LATTICE_SIZES = (161, 321, 642)
 LATTICE_ROWS = {
@@ -54,9 +62,26 @@ COMPARISONS = [
 ]
 
 
-def minimum_times(path: Path) -> dict[str, float]:
+# (label, ours, baseline) of the dense CRF rows whose per-run ratios are listed.
+CRF_RUNS = [
+    (
+        f"{'one image' if batch == 1 else '4 images'}, L = {labels}{', Gaussian rebuilt' if cold else ''}",
+        f"test_dense_crf[{batch}-{labels}-rrm_ops{'_cold' if cold else ''}]",
+        f"test_dense_crf[{batch}-{labels}-pydensecrf]",
+    )
+    for batch in (1, 4)
+    for labels in (3, 21)
+    for cold in (False, True)
+]
+
+
+def load_run(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def minimum_times(run: dict) -> dict[str, float]:
     """Benchmark name -> minimum over rounds, in seconds."""
-    return {bench["name"]: bench["stats"]["min"] for bench in json.loads(path.read_text())["benchmarks"]}
+    return {bench["name"]: bench["stats"]["min"] for bench in run["benchmarks"]}
 
 
 def duration(seconds: float) -> str:
@@ -77,6 +102,19 @@ def ratio(value: float) -> str:
     return f"{value:.1f}×"
 
 
+def machine_line(runs: list[dict]) -> str:
+    """Where and when the runs were measured, from the JSON files' machine_info and datetime."""
+    info = runs[0].get("machine_info", {})
+    cpu = info.get("cpu", {}).get("brand_raw") or info.get("processor") or "unknown CPU"
+    dates = sorted({run.get("datetime", "")[:10] for run in runs} - {""})
+    when = " to ".join(dict.fromkeys([dates[0], dates[-1]])) if dates else "unknown date"
+    return (
+        f"Measured on {when}: {len(runs)} run{'s' if len(runs) != 1 else ''} on {cpu} "
+        f"({info.get('cpu_count', '?')} cores), Python {info.get('python_version', '?')}, "
+        f"torch {info.get('torch_version', '?')}, {info.get('torch_threads', '?')} threads."
+    )
+
+
 def tables(runs: list[dict[str, float]]) -> str:
     lines = [
         "| lattice build + filter, C = 21 (min) | 161² | 321² | 642² | 642² / 161² |",
@@ -86,7 +124,7 @@ def tables(runs: list[dict[str, float]]) -> str:
         cells = [span([run[f"{test}[{size}]"] for run in runs], duration) for size in LATTICE_SIZES]
         growth = span([run[f"{test}[642]"] / run[f"{test}[161]"] for run in runs], ratio)
         lines.append(f"| {label} | {' | '.join(cells)} | {growth} |")
-    lines += ["", "| comparison (2 threads) | ours | baseline | ratio |", "| --- | --- | --- | --- |"]
+    lines += ["", "| comparison | ours | baseline | ratio |", "| --- | --- | --- | --- |"]
     for label, ours, baseline in COMPARISONS:
         if not all(ours in run and baseline in run for run in runs):
             continue
@@ -95,14 +133,41 @@ def tables(runs: list[dict[str, float]]) -> str:
             f"{span([run[baseline] for run in runs], duration)} | "
             f"{span([run[baseline] / run[ours] for run in runs], ratio)} |"
         )
+    lines += [
+        "",
+        "| dense CRF vs pydensecrf, 321², 10 it. | per-run ratios | median |",
+        "| --- | --- | --- |",
+    ]
+    for label, ours, baseline in CRF_RUNS:
+        if not all(ours in run and baseline in run for run in runs):
+            continue
+        ratios = [run[baseline] / run[ours] for run in runs]
+        lines.append(f"| {label} | {', '.join(f'{r:.2f}' for r in ratios)} | {statistics.median(ratios):.2f}× |")
     return "\n".join(lines)
 
 
+def report(runs: list[dict]) -> str:
+    return machine_line(runs) + "\n\n" + tables([minimum_times(run) for run in runs])
+
+
+def replace_block(text: str, block: str) -> str:
+    """text with the lines between BEGIN_MARKER and END_MARKER replaced by block."""
+    begin, end = text.find(BEGIN_MARKER), text.find(END_MARKER)
+    if begin < 0 or end < begin:
+        raise ValueError(f"the file needs the lines {BEGIN_MARKER!r} and, after it, {END_MARKER!r}")
+    return text[: begin + len(BEGIN_MARKER)] + "\n" + block + "\n" + text[end:]
+
+
 def main(argv: list[str]) -> int:
-    if not argv:
-        print(__doc__, file=sys.stderr)
-        return 2
-    print(tables([minimum_times(Path(path)) for path in argv]))
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", type=Path, help="pytest-benchmark --benchmark-json files")
+    parser.add_argument("--write", type=Path, help="replace the marked block of this file (docs/benchmarks.md)")
+    args = parser.parse_args(argv)
+    block = report([load_run(path) for path in args.runs])
+    if args.write is None:
+        print(block)
+    else:
+        args.write.write_text(replace_block(args.write.read_text(), block))
     return 0
 
 
