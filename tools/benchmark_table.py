@@ -26,6 +26,18 @@ LATTICE_ROWS = {
     "d = 5 bilateral (σxy 80, σrgb 13)": "test_bilateral_build_and_filter",
     "d = 2 Gaussian (σ 3)": "test_gaussian_build_and_filter",
 }
+# (batch, labels, Gaussian lattice rebuilt every call) of the dense CRF benchmarks.
+CRF_CASES = [(batch, labels, cold) for batch in (1, 4) for labels in (3, 21) for cold in (False, True)]
+
+
+def crf_benchmarks(batch: int, labels: int, cold: bool) -> tuple[str, str]:
+    """The names of our dense CRF benchmark of a case and of its pydensecrf baseline."""
+    return (
+        f"test_dense_crf[{batch}-{labels}-rrm_ops{'_cold' if cold else ''}]",
+        f"test_dense_crf[{batch}-{labels}-pydensecrf]",
+    )
+
+
 # (label, ours, baseline)
 COMPARISONS = [
     (
@@ -37,12 +49,9 @@ COMPARISONS = [
         (
             f"dense CRF {'4 × ' if batch == 4 else ''}321², 10 it., L = {labels}, vs pydensecrf"
             f"{' per image' if batch == 4 else ''}{' (Gaussian lattice rebuilt every call)' if cold else ''}",
-            f"test_dense_crf[{batch}-{labels}-rrm_ops{'_cold' if cold else ''}]",
-            f"test_dense_crf[{batch}-{labels}-pydensecrf]",
+            *crf_benchmarks(batch, labels, cold),
         )
-        for batch in (1, 4)
-        for labels in (3, 21)
-        for cold in (False, True)
+        for batch, labels, cold in CRF_CASES
     ],
     (
         "dense energy loss fwd+bwd, N = 4, K = 21, 321², vs per-image per-class loop",
@@ -66,12 +75,9 @@ COMPARISONS = [
 CRF_RUNS = [
     (
         f"{'one image' if batch == 1 else '4 images'}, L = {labels}{', Gaussian rebuilt' if cold else ''}",
-        f"test_dense_crf[{batch}-{labels}-rrm_ops{'_cold' if cold else ''}]",
-        f"test_dense_crf[{batch}-{labels}-pydensecrf]",
+        *crf_benchmarks(batch, labels, cold),
     )
-    for batch in (1, 4)
-    for labels in (3, 21)
-    for cold in (False, True)
+    for batch, labels, cold in CRF_CASES
 ]
 
 
