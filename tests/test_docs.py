@@ -31,6 +31,7 @@ LINK = re.compile(r"\[[^\]\n]*\]\(([^)\s]+)\)")
 REFERENCE_LINK = re.compile(r"^\[[^\]\n]+\]:\s*(\S+)", re.M)
 HTML_ANCHOR = re.compile(r"<a\s+(?:id|name)=\"([^\"]+)\"")
 DOC_CITATION = re.compile(r"docs/([\w-]+\.md)#([\w-]+)")
+REPOSITORY_PATH = re.compile(r"(?:csrc|rrm|rrm_ops|tests|tools|benchmarks|docs|\.ci)/[\w./-]*$")
 
 
 def relative(path: Path) -> str:
@@ -112,6 +113,17 @@ def source_files() -> list[Path]:
     for folder in SOURCE_DIRS:
         files += [path for path in (ROOT / folder).rglob("*") if path.is_file() and path.suffix in SOURCE_SUFFIXES]
     return [path for path in files if "__pycache__" not in path.parts]
+
+
+def test_repository_paths_named_in_prose_exist():
+    # Inline code such as `tools/install.sh` or `csrc/crf/crf.h` names a file a reader will open.
+    problems = []
+    for path in MARKDOWN:
+        for span in INLINE_CODE.findall(FENCE.sub("", path.read_text())):
+            name = span.strip("`")
+            if REPOSITORY_PATH.match(name) and not (ROOT / name).exists():
+                problems.append(f"{relative(path)}: {name}")
+    assert not problems, "missing files:\n" + "\n".join(problems)
 
 
 def test_citations_of_doc_sections_resolve():
