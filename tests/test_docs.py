@@ -1,5 +1,5 @@
-"""The documentation is usable as written: links resolve, README stays short, its Python
-examples run, and the commands it shows accept the options it gives them.
+"""The documentation is usable as written: links resolve, the files it names exist, README stays
+short, its Python examples run, and the commands it shows accept the options it gives them.
 
 Markdown files checked: README.md, CHANGELOG.md and every docs/*.md. Source files may cite a
 section of the docs as ``docs/<file>.md#<anchor>``; those citations must resolve too.
