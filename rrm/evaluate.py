@@ -30,8 +30,8 @@ import torch
 
 from rrm.data import IGNORE_INDEX, NUM_CLASSES, VOC_CLASSES, DatasetError, read_mask
 from rrm.data.voc import MASK_DIRS
-from rrm.metrics import ConfusionMatrix
-from rrm.predict import CommandError, split_names, write_atomic
+from rrm.evaluation.metrics import ConfusionMatrix
+from rrm.evaluation.prediction import CommandError, split_names, write_atomic
 
 CLASS_NAMES: tuple[str, ...] = ("background", *VOC_CLASSES)
 SHOWN_MISSING = 5  # missing files named in the error message

@@ -5,7 +5,7 @@
         [--save-probs] [--backbone B] [--voc-submission] [--overwrite]
 
 The checkpoint is an rrm training checkpoint (``last.pth``) or a plain state dict such as
-RRM's ``RRM_final.pth`` (see :mod:`rrm.predict`). Each image is predicted from the
+RRM's ``RRM_final.pth`` (see :mod:`rrm.evaluation.prediction`). Each image is predicted from the
 segmentation branch's softmax, averaged over ``--scales`` (and their mirror images with
 ``--flip``); the defaults (scale 1, no flip) are RRM's own inference. ``--crf`` refines the
 probabilities with RRM's inference dense CRF (Gaussian 3/3, bilateral 83/5/4, 10 iterations).
@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from rrm.data import IGNORE_INDEX, DatasetError, write_mask
-from rrm.predict import (
+from rrm.evaluation.prediction import (
     CommandError,
     crf_available,
     image_paths,

@@ -31,7 +31,7 @@ import torch
 
 from rrm.data import DatasetError, ensure_synthetic_dataset
 from rrm.infer import OutputLayout, PredictionOptions, add_prediction_arguments, predict_images
-from rrm.predict import (
+from rrm.evaluation.prediction import (
     CommandError,
     crf_available,
     image_paths,

@@ -6,8 +6,8 @@ pruning, batched, on the training device) -> multilabel soft-margin + reliable-r
 cross-entropy + dense energy loss -> SGD with RRM's four-group poly schedule.
 
 ``--stage fcn --pseudo-labels P`` trains step 2 instead: DeepLab with cross-entropy on the
-pseudo masks in P (see rrm.train_fcn). ``--two-step`` runs one-step RRM, the pseudo-label
-export and step 2 in one run folder (see rrm.two_step).
+pseudo masks in P (see rrm.training.stages). ``--two-step`` runs one-step RRM, the pseudo-label
+export and step 2 in one run folder (see rrm.training.two_step).
 """
 
 from __future__ import annotations
@@ -27,17 +27,17 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 import rrm_ops
-from rrm import distributed
-from rrm.checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, save_atomic
-from rrm.config import ConfigError, TrainConfig, add_config_arguments, config_from_args, save_yaml
+from rrm.utils import distributed
+from rrm.training.checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, save_atomic
+from rrm.training.config import ConfigError, TrainConfig, add_config_arguments, config_from_args, save_yaml
 from rrm.data import DatasetError, EvalTransform, TrainTransform, VOCSegmentation, ensure_synthetic_dataset
-from rrm.evaluation import LabelQuality, cam_argmax_labels, validate, validate_segmentation, validate_with_crf
-from rrm.losses import reliable_region_cross_entropy
-from rrm.mining import mine_reliable_labels, upsampled_cams
+from rrm.evaluation.validation import LabelQuality, cam_argmax_labels, validate, validate_segmentation, validate_with_crf
+from rrm.training.losses import reliable_region_cross_entropy
+from rrm.cams import mine_reliable_labels, upsampled_cams
 from rrm.models import build_rrm, load_state_dict_file
-from rrm.predict import CommandError
-from rrm.progress import ProgressLog
-from rrm.train_fcn import build_fcn_network, fcn_training_step
+from rrm.evaluation.prediction import CommandError
+from rrm.training.progress import ProgressLog
+from rrm.training.stages import build_fcn_network, fcn_training_step
 
 
 class StepBatches:
@@ -328,8 +328,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.two_step:
-            # Imported here because rrm.two_step builds on this module.
-            from rrm.two_step import run_two_step
+            # Imported here because rrm.training.two_step builds on this module.
+            from rrm.training.two_step import run_two_step
 
             return run_two_step(args)
         config, checkpoint = _effective_config(args)

@@ -16,8 +16,8 @@ import pytest
 import torch
 from PIL import Image
 
-from rrm.checkpoint import CHECKPOINT_FORMAT
-from rrm.config import TrainConfig
+from rrm.training.checkpoint import CHECKPOINT_FORMAT
+from rrm.training.config import TrainConfig
 from rrm.data import read_mask, voc_palette, write_mask
 from rrm.data.synthetic import generate_synthetic_dataset
 from rrm.evaluate import CLASS_NAMES, evaluate_files
@@ -25,7 +25,7 @@ from rrm.evaluate import main as evaluate_main
 from rrm.infer import SUBMISSION_DIR
 from rrm.infer import main as infer_main
 from rrm.models import build_deeplab, build_rrm
-from rrm.predict import (
+from rrm.evaluation.prediction import (
     CommandError,
     crf_available,
     load_segmentation_model,

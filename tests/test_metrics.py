@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from rrm.metrics import ConfusionMatrix, confusion_matrix, scores_from_confusion
+from rrm.evaluation.metrics import ConfusionMatrix, confusion_matrix, scores_from_confusion
 
 # 3 classes, 255 = ignore.
 TARGET = torch.tensor([[0, 0, 1, 1, 255], [2, 2, 2, 0, 255]])

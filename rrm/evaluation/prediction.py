@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from rrm.checkpoint import CHECKPOINT_FORMAT
+from rrm.training.checkpoint import CHECKPOINT_FORMAT
 from rrm.data import DatasetError, normalize_image, read_image, read_image_list
 from rrm.data.voc import IMAGE_DIR, LIST_DIR
 from rrm.models import build_deeplab, build_rrm

@@ -25,9 +25,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from rrm import distributed
-from rrm.checkpoint import load_checkpoint
-from rrm.config import ConfigError, TrainConfig, config_from_args
+from rrm.utils import distributed
+from rrm.training.checkpoint import load_checkpoint
+from rrm.training.config import ConfigError, TrainConfig, config_from_args
 from rrm.data import DatasetError
 from rrm.evaluate import evaluate_split
 from rrm.infer import PredictionOptions

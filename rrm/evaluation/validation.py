@@ -14,11 +14,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rrm.data import IGNORE_INDEX
-from rrm.distributed import Context, all_reduce_sum
-from rrm.metrics import ConfusionMatrix
-from rrm.mining import mine_reliable_labels, upsampled_cams
-from rrm.panels import SEGMENTATION_COLUMNS, colourise, draw_panel, heatmap
-from rrm.predict import refine_with_crf, segmentation_probabilities
+from rrm.utils.distributed import Context, all_reduce_sum
+from rrm.evaluation.metrics import ConfusionMatrix
+from rrm.cams import mine_reliable_labels, upsampled_cams
+from rrm.evaluation.panels import SEGMENTATION_COLUMNS, colourise, draw_panel, heatmap
+from rrm.evaluation.prediction import refine_with_crf, segmentation_probabilities
 
 
 def normalised_cams(cams: Tensor, cls_labels: Tensor) -> Tensor:
@@ -123,7 +123,7 @@ def validate_segmentation(model, dataset, ctx: Context, panel_path: Path | None 
 def validate_with_crf(model, dataset, ctx: Context, scales: Sequence[float]) -> float:
     """mIoU of the segmentation branch under RRM's inference protocol: probabilities averaged
     over ``scales`` and their mirror images, refined by the inference dense CRF
-    (:data:`rrm.predict.CRF_INFERENCE_PARAMS`). Images are split over the processes."""
+    (:data:`rrm.evaluation.prediction.CRF_INFERENCE_PARAMS`). Images are split over the processes."""
     was_training = model.training
     model.eval()
     scores = ConfusionMatrix(model.num_classes + 1)

@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rrm.config import TrainConfig
-from rrm.losses import masked_cross_entropy
+from rrm.training.config import TrainConfig
+from rrm.training.losses import masked_cross_entropy
 from rrm.models import DeepLabV2, build_deeplab, load_state_dict_file
-from rrm.predict import check_state_dict_fits
+from rrm.evaluation.prediction import check_state_dict_fits
 
 
 def build_fcn_network(config: TrainConfig) -> DeepLabV2:
