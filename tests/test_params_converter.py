@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from rrm.models.mxnet_params import (
+from rrm.models.mxnet_params import main
+from rrm.models.mxnet_weights import (
     ParamsFormatError,
     convert_params_file,
     convert_resnet38_params,
-    main,
     read_params,
     resnet38_key,
     write_params,
@@ -169,9 +169,9 @@ def test_converted_file_loads_with_weights_only(tmp_path, monkeypatch):
     # relaxed to the arrays written.
     arrays = {"arg:conv1a_weight": np.ones((64, 3, 3, 3), np.float32), "aux:bn7_moving_mean": np.ones(4096, np.float32)}
     write_params(tmp_path / "tiny.params", arrays, version="legacy")
-    assert main([str(tmp_path / "tiny.params"), str(tmp_path / "tiny.pth")]) == 1  # incomplete: refused
+    assert main([str(tmp_path / "tiny.params"), str(tmp_path / "tiny.pth")]) == 2  # incomplete: refused
 
-    import rrm.models.mxnet_params as converter
+    import rrm.models.mxnet_weights as converter
 
     monkeypatch.setattr(converter, "convert_resnet38_params", lambda found: {
         converter.resnet38_key(name): torch.from_numpy(array) for name, array in found.items()

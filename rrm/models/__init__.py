@@ -1,5 +1,5 @@
 """Networks: ResNet-38 (PSA names), a small CPU backbone, the RRM network, DeepLab-v2, and
-weight loading/conversion.
+weight files (loading, checking, MXNet conversion).
 
 Every network takes ImageNet-normalised images ``[B, 3, H, W]``, works at output stride 8,
 returns a dict of tensors from ``forward`` (``seg_logits`` ``[B, C + 1, h, w]`` whenever it
@@ -9,11 +9,13 @@ poly-LR groups.
 
 from __future__ import annotations
 
-from rrm.models.common import PARAM_GROUP_SPECS, build_param_groups, freeze_batchnorm, load_state_dict_file
+from rrm.models.common import PARAM_GROUP_SPECS, build_param_groups, freeze_batchnorm
 from rrm.models.deeplab import DeepLabV2, ResNet101
 from rrm.models.resnet38 import ResNet38
 from rrm.models.rrm_net import DEFAULT_CAM_SCALES, RRMNet
 from rrm.models.small import SmallBackbone
+from rrm.models.weights import CHECKPOINT_FORMAT, check_state_dict_fits, load_state_dict_file
+from rrm.utils.errors import InputError
 
 RRM_BACKBONES = ("resnet38", "small")
 DEEPLAB_BACKBONES = ("resnet101", "small")
@@ -47,7 +49,7 @@ def build_rrm(backbone: str = "resnet38", num_classes: int = 20, *, seg_head: bo
             seg_dilation=SMALL_SEG_DILATION,
             freeze_bn=False,
         )
-    raise ValueError(f"unknown RRM backbone {backbone!r}; choose from {RRM_BACKBONES}")
+    raise InputError(f"unknown RRM backbone {backbone!r}; choose from {RRM_BACKBONES}")
 
 
 def build_deeplab(backbone: str = "resnet101", num_classes: int = 20) -> DeepLabV2:
@@ -58,11 +60,12 @@ def build_deeplab(backbone: str = "resnet101", num_classes: int = 20) -> DeepLab
         return DeepLabV2(ResNet101(), num_classes, freeze_bn=True)
     if backbone == "small":
         return DeepLabV2(SmallBackbone(), num_classes, rates=SMALL_ASPP_RATES, freeze_bn=False)
-    raise ValueError(f"unknown DeepLab backbone {backbone!r}; choose from {DEEPLAB_BACKBONES}")
+    raise InputError(f"unknown DeepLab backbone {backbone!r}; choose from {DEEPLAB_BACKBONES}")
 
 
 __all__ = [
-    "DEEPLAB_BACKBONES", "DEFAULT_CAM_SCALES", "PARAM_GROUP_SPECS", "RRM_BACKBONES",
+    "CHECKPOINT_FORMAT", "DEEPLAB_BACKBONES", "DEFAULT_CAM_SCALES", "PARAM_GROUP_SPECS", "RRM_BACKBONES",
     "DeepLabV2", "RRMNet", "ResNet101", "ResNet38", "SmallBackbone",
-    "build_deeplab", "build_param_groups", "build_rrm", "freeze_batchnorm", "load_state_dict_file",
+    "build_deeplab", "build_param_groups", "build_rrm", "check_state_dict_fits", "freeze_batchnorm",
+    "load_state_dict_file",
 ]

@@ -1,15 +1,10 @@
-"""Pieces shared by the networks: frozen BatchNorm, the four poly-LR parameter groups and
-checkpoint loading."""
+"""Pieces shared by the networks: frozen BatchNorm and the four poly-LR parameter groups."""
 
 from __future__ import annotations
 
-import os
-import pickle
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
-import torch
 from torch import nn
 
 # (name, lr multiplier, weight decay applies) of RRM's/PSA's/DeepLab's four groups.
@@ -86,28 +81,3 @@ def build_param_groups(
         }
         for (name, lr_mult, decays), params in zip(PARAM_GROUP_SPECS, buckets)
     ]
-
-
-def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Load a checkpoint's state dict with ``torch.load(weights_only=True)`` onto the CPU.
-
-    Accepts a bare state dict or a dict holding one under ``state_dict`` or ``model``, and
-    strips the ``module.`` prefix that (Distributed)DataParallel adds. Raises
-    ``FileNotFoundError`` or ``ValueError`` naming the path otherwise.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        content = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
-        raise ValueError(f"cannot load checkpoint {path} as weights: {error}") from error
-    for key in ("state_dict", "model"):
-        if isinstance(content, dict) and isinstance(content.get(key), dict):
-            content = content[key]
-            break
-    if not isinstance(content, dict) or not all(isinstance(v, torch.Tensor) for v in content.values()):
-        raise ValueError(f"checkpoint {path} does not hold a state dict of tensors")
-    if content and all(key.startswith("module.") for key in content):
-        content = {key[len("module."):]: value for key, value in content.items()}
-    return dict(content)

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rrm.models.common import build_param_groups, freeze_batchnorm, running_stats_kept
+from rrm.models.weights import check_state_dict_fits
 
 DEFAULT_CAM_SCALES: tuple[float, ...] = (1.0, 0.5, 1.5, 2.0)
 HEAD_MODULES = ("fc8", "fc8_seg_conv1", "fc8_seg_conv2")
@@ -176,31 +177,17 @@ class RRMNet(nn.Module):
 
         For initialising from PSA's ``res38_cls.pth`` (backbone + ``fc8``) or a converted
         ImageNet ``.params`` (backbone only). Unlike ``load_state_dict(strict=False)`` it
-        fails on anything unexpected: a key this network does not have, a missing backbone
-        key (BatchNorm ``num_batches_tracked`` aside) or a shape mismatch.
+        fails (:class:`~rrm.utils.errors.CheckpointError`) on anything unexpected: a key this
+        network does not have, a missing backbone key (BatchNorm ``num_batches_tracked``
+        aside) or a shape mismatch.
 
         Returns the head keys left at their initialisation.
         """
         own = self.state_dict()
-        unexpected = sorted(set(state_dict) - set(own))
         head_prefixes = tuple(f"{name}." for name in HEAD_MODULES)
-        missing = sorted(set(own) - set(state_dict))
-        missing_backbone = [
-            key for key in missing if not key.startswith(head_prefixes) and not key.endswith("num_batches_tracked")
-        ]
-        mismatched = [
-            f"{key}: {tuple(value.shape)} vs {tuple(own[key].shape)}"
-            for key, value in state_dict.items()
-            if key in own and value.shape != own[key].shape
-        ]
-        problems = []
-        if unexpected:
-            problems.append(f"unexpected keys {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}")
-        if missing_backbone:
-            problems.append(f"missing backbone keys {missing_backbone[:8]}{' ...' if len(missing_backbone) > 8 else ''}")
-        if mismatched:
-            problems.append(f"shape mismatches {mismatched[:8]}")
-        if problems:
-            raise ValueError("cannot load pretrained weights: " + "; ".join(problems))
+        check_state_dict_fits(
+            own, state_dict, "cannot load pretrained weights",
+            may_be_missing=lambda key: key.startswith(head_prefixes) or key.endswith("num_batches_tracked"),
+        )
         self.load_state_dict(dict(state_dict), strict=False)
-        return [key for key in missing if key.startswith(head_prefixes)]
+        return sorted(key for key in own if key not in state_dict and key.startswith(head_prefixes))
