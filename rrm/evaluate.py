@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from rrm.data import IGNORE_INDEX, NUM_CLASSES, VOC_CLASSES, DatasetError, read_mask
-from rrm.data.voc import MASK_DIRS
+from rrm.data.layout import MASK_DIRS
 from rrm.evaluation.metrics import ConfusionMatrix
 from rrm.evaluation.prediction import CommandError, split_names, write_atomic
 

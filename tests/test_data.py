@@ -299,7 +299,7 @@ def test_check_cli_reports_counts(voc, capsys):
 def test_check_cli_fails_with_the_path(voc, capsys):
     root, _ = voc
     (root / "JPEGImages" / "2007_000002.jpg").write_bytes(b"garbage")
-    assert check_main([str(root), "--deep"]) == 1
+    assert check_main([str(root), "--deep"]) == 2
     assert "2007_000002.jpg" in capsys.readouterr().err
-    assert check_main([str(root / "missing")]) == 1
+    assert check_main([str(root / "missing")]) == 2
     assert str(root / "missing") in capsys.readouterr().err

@@ -9,17 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rrm.data import VOCSegmentation, read_image, read_mask
-from rrm.data.synthetic import (
-    PALETTE,
-    SYNTHETIC_CLASSES,
-    SYNTHETIC_VERSION,
-    ensure_synthetic_dataset,
-    generate_synthetic_dataset,
-    main,
-    render_scene,
-)
-from rrm.data.voc import DatasetError, load_cls_labels
+from rrm.data import DatasetError, VOCSegmentation, load_cls_labels, read_image, read_mask
+from rrm.data.synthetic import main
+from rrm.data.synthetic_dataset import SYNTHETIC_VERSION, ensure_synthetic_dataset, generate_synthetic_dataset
+from rrm.data.synthetic_scenes import PALETTE, SYNTHETIC_CLASSES, render_scene
 
 SMALL = dict(n_train=6, n_val=3, size=64)
 
@@ -149,7 +142,7 @@ def test_cli(tmp_path, capsys):
     assert main(["--out", str(out), "--n-train", "4", "--n-val", "2", "--size", "48", "--seed", "1"]) == 0
     assert "wrote 4 train + 2 val images" in capsys.readouterr().out
     assert len(list((out / "JPEGImages").iterdir())) == 6
-    assert main(["--out", str(out), "--n-train", "4", "--n-val", "2", "--size", "48"]) == 1
+    assert main(["--out", str(out), "--n-train", "4", "--n-val", "2", "--size", "48"]) == 2
     assert "not empty" in capsys.readouterr().err
     assert main(["--out", str(out), "--n-train", "2", "--n-val", "2", "--size", "48", "--overwrite"]) == 0
     assert len(list((out / "JPEGImages").iterdir())) == 4

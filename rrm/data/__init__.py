@@ -1,10 +1,18 @@
-"""Datasets: the VOC2012 reader, RRM's transforms and the embedded synthetic dataset.
+"""Datasets: the VOC folder layout, its files, the VOC2012 reader, RRM's transforms and the
+embedded synthetic dataset."""
 
-``ensure_synthetic_dataset`` and ``generate_synthetic_dataset`` live in
-:mod:`rrm.data.synthetic`; they are re-exported lazily so that
-``python -m rrm.data.synthetic`` does not import its own module twice.
-"""
-
+from rrm.data.files import (
+    check_same_size,
+    labels_from_mask,
+    load_cls_labels,
+    read_image,
+    read_mask,
+    save_cls_labels,
+    voc_palette,
+    write_mask,
+)
+from rrm.data.layout import NUM_CLASSES, VOC_CLASSES, image_paths, read_image_list, split_names
+from rrm.data.synthetic_dataset import ensure_synthetic_dataset, generate_synthetic_dataset
 from rrm.data.transforms import (
     IGNORE_INDEX,
     IMAGENET_MEAN,
@@ -13,34 +21,13 @@ from rrm.data.transforms import (
     TrainTransform,
     normalize_image,
 )
-from rrm.data.voc import (
-    NUM_CLASSES,
-    VOC_CLASSES,
-    DatasetError,
-    VOCSegmentation,
-    labels_from_mask,
-    load_cls_labels,
-    read_image,
-    read_image_list,
-    read_mask,
-    save_cls_labels,
-    voc_palette,
-    write_mask,
-)
-
-_SYNTHETIC_EXPORTS = ("ensure_synthetic_dataset", "generate_synthetic_dataset")
+from rrm.data.voc import VOCSegmentation
+from rrm.utils.errors import DatasetError
 
 __all__ = [
     "IGNORE_INDEX", "IMAGENET_MEAN", "IMAGENET_STD", "NUM_CLASSES", "VOC_CLASSES",
     "DatasetError", "EvalTransform", "TrainTransform", "VOCSegmentation",
+    "check_same_size", "ensure_synthetic_dataset", "generate_synthetic_dataset", "image_paths",
     "labels_from_mask", "load_cls_labels", "normalize_image", "read_image", "read_image_list",
-    "read_mask", "save_cls_labels", "voc_palette", "write_mask", *_SYNTHETIC_EXPORTS,
+    "read_mask", "save_cls_labels", "split_names", "voc_palette", "write_mask",
 ]
-
-
-def __getattr__(name: str):
-    if name in _SYNTHETIC_EXPORTS:
-        from rrm.data import synthetic
-
-        return getattr(synthetic, name)
-    raise AttributeError(f"module 'rrm.data' has no attribute {name!r}")

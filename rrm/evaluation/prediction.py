@@ -25,7 +25,7 @@ from torch import nn
 
 from rrm.training.checkpoint import CHECKPOINT_FORMAT
 from rrm.data import DatasetError, normalize_image, read_image, read_image_list
-from rrm.data.voc import IMAGE_DIR, LIST_DIR
+from rrm.data.layout import IMAGE_DIR, LIST_DIR
 from rrm.models import build_deeplab, build_rrm
 
 # RRM's inference-time dense CRF (its infer script): Gaussian (sxy 3, compat 3) and
