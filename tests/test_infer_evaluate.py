@@ -16,22 +16,17 @@ import pytest
 import torch
 from PIL import Image
 
-from rrm.training.checkpoint import CHECKPOINT_FORMAT
 from rrm.training.config import TrainConfig
 from rrm.data import read_mask, voc_palette, write_mask
-from rrm.data.synthetic import generate_synthetic_dataset
-from rrm.evaluate import CLASS_NAMES, evaluate_files
+from rrm.data import generate_synthetic_dataset
 from rrm.evaluate import main as evaluate_main
-from rrm.infer import SUBMISSION_DIR
+from rrm.evaluation.model_loading import load_segmentation_model
+from rrm.evaluation.prediction import segmentation_probabilities
+from rrm.evaluation.prediction_files import SUBMISSION_DIR, same_size_batches
+from rrm.evaluation.scoring import CLASS_NAMES, evaluate_files
 from rrm.infer import main as infer_main
-from rrm.models import build_deeplab, build_rrm
-from rrm.evaluation.prediction import (
-    CommandError,
-    crf_available,
-    load_segmentation_model,
-    same_size_batches,
-    segmentation_probabilities,
-)
+from rrm.models import CHECKPOINT_FORMAT, build_deeplab, build_rrm
+from rrm.utils.errors import CheckpointError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 N_VAL = 4
@@ -236,7 +231,6 @@ def test_voc_submission_layout_for_the_test_split(tmp_path, data_root, val_names
 # --- dense CRF ----------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(not crf_available(), reason="rrm_ops has no dense_crf yet (the op is not merged into this branch)")
 def test_crf_refinement_writes_masks_and_marginals(tmp_path, data_root, val_names, checkpoints):
     out = tmp_path / "crf"
     assert run_infer(checkpoints["plain"], data_root, out, "--crf", "--save-probs", "--batch-size", "2") == 0
@@ -244,12 +238,6 @@ def test_crf_refinement_writes_masks_and_marginals(tmp_path, data_root, val_name
         probabilities = np.load(out / "probs" / f"{name}.npy").astype(np.float32)
         np.testing.assert_allclose(probabilities.sum(axis=0), 1.0, atol=1e-2)
         assert_mask_is_argmax(mask, probabilities)
-
-
-def test_crf_without_the_op_is_a_clear_error(tmp_path, data_root, checkpoints, monkeypatch, capsys):
-    monkeypatch.setattr("rrm.infer.crf_available", lambda: False)
-    assert run_infer(checkpoints["plain"], data_root, tmp_path / "crf", "--crf") == 2
-    assert "dense_crf" in single_error_line(capsys.readouterr())
 
 
 # --- checkpoint loading -------------------------------------------------------------------
@@ -279,13 +267,13 @@ def test_loader_reads_rrm_final_keys_as_resnet38(tmp_path):
     stand-in with two of its keys is recognised as such (and then fails the full check)."""
     torch.save({"conv1a.weight": torch.zeros(64, 3, 3, 3), "fc8_seg_conv2.weight": torch.zeros(21, 512, 3, 3)},
                tmp_path / "RRM_final.pth")
-    with pytest.raises(CommandError, match=r"does not fit rrm with backbone 'resnet38': \d+ missing keys"):
+    with pytest.raises(CheckpointError, match=r"does not fit rrm with backbone 'resnet38': \d+ missing keys"):
         load_segmentation_model(tmp_path / "RRM_final.pth")
 
 
 def test_loader_rejects_a_classification_only_network(tmp_path):
     torch.save(build_rrm("small", seg_head=False).state_dict(), tmp_path / "cls.pth")
-    with pytest.raises(CommandError, match="no segmentation branch"):
+    with pytest.raises(CheckpointError, match="no segmentation branch"):
         load_segmentation_model(tmp_path / "cls.pth")
 
 

@@ -71,7 +71,7 @@ def test_two_process_torchrun_keeps_ranks_in_sync(tiny_dataset, tmp_path):
     "arguments, message",
     [
         (["--data-root", "/nonexistent/voc"], "/nonexistent/voc"),
-        (["--resume", "/nonexistent/last.pth"], "does not exist"),
+        (["--resume", "/nonexistent/last.pth"], "checkpoint not found: /nonexistent/last.pth"),
         (["--backbone", "vgg"], "unknown RRM backbone"),
         (["--weights", "/nonexistent/w.pth"], "not found"),
         (["--max-steps", "0"], "max_steps must be > 0"),
@@ -92,7 +92,7 @@ def test_corrupt_checkpoint_gives_clear_error(tmp_path):
     result = subprocess.run([sys.executable, "-m", "rrm.train", "--resume", str(corrupt)], capture_output=True,
                             text=True, timeout=300)
     assert result.returncode == 2
-    assert "not a readable torch file" in result.stderr
+    assert "not a loadable PyTorch file" in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -17,12 +17,11 @@ import pytest
 import torch
 from PIL import Image
 
-from rrm.training.checkpoint import CHECKPOINT_FORMAT
 from rrm.training.config import TrainConfig
 from rrm.data import read_mask, voc_palette, write_mask
-from rrm.data.synthetic import generate_synthetic_dataset
-from rrm.infer import labels_of
-from rrm.models import build_rrm
+from rrm.data import generate_synthetic_dataset
+from rrm.evaluation.prediction import labels_of
+from rrm.models import CHECKPOINT_FORMAT, build_rrm
 from rrm.pseudo_labels import main as pseudo_labels_main
 from rrm.train import main as train_main
 from rrm.training.two_step import pseudo_label_miou, summary_table, two_step_metrics

@@ -1,4 +1,5 @@
-"""Segmentation metrics from a confusion matrix: per-class IoU, mIoU, pixel accuracy.
+"""Segmentation metrics from a confusion matrix (per-class IoU, mIoU, pixel accuracy), and
+the precision and coverage of pseudo labels.
 
 The matrix is ``[K, K]`` int64 with rows = ground truth and columns = prediction; pixels
 whose ground truth is ``ignore_index`` (255, VOC's boundary/void label) are not counted.
@@ -7,10 +8,12 @@ Under ``torch.distributed`` the per-process matrices are summed with ``all_reduc
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
-import torch.distributed as dist
+
+from rrm.data import IGNORE_INDEX
+from rrm.utils.distributed import all_reduce_sum
 
 
 def confusion_matrix(
@@ -82,26 +85,42 @@ class ConfusionMatrix:
         self.ignore_index = ignore_index
         self.matrix: torch.Tensor | None = None
 
-    def reset(self) -> None:
-        self.matrix = None
-
     def update(self, prediction: torch.Tensor, target: torch.Tensor) -> None:
         """Add label maps (integer, same shape; see :func:`confusion_matrix`)."""
         batch = confusion_matrix(prediction, target, self.num_classes, self.ignore_index)
         self.matrix = batch if self.matrix is None else self.matrix + batch.to(self.matrix.device)
 
     def reduced_matrix(self) -> torch.Tensor:
-        """The matrix summed over all processes (a copy; the local matrix if not distributed)."""
+        """The matrix summed over all processes (the local matrix when not distributed)."""
         if self.matrix is None:
-            matrix = torch.zeros(self.num_classes, self.num_classes, dtype=torch.int64)
-        else:
-            matrix = self.matrix.clone()
-        if dist.is_available() and dist.is_initialized():
-            if dist.get_backend() == "nccl" and matrix.device.type != "cuda":
-                matrix = matrix.cuda()
-            dist.all_reduce(matrix, op=dist.ReduceOp.SUM)
-        return matrix
+            return all_reduce_sum(torch.zeros(self.num_classes, self.num_classes, dtype=torch.int64))
+        return all_reduce_sum(self.matrix)
 
     def compute(self) -> SegmentationScores:
         """Scores of the (reduced) matrix."""
         return scores_from_confusion(self.reduced_matrix())
+
+
+@dataclass
+class LabelQuality:
+    """Agreement of pseudo labels with ground-truth masks, accumulated on the device.
+
+    precision: correct / kept pixels (kept = not ignored); coverage: kept / valid pixels.
+    """
+
+    counts: torch.Tensor = field(default_factory=lambda: torch.zeros(3, dtype=torch.float64))
+
+    def update(self, labels: torch.Tensor, target: torch.Tensor) -> None:
+        valid = target != IGNORE_INDEX
+        kept = valid & (labels != IGNORE_INDEX)
+        correct = kept & (labels == target)
+        batch = torch.stack([correct.sum(), kept.sum(), valid.sum()]).to(torch.float64)
+        self.counts = self.counts.to(batch.device) + batch
+
+    def reduced(self) -> dict[str, float]:
+        """Precision and coverage over all processes (NaN where there is nothing to count)."""
+        correct, kept, valid = all_reduce_sum(self.counts).tolist()
+        return {
+            "precision": correct / kept if kept else float("nan"),
+            "coverage": kept / valid if valid else float("nan"),
+        }

@@ -1,47 +1,53 @@
-"""Training checkpoints: written atomically, read with ``weights_only=True``."""
+"""Training checkpoints (``last.pth``): the network, the optimiser, the step, the random
+state and the config; written atomically and durably, read with ``weights_only=True``."""
 
 from __future__ import annotations
 
 import os
-import tempfile
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-CHECKPOINT_FORMAT = "rrm-train-v1"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, unreadable or not of the expected kind."""
-
-
-def save_atomic(payload: dict[str, Any], path: str | Path) -> None:
-    """Write ``payload`` with torch.save to a temporary file beside ``path``, then rename it
-    over ``path``, so a reader never sees a partial file (even if the writer is killed)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(payload, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+from rrm.models.weights import CHECKPOINT_FORMAT, is_training_checkpoint, read_torch_file
+from rrm.training.config import TrainConfig
+from rrm.utils.errors import CheckpointError
+from rrm.utils.files import write_atomic
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a training checkpoint written by :func:`save_atomic` (format ``rrm-train-v1``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # torch raises several types for corrupt files
-        raise CheckpointError(f"checkpoint {path} is not a readable torch file ({type(error).__name__}: {error})") from None
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+def save_checkpoint(path: str | os.PathLike, network: nn.Module, optimizer: torch.optim.Optimizer, step: int,
+                    config: TrainConfig, device: torch.device) -> None:
+    """Write the training state after ``step`` steps to ``path``."""
+    payload: dict[str, Any] = {
+        "format": CHECKPOINT_FORMAT,
+        "model": network.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "step": step,
+        "torch_rng": torch.get_rng_state(),
+        "config": config.to_dict(),
+    }
+    if device.type == "cuda":
+        payload["cuda_rng"] = torch.cuda.get_rng_state(device)
+    write_atomic(path, partial(torch.save, payload), durable=True)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a training checkpoint written by :func:`save_checkpoint`. Raises
+    ``FileNotFoundError`` or :class:`CheckpointError` for a missing, unreadable or other file."""
+    payload = read_torch_file(path)
+    if not is_training_checkpoint(payload):
         raise CheckpointError(f"{path} is not an rrm training checkpoint (expected format {CHECKPOINT_FORMAT!r})")
     return payload
+
+
+def restore_checkpoint(checkpoint: dict[str, Any], network: nn.Module, optimizer: torch.optim.Optimizer,
+                       device: torch.device) -> int:
+    """Load a checkpoint's training state; returns its step."""
+    network.load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    torch.set_rng_state(checkpoint["torch_rng"])
+    if "cuda_rng" in checkpoint and device.type == "cuda":
+        torch.cuda.set_rng_state(checkpoint["cuda_rng"], device)
+    return int(checkpoint["step"])

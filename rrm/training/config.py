@@ -1,20 +1,31 @@
-"""The typed training configuration: defaults < YAML file (``--config``) < command line."""
+"""The typed training configuration (the command line and YAML files that fill it:
+:mod:`rrm.training.arguments`)."""
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import types
-import typing
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from rrm.utils.errors import ConfigError
 
-class ConfigError(ValueError):
-    """A configuration value or file is invalid; the message says which and why."""
+# Options that must be > 0 or >= 0, and the intervals of the others that have one.
+_POSITIVE = ("max_steps", "batch_size", "crop_size", "lr", "log_every", "alpha_low", "alpha_high", "cam_alpha",
+             "energy_sigma_rgb", "energy_sigma_xy")
+_NON_NEGATIVE = ("weight_decay", "momentum", "num_workers", "cls_only_steps", "val_every", "checkpoint_every",
+                 "energy_weight", "panel_images")
+_INTERVALS: dict[str, tuple[str, Callable[[float], bool]]] = {
+    "energy_scale": ("(0, 1]", lambda value: 0 < value <= 1),
+    "fg_quantile": ("[0, 1)", lambda value: 0 <= value < 1),
+    "cam_floor": ("[0, 1)", lambda value: 0 <= value < 1),
+    "bg_sure": ("[0, 1]", lambda value: 0 <= value <= 1),
+    "crf_sure": ("[0, 1]", lambda value: 0 <= value <= 1),
+}
 
 
 @dataclass
@@ -84,31 +95,23 @@ class TrainConfig:
     panel_images: int = field(default=4, metadata={"help": "validation images drawn in each panel PNG"})
 
     def validate(self) -> None:
-        """Raise ConfigError for values no run can use."""
-        positive = ("max_steps", "batch_size", "crop_size", "lr", "log_every")
-        for name in positive:
+        """Raise :class:`ConfigError` for values no run can use (the stage's own checks:
+        :meth:`rrm.training.stages.Stage.check`)."""
+        for name in _POSITIVE:
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
-        non_negative = ("weight_decay", "momentum", "num_workers", "cls_only_steps", "val_every",
-                        "checkpoint_every", "energy_weight", "panel_images")
-        for name in non_negative:
+        for name in _NON_NEGATIVE:
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name, (interval, contains) in _INTERVALS.items():
+            if not contains(getattr(self, name)):
+                raise ConfigError(f"{name} must be in {interval}, got {getattr(self, name)}")
+        if not math.isfinite(self.energy_weight):
+            raise ConfigError(f"energy_weight must be finite, got {self.energy_weight}")
         if self.optimizer not in ("adam", "sgd"):
             raise ConfigError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
-        if self.stage not in ("rrm", "fcn"):
-            raise ConfigError(f"stage must be 'rrm' or 'fcn', got {self.stage!r}")
-        if self.stage == "fcn" and not self.pseudo_labels:
-            raise ConfigError("stage fcn trains on pseudo labels: pass --pseudo-labels FOLDER "
-                              "(written by python -m rrm.pseudo_labels)")
         if 1.0 not in self.cam_scales:
             raise ConfigError(f"cam_scales must include 1.0, got {self.cam_scales}")
-        if not self.crf_val_scales or min(self.crf_val_scales) <= 0:
-            raise ConfigError(f"crf_val_scales must be positive numbers, got {self.crf_val_scales}")
-        if not 0 < self.energy_scale <= 1:
-            raise ConfigError(f"energy_scale must be in (0, 1], got {self.energy_scale}")
-        if not 0 <= self.fg_quantile < 1:
-            raise ConfigError(f"fg_quantile must be in [0, 1), got {self.fg_quantile}")
 
     def mining_kwargs(self) -> dict[str, float]:
         """Keyword arguments of ``rrm_ops.reliable_region_labels``."""
@@ -120,85 +123,6 @@ class TrainConfig:
         data["cam_scales"] = list(self.cam_scales)
         data["crf_val_scales"] = list(self.crf_val_scales)
         return data
-
-
-_FIELD_TYPES = typing.get_type_hints(TrainConfig)
-
-# Defaults of stage fcn where they differ from the one-step ones: step 2 fits fixed pseudo
-# masks with plain cross-entropy, which needs no classification-only phase, and its budget
-# is a few minutes on 2 CPU cores so that the whole two-step run stays near 20 minutes.
-FCN_STAGE_DEFAULTS: dict[str, Any] = {"max_steps": 1000, "cls_only_steps": 0, "val_every": 500}
-
-
-def _scalar_type(name: str) -> type:
-    """The non-None type of a field (``str | None`` -> str, ``tuple[float, ...]`` -> tuple)."""
-    hint = _FIELD_TYPES[name]
-    if isinstance(hint, types.UnionType):
-        return next(arg for arg in typing.get_args(hint) if arg is not type(None))
-    return typing.get_origin(hint) or hint
-
-
-def _coerce(name: str, value: Any) -> Any:
-    kind = _scalar_type(name)
-    if value is None:
-        if type(None) in typing.get_args(_FIELD_TYPES[name]):
-            return None
-        raise ConfigError(f"{name} may not be empty")
-    try:
-        if kind is tuple:
-            items = value.split(",") if isinstance(value, str) else list(value)
-            return tuple(float(item) for item in items)
-        if kind is int and isinstance(value, float) and not value.is_integer():
-            raise ValueError("not a whole number")
-        return kind(value)
-    except (TypeError, ValueError) as error:
-        raise ConfigError(f"{name} must be {kind.__name__}, got {value!r} ({error})") from None
-
-
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping of config fields (unknown keys are an error)."""
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except (OSError, yaml.YAMLError) as error:
-        raise ConfigError(f"cannot read config file {path}: {error}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of option: value")
-    unknown = sorted(set(data) - set(_FIELD_TYPES))
-    if unknown:
-        raise ConfigError(f"config file {path} has unknown options: {', '.join(unknown)}")
-    return data
-
-
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--config`` and one ``--option-name`` per field (default: not given)."""
-    parser.add_argument("--config", type=Path, help="YAML file of options (overridden by the command line)")
-    for item in dataclasses.fields(TrainConfig):
-        flag = "--" + item.name.replace("_", "-")
-        default = item.default
-        shown = ",".join(str(s) for s in default) if isinstance(default, tuple) else default
-        if item.name in FCN_STAGE_DEFAULTS:
-            shown = f"{shown}; stage fcn: {FCN_STAGE_DEFAULTS[item.name]}"
-        parser.add_argument(flag, dest=item.name, default=None, metavar=item.name.upper(),
-                            help=f"{item.metadata.get('help', '')} (default: {shown})")
-
-
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """Build the effective config: defaults, then ``args.config``, then given flags."""
-    values: dict[str, Any] = load_yaml(args.config) if getattr(args, "config", None) else {}
-    for name in _FIELD_TYPES:
-        given = getattr(args, name, None)
-        if given is not None:
-            values[name] = given
-    if values.get("stage", TrainConfig.stage) == "fcn":
-        values = {**FCN_STAGE_DEFAULTS, **values}
-    config = TrainConfig(**{name: _coerce(name, value) for name, value in values.items()})
-    config.validate()
-    return config
 
 
 def save_yaml(config: TrainConfig, path: str | Path) -> None:

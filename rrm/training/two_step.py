@@ -25,14 +25,17 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from rrm.utils import distributed
+from rrm.evaluation.prediction import DEFAULT_IGNORE_BELOW, PredictionOptions
+from rrm.evaluation.prediction_files import export_pseudo_labels
+from rrm.evaluation.scoring import evaluate_split
+from rrm.training.arguments import config_from_args
 from rrm.training.checkpoint import load_checkpoint
-from rrm.training.config import ConfigError, TrainConfig, config_from_args
-from rrm.data import DatasetError
-from rrm.evaluate import evaluate_split
-from rrm.infer import PredictionOptions
-from rrm.pseudo_labels import DEFAULT_IGNORE_BELOW, export_pseudo_labels
-from rrm.train import data_root, run_folder, run_training
+from rrm.training.config import TrainConfig
+from rrm.training.loop import CHECKPOINT_NAME
+from rrm.training.runner import data_root, run_folder, run_training
+from rrm.training.stages import FCNStage, RRMStage
+from rrm.utils import distributed
+from rrm.utils.errors import ConfigError, DatasetError
 
 EXPORT_BATCH_SIZE = 8
 # Options step 2 takes from the one-step run; the others are stage fcn's defaults.
@@ -55,7 +58,7 @@ TABLE_ROWS = (
 def fcn_config(one_step: TrainConfig, out: Path, pseudo_labels: Path, max_steps: int | None) -> TrainConfig:
     """Step 2's config: stage fcn defaults, :data:`SHARED_OPTIONS` of the one-step config."""
     values: dict[str, Any] = {name: getattr(one_step, name) for name in SHARED_OPTIONS}
-    values.update(stage="fcn", pseudo_labels=str(pseudo_labels), out=str(out), max_steps=max_steps)
+    values.update(stage=FCNStage.name, pseudo_labels=str(pseudo_labels), out=str(out), max_steps=max_steps)
     return config_from_args(argparse.Namespace(config=None, **values))
 
 
@@ -68,15 +71,15 @@ def train_stage(config: TrainConfig, ctx: distributed.Context) -> dict[str, floa
             print(f"{out}: finished earlier, skipped", flush=True)
         return json.loads((out / "metrics.json").read_text())
     checkpoint = None
-    if (out / "last.pth").is_file():
-        checkpoint = load_checkpoint(out / "last.pth")
-        config = replace(config, resume=str(out / "last.pth"))
+    if (out / CHECKPOINT_NAME).is_file():
+        checkpoint = load_checkpoint(out / CHECKPOINT_NAME)
+        config = replace(config, resume=str(out / CHECKPOINT_NAME))
     return run_training(config, checkpoint, ctx)
 
 
 def pseudo_label_miou(pseudo_labels: Path, root: Path, split: str) -> float:
     """mIoU of the pseudo labels against the split's ground-truth masks (255 in the pseudo
-    labels counts as a miss; see :mod:`rrm.evaluate`); NaN when the split has no masks."""
+    labels counts as a miss; see :mod:`rrm.evaluation.scoring`); NaN when the split has no masks."""
     try:
         return evaluate_split(pseudo_labels, root, split).miou
     except DatasetError as error:
@@ -116,7 +119,7 @@ def summary_table(metrics: dict[str, float]) -> str:
 def run_two_step(args: argparse.Namespace) -> int:
     """``python -m rrm.train --two-step``: see the module docstring."""
     one_step_config = config_from_args(args)
-    if one_step_config.stage != "rrm":
+    if one_step_config.stage != RRMStage.name:
         raise ConfigError("--two-step trains stage rrm first; leave --stage out")
     if one_step_config.resume:
         raise ConfigError("--two-step resumes from its run folder: rerun with the same --out instead of --resume")
@@ -135,8 +138,8 @@ def run_two_step(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     export = PredictionOptions(scales=one_step_config.crf_val_scales, flip=True, crf=True,
                                ignore_below=DEFAULT_IGNORE_BELOW)
-    export_pseudo_labels(folders["one_step"] / "last.pth", root, one_step_config.train_list, folders["pseudo_labels"],
-                         export, EXPORT_BATCH_SIZE, ctx.device, ctx.rank, ctx.world_size)
+    export_pseudo_labels(folders["one_step"] / CHECKPOINT_NAME, root, one_step_config.train_list,
+                         folders["pseudo_labels"], export, EXPORT_BATCH_SIZE, ctx.device, ctx.rank, ctx.world_size)
     distributed.barrier()
     export_time_s = time.perf_counter() - started
     pseudo_miou = pseudo_label_miou(folders["pseudo_labels"], root, one_step_config.train_list)
