@@ -12,7 +12,7 @@ from __future__ import annotations
 from rrm.models.common import PARAM_GROUP_SPECS, build_param_groups, freeze_batchnorm
 from rrm.models.deeplab import DeepLabV2, ResNet101
 from rrm.models.resnet38 import ResNet38
-from rrm.models.rrm_net import DEFAULT_CAM_SCALES, RRMNet
+from rrm.models.rrm_net import RRMNet
 from rrm.models.small import SmallBackbone
 from rrm.models.weights import CHECKPOINT_FORMAT, check_state_dict_fits, load_state_dict_file
 from rrm.utils.errors import InputError
@@ -64,7 +64,7 @@ def build_deeplab(backbone: str = "resnet101", num_classes: int = 20) -> DeepLab
 
 
 __all__ = [
-    "CHECKPOINT_FORMAT", "DEEPLAB_BACKBONES", "DEFAULT_CAM_SCALES", "PARAM_GROUP_SPECS", "RRM_BACKBONES",
+    "CHECKPOINT_FORMAT", "DEEPLAB_BACKBONES", "PARAM_GROUP_SPECS", "RRM_BACKBONES",
     "DeepLabV2", "RRMNet", "ResNet101", "ResNet38", "SmallBackbone",
     "build_deeplab", "build_param_groups", "build_rrm", "check_state_dict_fits", "freeze_batchnorm",
     "load_state_dict_file",

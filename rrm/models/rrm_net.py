@@ -12,7 +12,6 @@ from torch import nn
 from rrm.models.common import build_param_groups, freeze_batchnorm, running_stats_kept
 from rrm.models.weights import check_state_dict_fits
 
-DEFAULT_CAM_SCALES: tuple[float, ...] = (1.0, 0.5, 1.5, 2.0)
 HEAD_MODULES = ("fc8", "fc8_seg_conv1", "fc8_seg_conv2")
 
 
@@ -127,9 +126,14 @@ class RRMNet(nn.Module):
         Returns a dict of tensors at feature resolution ``h, w = ceil(H/8), ceil(W/8)``:
 
         - ``cls_logits`` ``[B, C]`` (for the multilabel soft-margin loss);
-        - ``cams`` ``[B, C, h, w]``: single-scale CAMs, or with ``cam_scales`` the average
-          of the CAMs over those scales (see :meth:`multiscale_cams`; scale 1 reuses this
-          pass);
+        - ``cams`` ``[B, C, h, w]``: single-scale CAMs, or with ``cam_scales`` (which must
+          contain 1) the average of the CAMs over those scales, as RRM does: the images are
+          resized (bilinear) to ``(int(H * s), int(W * s))`` for each scale ``s``, the CAMs of
+          every scale other than 1 are computed without gradient and resized bilinearly to
+          the scale-1 size (scale 1 reuses this pass). In train mode those extra passes
+          leave the BatchNorm running statistics as they are
+          (:func:`rrm.models.common.running_stats_kept`), so evaluation normalises with the
+          statistics of the training crops alone;
         - ``seg_logits`` ``[B, C + 1, h, w]`` (only with the segmentation head).
         """
         features = self.features(images)
@@ -140,18 +144,6 @@ class RRMNet(nn.Module):
         if self.has_seg_head:
             outputs["seg_logits"] = self.fc8_seg_conv2(F.relu(self.fc8_seg_conv1(features)))
         return outputs
-
-    def multiscale_cams(self, images: torch.Tensor, scales: Sequence[float] = DEFAULT_CAM_SCALES) -> torch.Tensor:
-        """Multi-scale CAMs ``[B, C, h, w]`` at the resolution of scale 1.
-
-        The images are resized (bilinear) to ``(int(H * s), int(W * s))`` for each scale
-        ``s``; the CAMs of every scale other than 1 are computed without gradient, resized
-        bilinearly to the scale-1 CAM size and all scales are averaged, as RRM does.
-        ``scales`` must contain 1. In train mode those passes leave the BatchNorm running
-        statistics as they are (:func:`rrm.models.common.running_stats_kept`), so evaluation
-        normalises with the statistics of the training crops alone.
-        """
-        return self._average_cams(images, self.cams_from_features(self.features(images)), scales)
 
     def _average_cams(self, images: torch.Tensor, main_cams: torch.Tensor, scales: Sequence[float]) -> torch.Tensor:
         if 1.0 not in scales:
