@@ -149,6 +149,8 @@ torch.library.register_autograd(
 
 def _image_channels_first(image: Tensor) -> Tensor:
     """uint8 [B, H, W, 3] or [B, 3, H, W] (any dtype) -> float32 [B, 3, H, W]."""
+    if not isinstance(image, Tensor):
+        raise TypeError(f"image must be a torch.Tensor, got {type(image).__name__}")
     if image.dim() != 4:
         raise ValueError(f"image must be [B, 3, H, W] or uint8 [B, H, W, 3], got shape {tuple(image.shape)}")
     if image.dtype == torch.uint8 and image.shape[-1] == 3:

@@ -23,16 +23,27 @@ class MiningDetails(NamedTuple):
     sure: Tensor
 
 
+def _check_types(cams: object, cls_labels: object, images: object) -> None:
+    for name, value in (("cams", cams), ("cls_labels", cls_labels), ("images", images)):
+        if not isinstance(value, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if not cams.is_floating_point():
+        raise TypeError(f"cams must be a floating tensor, got dtype {cams.dtype}")
+    if images.dtype != torch.uint8:
+        raise TypeError(f"images must have dtype uint8, got {images.dtype}")
+
+
 def _check_inputs(cams: Tensor, cls_labels: Tensor, images: Tensor) -> None:
-    if not isinstance(cams, Tensor) or cams.dim() != 4 or not cams.is_floating_point():
-        raise ValueError(f"cams must be a float [B, C, H, W] tensor, got {getattr(cams, 'shape', type(cams))}")
+    _check_types(cams, cls_labels, images)
+    if cams.dim() != 4:
+        raise ValueError(f"cams must be a float [B, C, H, W] tensor, got shape {tuple(cams.shape)}")
     batch, classes, height, width = cams.shape
     if classes < 1:
         raise ValueError("cams must have at least one class channel")
-    if not isinstance(cls_labels, Tensor) or tuple(cls_labels.shape) != (batch, classes):
-        raise ValueError(f"cls_labels must be [B, C] = [{batch}, {classes}], got {getattr(cls_labels, 'shape', None)}")
-    if not isinstance(images, Tensor) or images.dtype != torch.uint8 or images.dim() != 4:
-        raise ValueError("images must be uint8 [B, 3, H, W] or [B, H, W, 3]")
+    if tuple(cls_labels.shape) != (batch, classes):
+        raise ValueError(f"cls_labels must be [B, C] = [{batch}, {classes}], got {tuple(cls_labels.shape)}")
+    if images.dim() != 4:
+        raise ValueError(f"images must be uint8 [B, 3, H, W] or [B, H, W, 3], got shape {tuple(images.shape)}")
     spatial = tuple(images.shape[2:]) if images.shape[1] == 3 else tuple(images.shape[1:3])
     if images.shape[0] != batch or spatial != (height, width):
         raise ValueError(f"images must have B, H, W = {batch}, {height}, {width} of cams, got {tuple(images.shape)}")
