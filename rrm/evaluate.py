@@ -48,8 +48,7 @@ def evaluate(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return run_command(lambda: evaluate(args))
+    return run_command(build_parser(), evaluate, argv)
 
 
 if __name__ == "__main__":

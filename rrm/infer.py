@@ -69,8 +69,7 @@ def infer(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return run_command(lambda: infer(args))
+    return run_command(build_parser(), infer, argv)
 
 
 if __name__ == "__main__":

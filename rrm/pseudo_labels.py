@@ -55,8 +55,7 @@ def export(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return run_command(lambda: export(args))
+    return run_command(build_parser(), export, argv)
 
 
 if __name__ == "__main__":

@@ -41,19 +41,18 @@ def build_parser() -> CommandParser:
 
 
 def train(args: argparse.Namespace) -> int:
-    if args.two_step:
-        return run_two_step(args)
-    config, checkpoint = config_and_checkpoint(args)
-    run_training(config, checkpoint, distributed.setup(config.device), args.stop_at)
-    return 0
+    try:
+        if args.two_step:
+            return run_two_step(args)
+        config, checkpoint = config_and_checkpoint(args)
+        run_training(config, checkpoint, distributed.setup(config.device), args.stop_at)
+        return 0
+    finally:
+        distributed.teardown()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return run_command(lambda: train(args))
-    finally:
-        distributed.teardown()
+    return run_command(build_parser(), train, argv)
 
 
 if __name__ == "__main__":

@@ -33,8 +33,7 @@ def report(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return run_command(lambda: report(args))
+    return run_command(build_parser(), report, argv)
 
 
 if __name__ == "__main__":

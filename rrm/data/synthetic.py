@@ -36,8 +36,7 @@ def generate(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return run_command(lambda: generate(args))
+    return run_command(build_parser(), generate, argv)
 
 
 if __name__ == "__main__":

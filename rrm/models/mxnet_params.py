@@ -29,8 +29,7 @@ def convert(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return run_command(lambda: convert(args))
+    return run_command(build_parser(), convert, argv)
 
 
 if __name__ == "__main__":

@@ -33,11 +33,14 @@ class CommandParser(argparse.ArgumentParser):
         sys.exit(EXIT_USAGE)
 
 
-def run_command(command: Callable[[], int]) -> int:
-    """Run ``command`` and return its exit status; an :class:`InputError` or ``OSError`` is
+def run_command(parser: argparse.ArgumentParser, command: Callable[[argparse.Namespace], int],
+                argv: Sequence[str] | None) -> int:
+    """Parse ``argv`` (a bad argument exits, see :class:`CommandParser`), run ``command`` on
+    the arguments and return its exit status; an :class:`InputError` or ``OSError`` is
     reported as one ``error:`` line and gives :data:`EXIT_USAGE`."""
+    args = parser.parse_args(argv)
     try:
-        return command()
+        return command(args)
     except (InputError, OSError) as error:
         report_error(error)
         return EXIT_USAGE
