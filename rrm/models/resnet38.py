@@ -14,7 +14,28 @@ import torch.nn.functional as F
 from torch import nn
 
 
-class ResBlock(nn.Module):
+class _PreActivationBlock(nn.Module):
+    """What PSA's two blocks share: ``bn_branch2a`` -> ReLU pre-activates the input, which
+    feeds the branch and, when the shape changes, the shortcut ``conv_branch1`` (1x1,
+    stride). Subclasses add the branch layers, then call :meth:`_add_shortcut`, so that the
+    layers are created (and randomly initialised) in PSA's order."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
+        super().__init__()
+        self.same_shape = in_channels == out_channels and stride == 1
+        self.bn_branch2a = nn.BatchNorm2d(in_channels)
+
+    def _add_shortcut(self, in_channels: int, out_channels: int, stride: int) -> None:
+        if not self.same_shape:
+            self.conv_branch1 = nn.Conv2d(in_channels, out_channels, 1, stride, bias=False)
+
+    def _preactivate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The pre-activated input and the shortcut."""
+        activated = F.relu(self.bn_branch2a(x))
+        return activated, x if self.same_shape else self.conv_branch1(activated)
+
+
+class ResBlock(_PreActivationBlock):
     """Pre-activation residual block with two 3x3 convolutions.
 
     Names follow PSA: ``bn_branch2a`` -> ReLU -> ``conv_branch2a`` (stride, ``first_dilation``)
@@ -32,27 +53,23 @@ class ResBlock(nn.Module):
         first_dilation: int | None = None,
         dilation: int = 1,
     ) -> None:
-        super().__init__()
+        super().__init__(in_channels, out_channels, stride)
         first_dilation = dilation if first_dilation is None else first_dilation
-        self.same_shape = in_channels == out_channels and stride == 1
-        self.bn_branch2a = nn.BatchNorm2d(in_channels)
         self.conv_branch2a = nn.Conv2d(
             in_channels, mid_channels, 3, stride, padding=first_dilation, dilation=first_dilation, bias=False
         )
         self.bn_branch2b1 = nn.BatchNorm2d(mid_channels)
         self.conv_branch2b1 = nn.Conv2d(mid_channels, out_channels, 3, padding=dilation, dilation=dilation, bias=False)
-        if not self.same_shape:
-            self.conv_branch1 = nn.Conv2d(in_channels, out_channels, 1, stride, bias=False)
+        self._add_shortcut(in_channels, out_channels, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        activated = F.relu(self.bn_branch2a(x))
-        shortcut = x if self.same_shape else self.conv_branch1(activated)
+        activated, shortcut = self._preactivate(x)
         branch = self.conv_branch2a(activated)
         branch = self.conv_branch2b1(F.relu(self.bn_branch2b1(branch)))
         return shortcut + branch
 
 
-class BottleneckBlock(nn.Module):
+class BottleneckBlock(_PreActivationBlock):
     """Pre-activation bottleneck block with dropout (PSA's ``ResBlock_bot``): 1x1 to
     ``out/4``, dilated 3x3 to ``out/2``, 1x1 to ``out``; the shortcut is ``conv_branch1``
     on the pre-activated input when the shape changes."""
@@ -60,9 +77,7 @@ class BottleneckBlock(nn.Module):
     def __init__(
         self, in_channels: int, out_channels: int, stride: int = 1, dilation: int = 1, dropout: float = 0.0
     ) -> None:
-        super().__init__()
-        self.same_shape = in_channels == out_channels and stride == 1
-        self.bn_branch2a = nn.BatchNorm2d(in_channels)
+        super().__init__(in_channels, out_channels, stride)
         self.conv_branch2a = nn.Conv2d(in_channels, out_channels // 4, 1, stride, bias=False)
         self.bn_branch2b1 = nn.BatchNorm2d(out_channels // 4)
         self.dropout_2b1 = nn.Dropout2d(dropout)
@@ -72,12 +87,10 @@ class BottleneckBlock(nn.Module):
         self.bn_branch2b2 = nn.BatchNorm2d(out_channels // 2)
         self.dropout_2b2 = nn.Dropout2d(dropout)
         self.conv_branch2b2 = nn.Conv2d(out_channels // 2, out_channels, 1, bias=False)
-        if not self.same_shape:
-            self.conv_branch1 = nn.Conv2d(in_channels, out_channels, 1, stride, bias=False)
+        self._add_shortcut(in_channels, out_channels, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        activated = F.relu(self.bn_branch2a(x))
-        shortcut = x if self.same_shape else self.conv_branch1(activated)
+        activated, shortcut = self._preactivate(x)
         branch = self.conv_branch2a(activated)
         branch = self.conv_branch2b1(self.dropout_2b1(F.relu(self.bn_branch2b1(branch))))
         branch = self.conv_branch2b2(self.dropout_2b2(F.relu(self.bn_branch2b2(branch))))
