@@ -233,6 +233,25 @@ def _boundary_band(labels: np.ndarray) -> np.ndarray:
     return band
 
 
+def _draw_object(rng: np.random.Generator, image: np.ndarray, xx: np.ndarray, yy: np.ndarray,
+                 class_index: int) -> tuple[SceneObject, np.ndarray, float]:
+    """Composite one object of ``class_index`` onto ``image``; returns it, its signed
+    distance in pixels (< 0 inside) and its full area in pixels."""
+    height, width = image.shape[:2]
+    shape, texture = SYNTHETIC_CLASSES[class_index]
+    radius = rng.uniform(*OBJECT_RADIUS) * min(height, width)
+    cx = rng.uniform(0.1, 0.9) * width
+    cy = rng.uniform(0.1, 0.9) * height
+    angle = rng.uniform(0, 2 * np.pi)
+    x_local, y_local = _local_frame(xx, yy, cx, cy, angle, rng.uniform(0.8, 1.25))
+    sdf_px = _shape_sdf(shape, x_local / radius, y_local / radius) * radius
+    colours = _pick_pattern_colours(rng)
+    surface = _textured(rng, x_local, y_local, radius, texture, colours, rng.uniform(0, 2 * np.pi))
+    _composite(image, np.clip(0.5 - sdf_px, 0.0, 1.0), surface)
+    obj = SceneObject(class_index, shape, texture, (tuple(colours[0]), tuple(colours[1])))
+    return obj, sdf_px, _UNIT_AREA[shape] * radius**2
+
+
 def render_scene(rng: np.random.Generator, size: int = DEFAULT_SIZE) -> Scene:
     """Draw one scene whose longer side is ``size`` pixels (the other is 75-100 % of it).
 
@@ -255,21 +274,10 @@ def render_scene(rng: np.random.Generator, size: int = DEFAULT_SIZE) -> Scene:
         objects: list[SceneObject] = []
         areas = []
         for number in range(1, n_objects + 1):
-            class_index = class_slots[int(rng.integers(len(class_slots)))]
-            shape, texture = SYNTHETIC_CLASSES[class_index]
-            radius = rng.uniform(*OBJECT_RADIUS) * min(height, width)
-            cx = rng.uniform(0.1, 0.9) * width
-            cy = rng.uniform(0.1, 0.9) * height
-            angle = rng.uniform(0, 2 * np.pi)
-            x_local, y_local = _local_frame(xx, yy, cx, cy, angle, rng.uniform(0.8, 1.25))
-            sdf_px = _shape_sdf(shape, x_local / radius, y_local / radius) * radius
-            alpha = np.clip(0.5 - sdf_px, 0.0, 1.0)
-            colours = _pick_pattern_colours(rng)
-            surface = _textured(rng, x_local, y_local, radius, texture, colours, rng.uniform(0, 2 * np.pi))
-            _composite(image, alpha, surface)
+            obj, sdf_px, area = _draw_object(rng, image, xx, yy, class_slots[int(rng.integers(len(class_slots)))])
             owner[sdf_px < 0] = number
-            objects.append(SceneObject(class_index, shape, texture, (tuple(colours[0]), tuple(colours[1]))))
-            areas.append(_UNIT_AREA[shape] * radius**2)
+            objects.append(obj)
+            areas.append(area)
         for _ in range(int(rng.integers(0, 3))):
             sdf_px, colour = _stroke_sdf(rng, xx, yy, height, width)
             _composite(image, np.clip(0.5 - sdf_px, 0.0, 1.0), colour)

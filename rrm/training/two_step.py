@@ -116,9 +116,8 @@ def summary_table(metrics: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
-def run_two_step(args: argparse.Namespace) -> int:
-    """``python -m rrm.train --two-step``: see the module docstring."""
-    one_step_config = config_from_args(args)
+def _check_options(one_step_config: TrainConfig, args: argparse.Namespace) -> None:
+    """:class:`ConfigError` for the options ``--two-step`` cannot run with."""
     if one_step_config.stage != RRMStage.name:
         raise ConfigError("--two-step trains stage rrm first; leave --stage out")
     if one_step_config.resume:
@@ -127,6 +126,12 @@ def run_two_step(args: argparse.Namespace) -> int:
         raise ConfigError("--stop-at is not supported with --two-step; interrupt it and rerun with the same --out")
     if args.fcn_max_steps is not None and args.fcn_max_steps < 1:
         raise ConfigError(f"--fcn-max-steps must be > 0, got {args.fcn_max_steps}")
+
+
+def run_two_step(args: argparse.Namespace) -> int:
+    """``python -m rrm.train --two-step``: see the module docstring."""
+    one_step_config = config_from_args(args)
+    _check_options(one_step_config, args)
     ctx = distributed.setup(one_step_config.device)
     if ctx.distributed and not one_step_config.out:
         raise ConfigError("--two-step under torchrun needs --out (the processes must share one run folder)")
