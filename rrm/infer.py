@@ -5,9 +5,9 @@
         [--save-probs] [--backbone B] [--voc-submission] [--overwrite]
 
 The checkpoint is an rrm training checkpoint (``last.pth``) or a plain state dict such as
-RRM's ``RRM_final.pth`` (see :mod:`rrm.evaluation.model_loading`). Each image is predicted from the
-segmentation branch's softmax, averaged over ``--scales`` (and their mirror images with
-``--flip``); the defaults (scale 1, no flip) are RRM's own inference. ``--crf`` refines the
+RRM's ``RRM_final.pth`` (see :mod:`rrm.evaluation.model_loading`). Each image is predicted
+from the segmentation branch's softmax, averaged over ``--scales`` (and their mirror images
+with ``--flip``); the defaults (scale 1, no flip) are RRM's own inference. ``--crf`` refines the
 probabilities with RRM's inference dense CRF (Gaussian 3/3, bilateral 83/5/4, 10 iterations).
 
 Outputs, one per image of the split:

@@ -1,4 +1,4 @@
-"""Validate a VOC-layout dataset and print what it holds (see :mod:`rrm.data.inventory`).
+"""Validate a VOC-layout dataset and print what it holds.
 
     python -m rrm.data.check ROOT [--splits train train_aug val] [--deep]
 
@@ -6,7 +6,7 @@ For each split whose list exists: the number of images, how many have a mask in 
 folder, where the image-level labels come from and how many images carry each class.
 ``--deep`` also decodes every image and mask and checks their sizes and values (slow on
 the full VOC). The first problem ends the run with one ``error:`` line naming the path and
-exit status 2.
+exit status 2. The checks are :func:`rrm.data.inventory.check_dataset`.
 """
 
 from __future__ import annotations
