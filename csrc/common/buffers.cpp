@@ -7,13 +7,15 @@
 #include <sys/mman.h>
 #endif
 
+#include "common/device.h"
+
 namespace rrm {
 
 at::Tensor empty_filled_buffer(at::IntArrayRef sizes, const at::TensorOptions& options) {
   at::Tensor buffer = at::empty(sizes, options);
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
   constexpr uintptr_t kHugePage = uintptr_t{2} << 20;
-  if (buffer.is_cpu() && buffer.nbytes() >= 2 * kHugePage) {
+  if (is_host(buffer.device()) && buffer.nbytes() >= 2 * kHugePage) {
     const uintptr_t start = reinterpret_cast<uintptr_t>(buffer.data_ptr());
     const uintptr_t begin = (start + kHugePage - 1) & ~(kHugePage - 1);
     const uintptr_t end = (start + buffer.nbytes()) & ~(kHugePage - 1);

@@ -10,6 +10,8 @@
 
 #include "common/buffers.h"
 #include "common/checks.h"
+#include "common/device.h"
+#include "common/library.h"
 #include "crf/crf_ops.h"
 
 namespace rrm {
@@ -80,7 +82,7 @@ constexpr int64_t kPydensecrfPointBlock = 4;
 // The lattice pydensecrf builds of features [B, P, d], through the dispatcher.
 lattice::LatticeTuple build_crf_lattice(const at::Tensor& features) {
   static const auto build = c10::Dispatcher::singleton()
-                                .findSchemaOrThrow("rrm_ops::lattice_build", "")
+                                .findSchemaOrThrow(RRM_OP("lattice_build"), "")
                                 .typed<lattice::LatticeTuple(const at::Tensor&, int64_t)>();
   return build.call(features, kPydensecrfPointBlock);
 }
@@ -139,9 +141,10 @@ GaussianLatticeCache& gaussian_lattices() {
 // pydensecrf's unary_from_softmax: -log(clip(s, 1e-5, 1)) in the precision of scores. A CPU
 // result lives in this thread's scratch (see scratch_buffer) until the call returns.
 at::Tensor unary_from_scores(const at::Tensor& scores) {
-  at::Tensor out = scores.is_cpu() ? scratch_buffer(Scratch::kCrfEnergies, scores.numel(), scores.scalar_type())
-                                         .view(scores.sizes())
-                                   : at::empty_like(scores, at::MemoryFormat::Contiguous);
+  at::Tensor out = is_host(scores.device())
+                       ? scratch_buffer(Scratch::kCrfEnergies, scores.numel(), scores.scalar_type())
+                             .view(scores.sizes())
+                       : at::empty_like(scores, at::MemoryFormat::Contiguous);
   return at::clamp_out(out, scores, 1e-5, 1.0).log_().neg_();
 }
 
@@ -182,8 +185,9 @@ namespace {
 // positions xy [1, P, 2]. A CPU result lives in this thread's scratch (see scratch_buffer).
 at::Tensor bilateral_features_of(const at::Tensor& rgb, const at::Tensor& xy, double sxy, double srgb) {
   const int64_t batch = rgb.size(0), pixels = xy.size(1);
-  at::Tensor features = rgb.is_cpu() ? scratch_buffer(Scratch::kCrfFeatures, batch * pixels * 5, at::kFloat)
-                                     : at::empty({batch * pixels * 5}, rgb.options().dtype(at::kFloat));
+  at::Tensor features = is_host(rgb.device())
+                            ? scratch_buffer(Scratch::kCrfFeatures, batch * pixels * 5, at::kFloat)
+                            : at::empty({batch * pixels * 5}, rgb.options().dtype(at::kFloat));
   features = features.view({batch, pixels, 5});
   features.narrow(2, 0, 2).copy_((xy / sxy).expand({batch, pixels, 2}));
   features.narrow(2, 2, 3).copy_(rgb.reshape({batch, pixels, 3})).div_(srgb);
@@ -202,7 +206,7 @@ std::pair<lattice::LatticeTuple, lattice::LatticeTuple> crf_lattices(const at::T
   const at::Tensor xy = at::stack({xs, ys}, -1).reshape({1, pixels, 2});
   const at::Tensor bilateral_features = bilateral_features_of(rgb, xy, bilateral_sxy, bilateral_srgb);
   const auto build_gaussian = [&] { return tile_lattice(build_crf_lattice(xy / gaussian_sxy), batch); };
-  if (!rgb.is_cpu()) return {build_gaussian(), build_crf_lattice(bilateral_features)};
+  if (!is_host(rgb.device())) return {build_gaussian(), build_crf_lattice(bilateral_features)};
   // Only CPU lattices are cached: a GPU build is quick, and a lattice built on one CUDA stream
   // and read on another would need synchronising. The CPU bilateral lattice is used once, by
   // the caller, so it is built in scratch memory rather than faulted in afresh every call.
@@ -216,7 +220,7 @@ namespace {
 
 // The CPU mean field splats stripe by stripe (see crf.h); the CUDA one gathers.
 int64_t partial_splats(const MeanfieldProblem& problem, const at::Device& device) {
-  return device.is_cpu() ? pixel_stripes(problem.points) : 0;
+  return is_host(device) ? pixel_stripes(problem.points) : 0;
 }
 
 }  // namespace
@@ -225,7 +229,7 @@ at::Tensor allocate_workspace(const MeanfieldProblem& problem, const lattice::La
                               const lattice::LatticeView& bilateral, const at::TensorOptions& options) {
   const int64_t floats = workspace_floats(gaussian.num_points, slot_channels(problem), gaussian.num_vertices,
                                           bilateral.num_vertices, partial_splats(problem, options.device()));
-  if (!options.device().is_cpu()) return at::empty({floats}, options.dtype(at::kFloat));
+  if (!is_host(options.device())) return at::empty({floats}, options.dtype(at::kFloat));
   // CUDA's caching allocator already reuses device memory.
   return scratch_buffer(Scratch::kMeanfieldWorkspace, floats, at::kFloat);
 }
@@ -316,7 +320,7 @@ at::Tensor dense_crf(const std::optional<at::Tensor>& scores, const at::Tensor& 
 
   static const auto meanfield =
       c10::Dispatcher::singleton()
-          .findSchemaOrThrow("rrm_ops::dense_crf_meanfield", "")
+          .findSchemaOrThrow(RRM_OP("dense_crf_meanfield"), "")
           .typed<at::Tensor(const at::Tensor&, const std::optional<at::Tensor>&, const at::Tensor&, const at::Tensor&,
                             const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
                             const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,

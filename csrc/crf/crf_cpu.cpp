@@ -3,7 +3,6 @@
 // its pixels and scatters their new Q into partial sums of its own; the lattice family adds
 // them and blurs, allocation-free, between the updates.
 #include <ATen/Parallel.h>
-#include <torch/library.h>
 
 #include <algorithm>
 #include <type_traits>
@@ -11,6 +10,7 @@
 
 #include "common/buffers.h"
 #include "common/dispatch.h"
+#include "common/library.h"
 #include "crf/crf_ops.h"
 
 namespace rrm {
@@ -460,7 +460,7 @@ at::Tensor dense_crf_meanfield_cpu(const at::Tensor& unary, const std::optional<
   return q;
 }
 
-TORCH_LIBRARY_IMPL(rrm_ops, CPU, m) {
+RRM_CPU_KERNELS(m) {
   m.impl("dense_crf_meanfield", &dense_crf_meanfield_cpu);
   m.impl("dense_crf", &dense_crf);
 }

@@ -1,8 +1,8 @@
 // ATen -> raw pointer glue for the CUDA dense CRF launcher (compiled only in CUDA builds).
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
-#include <torch/library.h>
 
+#include "common/library.h"
 #include "crf/crf_cuda.h"
 #include "crf/crf_ops.h"
 
@@ -42,7 +42,7 @@ at::Tensor dense_crf_meanfield_cuda(const at::Tensor& unary, const std::optional
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(rrm_ops, CUDA, m) {
+RRM_CUDA_KERNELS(m) {
   m.impl("dense_crf_meanfield", &dense_crf_meanfield_cuda);
   m.impl("dense_crf", &dense_crf);
 }

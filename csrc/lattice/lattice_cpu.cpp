@@ -16,7 +16,6 @@
 //      build the splat CSR by a counting sort.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
-#include <torch/library.h>
 
 #include <algorithm>
 #include <array>
@@ -28,6 +27,7 @@
 #include "common/buffers.h"
 #include "common/checks.h"
 #include "common/dispatch.h"
+#include "common/library.h"
 #include "lattice/lattice_ops.h"
 
 namespace rrm {
@@ -852,7 +852,7 @@ at::Tensor lattice_filter_cpu(const at::Tensor& offsets, const at::Tensor& weigh
   return out;
 }
 
-TORCH_LIBRARY_IMPL(rrm_ops, CPU, m) {
+RRM_CPU_KERNELS(m) {
   m.impl("lattice_build", &lattice_build_cpu);
   m.impl("lattice_filter", &lattice_filter_cpu);
 }

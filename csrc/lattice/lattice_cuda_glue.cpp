@@ -2,9 +2,9 @@
 #include <ATen/Dispatch.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
-#include <torch/library.h>
 
 #include "common/checks.h"
+#include "common/library.h"
 #include "lattice/lattice_cuda.h"
 #include "lattice/lattice_ops.h"
 
@@ -99,7 +99,7 @@ at::Tensor lattice_filter_cuda(const at::Tensor& offsets, const at::Tensor& weig
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(rrm_ops, CUDA, m) {
+RRM_CUDA_KERNELS(m) {
   m.impl("lattice_build", &lattice_build_cuda);
   m.impl("lattice_filter", &lattice_filter_cuda);
 }

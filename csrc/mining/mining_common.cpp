@@ -8,6 +8,8 @@
 
 #include "common/buffers.h"
 #include "common/checks.h"
+#include "common/device.h"
+#include "common/library.h"
 #include "crf/crf_ops.h"
 #include "lattice/lattice_ops.h"
 #include "mining/mining_ops.h"
@@ -66,8 +68,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> reliable_region_labels(
   TORCH_CHECK(classes >= 1, "cams must have at least one class channel, got shape ", shape_of(cams));
   TORCH_CHECK(cls_labels.dim() == 2 && cls_labels.size(0) == batch && cls_labels.size(1) == classes,
               "cls_labels must be [B, C] = [", batch, ", ", classes, "], got shape ", shape_of(cls_labels));
-  TORCH_CHECK(cls_labels.is_cpu() || cls_labels.device() == cams.device(), "cls_labels must be on the CPU or on ",
-              cams.device(), " with cams, got ", cls_labels.device());
+  TORCH_CHECK(is_host(cls_labels.device()) || cls_labels.device() == cams.device(),
+              "cls_labels must be on the CPU or on ", cams.device(), " with cams, got ", cls_labels.device());
   const at::Tensor rgb = crf::image_channels_last(images, cams, "cams");
   check_power(alpha_low, "alpha_low");
   check_power(alpha_high, "alpha_high");
@@ -91,7 +93,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> reliable_region_labels(
   const at::Tensor max_cam = normalised.amax(1).contiguous();
 
   const at::Tensor label_mask = label_mask_of(cls_labels);
-  const at::Tensor slot_labels = slot_table(label_mask, compact_labels.value_or(cls_labels.is_cpu()),
+  const at::Tensor slot_labels = slot_table(label_mask, compact_labels.value_or(is_host(cls_labels.device())),
                                             cams.device());
   const auto [gaussian_built, bilateral_built] =
       crf::crf_lattices(rgb, kGaussianSxy, kBilateralSxy, kBilateralSrgb);
@@ -122,7 +124,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> reliable_region_labels(
 
   static const auto prune_op =
       c10::Dispatcher::singleton()
-          .findSchemaOrThrow("rrm_ops::prune_reliable_labels", "")
+          .findSchemaOrThrow(RRM_OP("prune_reliable_labels"), "")
           .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, const at::Tensor&, double,
                                                     double, double, double, double, int64_t,
                                                     const std::optional<at::Tensor>&)>();

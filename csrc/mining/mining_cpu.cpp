@@ -1,8 +1,8 @@
 // CPU launcher of the reliable region mining op: the slot unaries of mining.h in an
 // at::parallel_for, then the CRF family's CPU mean field.
 #include <ATen/Parallel.h>
-#include <torch/library.h>
 
+#include "common/library.h"
 #include "crf/crf_ops.h"
 #include "mining/mining_ops.h"
 
@@ -32,7 +32,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> reliable_region_labels_cpu(
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(rrm_ops, CPU, m) { m.impl("reliable_region_labels", &reliable_region_labels_cpu); }
+RRM_CPU_KERNELS(m) { m.impl("reliable_region_labels", &reliable_region_labels_cpu); }
 
 }  // namespace mining
 }  // namespace rrm

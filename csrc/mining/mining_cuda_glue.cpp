@@ -1,8 +1,8 @@
 // ATen -> raw pointer glue for the CUDA mining launcher (compiled only in CUDA builds).
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
-#include <torch/library.h>
 
+#include "common/library.h"
 #include "crf/crf_ops.h"
 #include "mining/mining_cuda.h"
 #include "mining/mining_ops.h"
@@ -31,7 +31,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> reliable_region_labels_cuda(
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(rrm_ops, CUDA, m) { m.impl("reliable_region_labels", &reliable_region_labels_cuda); }
+RRM_CUDA_KERNELS(m) { m.impl("reliable_region_labels", &reliable_region_labels_cuda); }
 
 }  // namespace mining
 }  // namespace rrm

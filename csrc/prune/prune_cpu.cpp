@@ -1,13 +1,13 @@
 // CPU launcher of prune_reliable_labels: at::parallel_for over the bodies of prune.h, and an
 // exact per-(item, class) order statistic with std::nth_element.
 #include <ATen/Parallel.h>
-#include <torch/library.h>
 
 #include <algorithm>
 #include <limits>
 #include <optional>
 #include <vector>
 
+#include "common/library.h"
 #include "prune/prune.h"
 #include "prune/prune_ops.h"
 
@@ -93,7 +93,7 @@ std::tuple<at::Tensor, at::Tensor> prune_reliable_labels_cpu(const at::Tensor& c
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(rrm_ops, CPU, m) { m.impl("prune_reliable_labels", &prune_reliable_labels_cpu); }
+RRM_CPU_KERNELS(m) { m.impl("prune_reliable_labels", &prune_reliable_labels_cpu); }
 
 }  // namespace prune
 }  // namespace rrm

@@ -1,8 +1,8 @@
 // ATen -> raw pointer glue for the CUDA pruning launcher (compiled only in CUDA builds).
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
-#include <torch/library.h>
 
+#include "common/library.h"
 #include "prune/prune_cuda.h"
 #include "prune/prune_ops.h"
 
@@ -35,7 +35,7 @@ std::tuple<at::Tensor, at::Tensor> prune_reliable_labels_cuda(const at::Tensor& 
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(rrm_ops, CUDA, m) { m.impl("prune_reliable_labels", &prune_reliable_labels_cuda); }
+RRM_CUDA_KERNELS(m) { m.impl("prune_reliable_labels", &prune_reliable_labels_cuda); }
 
 }  // namespace prune
 }  // namespace rrm
