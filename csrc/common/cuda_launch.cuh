@@ -18,6 +18,17 @@ __device__ inline int64_t global_index() {
   return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
 }
 
+// Launches `kernel` over `grid` blocks of `block` threads on `stream`, the one launch syntax of
+// the launchers:
+//   RRM_LAUNCH(kernel, grid, block, stream)(arguments...);
+// nvcc compiles it to kernel<<<grid, block, 0, stream>>>(arguments...); the emulated CUDA build
+// (csrc/emulation) to a host loop over the grid's threads.
+#if defined(RRM_EMULATED_CUDA)
+#define RRM_LAUNCH(kernel, grid, block, stream) ::rrm::emulation::Launch(#kernel, kernel, grid, block, stream)
+#else
+#define RRM_LAUNCH(kernel, grid, block, stream) kernel<<<grid, block, 0, stream>>>
+#endif
+
 #define RRM_CUDA_RETURN_IF_ERROR(expr)              \
   do {                                              \
     const cudaError_t rrm_status_ = (expr);         \

@@ -34,10 +34,10 @@ __global__ void update_kernel(MeanfieldProblem problem, MeanfieldStep step, int6
 const char* symmetric_norms(const lattice::LatticeView& lat, float* vertex_a, float* vertex_b, float* scratch,
                             float* norm, cudaStream_t stream) {
   const int64_t pixels = lat.num_points;
-  fill_ones_kernel<<<blocks_for(pixels), kThreads, 0, stream>>>(pixels, scratch);
+  RRM_LAUNCH(fill_ones_kernel, blocks_for(pixels), kThreads, stream)(pixels, scratch);
   const char* error = lattice::cuda::filter<float>(lat, scratch, 1, false, vertex_a, vertex_b, scratch, stream);
   if (error != nullptr) return error;
-  norm_kernel<<<blocks_for(pixels), kThreads, 0, stream>>>(pixels, scratch, norm);
+  RRM_LAUNCH(norm_kernel, blocks_for(pixels), kThreads, stream)(pixels, scratch, norm);
   return nullptr;
 }
 
@@ -47,7 +47,7 @@ const char* meanfield(const MeanfieldProblem& problem, const lattice::LatticeVie
                       const lattice::LatticeView& bilateral, int64_t n_iter, const MeanfieldWorkspace& workspace,
                       float* q, cudaStream_t stream) {
   const int64_t pixels = gaussian.num_points;
-  gather_unary_kernel<<<blocks_for(pixels), kThreads, 0, stream>>>(problem, pixels, workspace.unary_slots);
+  RRM_LAUNCH(gather_unary_kernel, blocks_for(pixels), kThreads, stream)(problem, pixels, workspace.unary_slots);
   return meanfield_from_slots(problem, gaussian, bilateral, n_iter, workspace, q, stream);
 }
 
@@ -64,7 +64,7 @@ const char* meanfield_from_slots(const MeanfieldProblem& problem, const lattice:
   if (error != nullptr) return error;
 
   MeanfieldStep step = initial_step(problem, workspace, gaussian, bilateral, n_iter == 0 ? q : nullptr);
-  update_kernel<<<blocks_for(pixels), kThreads, 0, stream>>>(problem, step, pixels);
+  RRM_LAUNCH(update_kernel, blocks_for(pixels), kThreads, stream)(problem, step, pixels);
   for (int64_t iteration = 0; iteration < n_iter; ++iteration) {
     error = lattice::cuda::splat_blur(gaussian, workspace.q_slots, workspace.gaussian_norm, channels,
                                       workspace.gaussian_vertex_a, workspace.gaussian_vertex_b,
@@ -75,7 +75,7 @@ const char* meanfield_from_slots(const MeanfieldProblem& problem, const lattice:
                                       &step.bilateral_vertices, stream);
     if (error != nullptr) return error;
     step.q = iteration == n_iter - 1 ? q : nullptr;
-    update_kernel<<<blocks_for(pixels), kThreads, 0, stream>>>(problem, step, pixels);
+    RRM_LAUNCH(update_kernel, blocks_for(pixels), kThreads, stream)(problem, step, pixels);
   }
   RRM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return nullptr;

@@ -123,14 +123,14 @@ const char* build_vertices(const float* features, int64_t batch, int64_t points,
   RRM_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(table, 0xff, sizeof(int32_t) * batch * capacity, stream));
   const ElevationScale scale = elevation_scale(d);
   RRM_DISPATCH_FEATURE_DIM(d, [&] {
-    embed_kernel<FEATURE_DIM><<<blocks_for(batch * points), kThreads, 0, stream>>>(features, batch * points, d,
-                                                                                  scale, keys, weights);
-    insert_kernel<FEATURE_DIM><<<blocks_for(entries), kThreads, 0, stream>>>(keys, d, entries, per_item, capacity,
-                                                                              table, slot);
+    RRM_LAUNCH(embed_kernel<FEATURE_DIM>, blocks_for(batch * points), kThreads, stream)(
+        features, batch * points, d, scale, keys, weights);
+    RRM_LAUNCH(insert_kernel<FEATURE_DIM>, blocks_for(entries), kThreads, stream)(
+        keys, d, entries, per_item, capacity, table, slot);
   });
-  elect_owner_kernel<<<blocks_for(entries), kThreads, 0, stream>>>(slot, entries, table);
+  RRM_LAUNCH(elect_owner_kernel, blocks_for(entries), kThreads, stream)(slot, entries, table);
   // The flags reuse vertex_of_owner's memory; the scan runs in place.
-  owner_flag_kernel<<<blocks_for(entries + 1), kThreads, 0, stream>>>(table, slot, entries, vertex_of_owner);
+  RRM_LAUNCH(owner_flag_kernel, blocks_for(entries + 1), kThreads, stream)(table, slot, entries, vertex_of_owner);
   RRM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return with_temp_storage(stream, [&](void* temp, size_t& bytes) {
     return cub::DeviceScan::ExclusiveSum(temp, bytes, vertex_of_owner, vertex_of_owner, entries + 1, stream);
@@ -145,11 +145,11 @@ const char* build_structure(int64_t batch, int64_t points, int d, int32_t vertic
   const int64_t entries = batch * per_item;
   const int64_t capacity = hash_table_capacity(per_item);
   RRM_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(splat_ptr, 0, sizeof(int32_t) * (vertices + 1), stream));
-  offsets_kernel<<<blocks_for(entries), kThreads, 0, stream>>>(table, slot, vertex_of_owner, entries, offsets, owners,
-                                                               splat_ptr);
+  RRM_LAUNCH(offsets_kernel, blocks_for(entries), kThreads, stream)(table, slot, vertex_of_owner, entries, offsets,
+                                                                     owners, splat_ptr);
   RRM_DISPATCH_FEATURE_DIM(d, [&] {
-    neighbours_kernel<FEATURE_DIM><<<blocks_for(static_cast<int64_t>(vertices) * (d + 1)), kThreads, 0, stream>>>(
-        owners, vertices, d, per_item, capacity, table, keys, vertex_of_owner, neighbours);
+    RRM_LAUNCH(neighbours_kernel<FEATURE_DIM>, blocks_for(static_cast<int64_t>(vertices) * (d + 1)), kThreads,
+               stream)(owners, vertices, d, per_item, capacity, table, keys, vertex_of_owner, neighbours);
   });
   RRM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   const char* error = with_temp_storage(stream, [&](void* temp, size_t& bytes) {
@@ -164,7 +164,7 @@ const char* build_structure(int64_t batch, int64_t points, int d, int32_t vertic
   RRM_CUDA_RETURN_IF_ERROR(cudaMallocAsync(&scratch, sizeof(int32_t) * 2 * entries, stream));
   int32_t* entry_ids = scratch;
   int32_t* sorted_vertices = scratch + entries;
-  iota_kernel<<<blocks_for(entries), kThreads, 0, stream>>>(entries, entry_ids);
+  RRM_LAUNCH(iota_kernel, blocks_for(entries), kThreads, stream)(entries, entry_ids);
   error = with_temp_storage(stream, [&](void* temp, size_t& bytes) {
     return cub::DeviceRadixSort::SortPairs(temp, bytes, offsets, sorted_vertices, entry_ids, splat_entries, entries,
                                            0, bits_for(vertices), stream);
@@ -172,7 +172,8 @@ const char* build_structure(int64_t batch, int64_t points, int d, int32_t vertic
   const cudaError_t freed = cudaFreeAsync(scratch, stream);
   if (error) return error;
   RRM_CUDA_RETURN_IF_ERROR(freed);
-  splat_weights_kernel<<<blocks_for(entries), kThreads, 0, stream>>>(splat_entries, weights, entries, splat_weights);
+  RRM_LAUNCH(splat_weights_kernel, blocks_for(entries), kThreads, stream)(splat_entries, weights, entries,
+                                                                           splat_weights);
   RRM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return nullptr;
 }
@@ -183,13 +184,13 @@ scalar_t* launch_splat_blur(const LatticeView& lat, const scalar_t* values, cons
                             int64_t channels, bool reverse, scalar_t* buffer_a, scalar_t* buffer_b,
                             cudaStream_t stream) {
   const int64_t vertex_work = static_cast<int64_t>(lat.num_vertices) * channels;
-  splat_kernel<scalar_t><<<blocks_for(vertex_work), kThreads, 0, stream>>>(lat, values, point_scale, channels,
-                                                                            buffer_a);
+  RRM_LAUNCH(splat_kernel<scalar_t>, blocks_for(vertex_work), kThreads, stream)(lat, values, point_scale, channels,
+                                                                                 buffer_a);
   scalar_t* src = buffer_a;
   scalar_t* dst = buffer_b;
   for (int step = 0; step < lat.d1; ++step) {
     const int axis = reverse ? lat.d1 - 1 - step : step;
-    blur_kernel<scalar_t><<<blocks_for(vertex_work), kThreads, 0, stream>>>(lat, axis, src, channels, dst);
+    RRM_LAUNCH(blur_kernel<scalar_t>, blocks_for(vertex_work), kThreads, stream)(lat, axis, src, channels, dst);
     scalar_t* swap = src;
     src = dst;
     dst = swap;
@@ -202,7 +203,7 @@ const char* filter(const LatticeView& lat, const scalar_t* values, int64_t chann
                    scalar_t* buffer_a, scalar_t* buffer_b, scalar_t* out, cudaStream_t stream) {
   const scalar_t* blurred = launch_splat_blur<scalar_t>(lat, values, nullptr, channels, reverse, buffer_a, buffer_b,
                                                         stream);
-  slice_kernel<scalar_t><<<blocks_for(lat.num_points * channels), kThreads, 0, stream>>>(
+  RRM_LAUNCH(slice_kernel<scalar_t>, blocks_for(lat.num_points * channels), kThreads, stream)(
       lat, blurred, channels, slice_scale<scalar_t>(lat.d1 - 1), out);
   RRM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return nullptr;

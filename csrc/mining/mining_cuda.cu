@@ -20,7 +20,7 @@ const char* meanfield(const MiningUnary& unary, const crf::MeanfieldProblem& pro
                       const lattice::LatticeView& gaussian, const lattice::LatticeView& bilateral, int64_t n_iter,
                       const crf::MeanfieldWorkspace& workspace, float* q, cudaStream_t stream) {
   const int64_t pixels = gaussian.num_points;
-  unary_kernel<<<blocks_for(pixels), kThreads, 0, stream>>>(unary, problem, pixels, workspace.unary_slots);
+  RRM_LAUNCH(unary_kernel, blocks_for(pixels), kThreads, stream)(unary, problem, pixels, workspace.unary_slots);
   RRM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return crf::cuda::meanfield_from_slots(problem, gaussian, bilateral, n_iter, workspace, q, stream);
 }

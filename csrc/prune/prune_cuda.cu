@@ -105,21 +105,21 @@ const char* prune_reliable_labels(const float* cams, const float* q_low, const f
   float* thresholds = reinterpret_cast<float*>(candidate_counts + table);
 
   RRM_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(occurs_in_low, 0, 2 * sizeof(int32_t) * table, stream));
-  summarise_kernel<<<blocks_for(n), kThreads, 0, stream>>>(cams, q_low, q_high, row_labels, rows, batch, classes,
-                                                            pixels, params.cam_alpha, params.cam_floor, summaries,
-                                                            keys, occurs_in_low, candidate_counts);
-  segment_offsets_kernel<<<blocks_for(batch + 1), kThreads, 0, stream>>>(batch, pixels, offsets);
+  RRM_LAUNCH(summarise_kernel, blocks_for(n), kThreads, stream)(cams, q_low, q_high, row_labels, rows, batch, classes,
+                                                                 pixels, params.cam_alpha, params.cam_floor, summaries,
+                                                                 keys, occurs_in_low, candidate_counts);
+  RRM_LAUNCH(segment_offsets_kernel, blocks_for(batch + 1), kThreads, stream)(batch, pixels, offsets);
   RRM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   const char* error = with_temp_storage(stream, [&](void* temp, size_t& temp_bytes) {
     return cub::DeviceSegmentedRadixSort::SortKeys(temp, temp_bytes, keys, sorted_keys, n, batch, offsets,
                                                    offsets + 1, 0, 64, stream);
   });
   if (error) return error;
-  threshold_kernel<<<blocks_for(table), kThreads, 0, stream>>>(sorted_keys, occurs_in_low, candidate_counts, batch,
-                                                                classes, pixels, params.fg_quantile, params.bg_sure,
-                                                                thresholds);
-  label_kernel<<<blocks_for(n), kThreads, 0, stream>>>(summaries, thresholds, batch, classes, pixels, params.crf_sure,
-                                                        params.ignore_index, labels, sure);
+  RRM_LAUNCH(threshold_kernel, blocks_for(table), kThreads, stream)(sorted_keys, occurs_in_low, candidate_counts,
+                                                                     batch, classes, pixels, params.fg_quantile,
+                                                                     params.bg_sure, thresholds);
+  RRM_LAUNCH(label_kernel, blocks_for(n), kThreads, stream)(summaries, thresholds, batch, classes, pixels,
+                                                             params.crf_sure, params.ignore_index, labels, sure);
   RRM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return nullptr;
 }
