@@ -3,7 +3,11 @@
 
 #include <ATen/ATen.h>
 
+#include <cmath>
 #include <string>
+#include <vector>
+
+#include "common/device.h"
 
 namespace rrm {
 
@@ -34,11 +38,24 @@ inline void check_same_device(const at::Tensor& a, const char* a_name, const at:
               "; move them to the same device");
 }
 
-// One reduction pass: the extremes of a tensor are finite only if every value is (NaN propagates).
+struct Extremes {
+  double minimum;
+  double maximum;
+};
+
+// The minimum and maximum of a non-empty real tensor (NaN if it holds a NaN), from one
+// reduction pass and one host read.
+inline Extremes extremes_of(const at::Tensor& t) {
+  const auto [minimum, maximum] = at::aminmax(t);
+  const std::vector<double> read = scalars_on_host({minimum, maximum});
+  return {read[0], read[1]};
+}
+
+// A tensor is finite only if its extremes are (NaN propagates).
 inline void check_finite(const at::Tensor& t, const char* name) {
   if (t.numel() == 0) return;
-  const auto [minimum, maximum] = at::aminmax(t);
-  TORCH_CHECK(at::isfinite(minimum).item<bool>() && at::isfinite(maximum).item<bool>(), name,
+  const Extremes extremes = extremes_of(t);
+  TORCH_CHECK(std::isfinite(extremes.minimum) && std::isfinite(extremes.maximum), name,
               " contains NaN or infinite values");
 }
 

@@ -7,6 +7,7 @@
 #include <list>
 #include <mutex>
 #include <utility>
+#include <vector>
 
 #include "common/buffers.h"
 #include "common/checks.h"
@@ -27,14 +28,26 @@ void check_lattice(const lattice::LatticeTuple& lat, const char* name, const at:
   lattice::checked_filter_inputs(lat, at::empty({unary.size(0), unary.size(2), 0}, unary.options()));
 }
 
-// Returns the minimum of a floating tensor after checking it is finite, in one pass over it
-// (NaN propagates through the minimum and maximum); 0 for an empty tensor.
+// Returns the minimum of a floating tensor after checking it is finite (see extremes_of); 0
+// for an empty tensor.
 double checked_finite_minimum(const at::Tensor& t, const char* name) {
   if (t.numel() == 0) return 0;
-  const auto [minimum_t, maximum_t] = at::aminmax(t);
-  const double minimum = minimum_t.item<double>(), maximum = maximum_t.item<double>();
-  TORCH_CHECK(std::isfinite(minimum) && std::isfinite(maximum), name, " contains NaN or infinite values");
-  return minimum;
+  const Extremes extremes = extremes_of(t);
+  TORCH_CHECK(std::isfinite(extremes.minimum) && std::isfinite(extremes.maximum), name,
+              " contains NaN or infinite values");
+  return extremes.minimum;
+}
+
+// The largest count of labels present in an image of unary [B, L, P] (L without a label mask),
+// after checking that unary is finite: one host read for both, none for an empty unary.
+int64_t checked_present_labels(const at::Tensor& unary, const std::optional<at::Tensor>& label_mask) {
+  if (unary.numel() == 0) return unary.size(1);
+  const auto [minimum, maximum] = at::aminmax(unary);
+  std::vector<at::Tensor> wanted{minimum, maximum};
+  if (label_mask.has_value()) wanted.push_back(label_mask->sum(1).max());
+  const std::vector<double> read = scalars_on_host(wanted);
+  TORCH_CHECK(std::isfinite(read[0]) && std::isfinite(read[1]), "unary contains NaN or infinite values");
+  return label_mask.has_value() ? static_cast<int64_t>(read[2]) : unary.size(1);
 }
 
 void check_finite_number(double value, const char* name) {
@@ -247,29 +260,27 @@ MeanfieldInputs checked_meanfield_inputs(const at::Tensor& unary, const std::opt
   check_dim(unary, 3, "unary", "[B, L, P]");
   check_dtype(unary, at::kFloat, "unary");
   TORCH_CHECK(unary.size(1) >= 1, "unary must have at least one label (L >= 1), got shape ", shape_of(unary));
-  checked_finite_minimum(unary, "unary");
   TORCH_CHECK(n_iter >= 0, "n_iter must be >= 0, got ", n_iter);
   check_finite_number(gaussian_compat, "gaussian_compat");
   check_finite_number(bilateral_compat, "bilateral_compat");
   check_lattice(gaussian, "gaussian", unary);
   check_lattice(bilateral, "bilateral", unary);
-  at::Tensor mask;
   if (label_mask.has_value()) {
-    mask = *label_mask;
+    const at::Tensor& mask = *label_mask;
     TORCH_CHECK(mask.scalar_type() == at::kBool, "label_mask must have dtype bool, got ", mask.scalar_type());
     TORCH_CHECK(mask.dim() == 2 && mask.size(0) == unary.size(0) && mask.size(1) == unary.size(1),
                 "label_mask must be [B, L] = [", unary.size(0), ", ", unary.size(1), "], got shape ", shape_of(mask));
     check_same_device(mask, "label_mask", unary, "unary");
-  } else {
-    mask = at::ones({unary.size(0), unary.size(1)}, unary.options().dtype(at::kBool));
   }
+  const int64_t present = checked_present_labels(unary, label_mask);
 
   MeanfieldInputs inputs;
   inputs.unary = unary.contiguous();
   if (unary.size(0) == 0) {
     inputs.slot_labels = at::empty({0, 0}, unary.options().dtype(at::kInt));
   } else {
-    const int64_t present = mask.sum(1).max().item<int64_t>();
+    const at::Tensor mask =
+        label_mask.value_or(at::ones({unary.size(0), unary.size(1)}, unary.options().dtype(at::kBool)));
     inputs.slot_labels = slot_labels_of(mask, padded_slot_count(present));
   }
   inputs.gaussian = lattice::contiguous_lattice(gaussian);

@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "common/checks.h"
+#include "common/device.h"
 #include "lattice/lattice_ops.h"
 
 namespace rrm {
@@ -15,7 +16,7 @@ at::Tensor checked_features(const at::Tensor& features) {
   TORCH_CHECK(d >= 1 && d <= kMaxDim, "features must have a feature dimension d in 1..", kMaxDim, ", got d = ", d);
   TORCH_CHECK(features.size(0) * features.size(1) * (d + 1) < (int64_t{1} << 30),
               "features has too many points for int32 lattice indices: shape ", shape_of(features));
-  check_finite(features, "features");
+  if (is_host(features.device())) check_finite(features, "features");
   return features.contiguous();
 }
 
@@ -35,13 +36,19 @@ LatticeTuple without_padding_entries(const LatticeTuple& padded, int64_t points,
   const at::Tensor item_point = point - item * padded_points;
   const at::Tensor kept = item_point < points;
   const at::Tensor renumbered = (item * points + item_point) * d1 + (entries - point * d1);
-  const at::Tensor kept_before = at::cat({at::zeros({1}, entries.options()), kept.to(at::kLong).cumsum(0)});
+  const at::Tensor kept_through = kept.to(at::kLong).cumsum(0);
+  // The kept count is known, so the kept entries are gathered (the j-th is the first entry
+  // through which j + 1 are kept) rather than masked out, which would read it on the host.
+  const int64_t kept_count = std::get<0>(padded).size(0) * points * d1;
+  const at::Tensor kept_entry = at::searchsorted(kept_through, at::arange(kept_count, kept_through.options()),
+                                                 /*out_int32=*/false, /*right=*/true);
+  const at::Tensor kept_before = at::cat({at::zeros({1}, entries.options()), kept_through});
   return {std::get<0>(padded).slice(1, 0, points).contiguous(),
           std::get<1>(padded).slice(1, 0, points).contiguous(),
           std::get<2>(padded),
           kept_before.index_select(0, std::get<3>(padded).to(at::kLong)).to(at::kInt).contiguous(),
-          renumbered.masked_select(kept).to(at::kInt).contiguous(),
-          std::get<5>(padded).masked_select(kept).contiguous()};
+          renumbered.index_select(0, kept_entry).to(at::kInt).contiguous(),
+          std::get<5>(padded).index_select(0, kept_entry).contiguous()};
 }
 
 at::Tensor checked_filter_inputs(const LatticeTuple& lattice, const at::Tensor& values) {

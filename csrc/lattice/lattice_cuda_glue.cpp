@@ -3,7 +3,10 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include <vector>
+
 #include "common/checks.h"
+#include "common/device.h"
 #include "common/library.h"
 #include "lattice/lattice_cuda.h"
 #include "lattice/lattice_ops.h"
@@ -20,23 +23,27 @@ void check_launch(const char* error, const char* what) {
 
 namespace {
 
-// Needs one device->host read: the vertex count, to size the vertex arrays.
-LatticeTuple build_cuda(const at::Tensor& features) {
-  const c10::cuda::CUDAGuard guard(features.device());
+// One host read: the vertex count, to size the vertex arrays, with whether the features are
+// finite. Non-finite features are built as zeros (their keys would overflow), then refused.
+LatticeTuple build_cuda(const at::Tensor& unchecked_features) {
+  const c10::cuda::CUDAGuard guard(unchecked_features.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  const int64_t batch = features.size(0);
-  const int64_t points = features.size(1);
-  const int d = static_cast<int>(features.size(2));
+  const int64_t batch = unchecked_features.size(0);
+  const int64_t points = unchecked_features.size(1);
+  const int d = static_cast<int>(unchecked_features.size(2));
   const int64_t entries = batch * points * (d + 1);
-  const at::TensorOptions ints = features.options().dtype(at::kInt);
+  const at::TensorOptions floats = unchecked_features.options();
+  const at::TensorOptions ints = floats.dtype(at::kInt);
 
   at::Tensor offsets = at::empty({batch, points, d + 1}, ints);
-  at::Tensor weights = at::empty({batch, points, d + 1}, features.options());
+  at::Tensor weights = at::empty({batch, points, d + 1}, floats);
   at::Tensor splat_entries = at::empty({entries}, ints);
-  at::Tensor splat_weights = at::empty({entries}, features.options());
+  at::Tensor splat_weights = at::empty({entries}, floats);
   if (entries == 0) {
     return {offsets, weights, at::empty({d + 1, 0, 2}, ints), at::zeros({1}, ints), splat_entries, splat_weights};
   }
+  const at::Tensor finite = at::isfinite(unchecked_features);
+  const at::Tensor features = at::where(finite, unchecked_features, 0.f);
   at::Tensor keys = at::empty({entries, d}, ints);
   at::Tensor table = at::empty({batch * hash_table_capacity(points * (d + 1))}, ints);
   at::Tensor slot = at::empty({entries}, ints.dtype(at::kLong));
@@ -45,7 +52,9 @@ LatticeTuple build_cuda(const at::Tensor& features) {
                                     weights.data_ptr<float>(), table.data_ptr<int32_t>(), slot.data_ptr<int64_t>(),
                                     vertex_of_owner.data_ptr<int32_t>(), stream),
                "lattice_build (vertices)");
-  const int32_t vertices = vertex_of_owner[entries].item<int32_t>();
+  const std::vector<double> read = scalars_on_host({vertex_of_owner[entries], finite.all()});
+  TORCH_CHECK(read[1] != 0, "features contains NaN or infinite values");
+  const int32_t vertices = static_cast<int32_t>(read[0]);
 
   at::Tensor owners = at::empty({vertices}, ints);
   at::Tensor neighbours = at::empty({d + 1, vertices, 2}, ints);

@@ -14,7 +14,8 @@ namespace lattice {
 // offsets, weights, neighbours, splat_ptr, splat_entries, splat_weights (see lattice.h).
 using LatticeTuple = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
-// Validates features [B, P, d] and returns them contiguous.
+// Validates features [B, P, d] and returns them contiguous. Their values are checked finite
+// here on the host only: a device build reads that check with its vertex count.
 at::Tensor checked_features(const at::Tensor& features);
 
 // Validates the six lattice tensors against values [B, P, C].

@@ -42,7 +42,8 @@ at::Tensor label_mask_of(const at::Tensor& cls_labels) {
 // absent ones are masked: no host synchronisation. Both give the same Q (padding slots have
 // Q = 0 and add exact zeros to every sum).
 at::Tensor slot_table(const at::Tensor& label_mask, bool compact, const at::Device& device) {
-  const int64_t needed = compact ? label_mask.sum(1).max().item<int64_t>() : label_mask.size(1);
+  const int64_t needed =
+      compact ? static_cast<int64_t>(scalars_on_host({label_mask.sum(1).max()})[0]) : label_mask.size(1);
   return crf::slot_labels_of(label_mask, crf::padded_slot_count(needed)).to(device);
 }
 
