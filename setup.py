@@ -3,6 +3,11 @@
 CPU kernels are always built. CUDA kernels are added when torch is a CUDA build and nvcc
 is found, or when RRM_FORCE_CUDA=1; RRM_CPU_ONLY=1 skips them. TORCH_CUDA_ARCH_LIST is
 honoured by torch.utils.cpp_extension itself.
+
+RRM_EMULATION=1 (set by tools/install.sh --test) also builds rrm_ops._emulated, the CUDA
+kernels compiled for the host against the CUDA runtime emulation of csrc/emulation, which the
+tests compare with the CPU kernels; RRM_EMULATION=only builds it alone, and RRM_EMULATION_FLAGS
+adds compiler and linker flags to it (tools/check_emulation_sanitizers.sh).
 """
 
 import glob
@@ -15,6 +20,7 @@ from setuptools import find_packages, setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 CSRC = os.path.join("csrc")
+EMULATION = os.path.join(CSRC, "emulation")
 
 
 def _log(message: str) -> None:
@@ -84,8 +90,7 @@ def _extensions():
     import torch
     from torch.utils import cpp_extension
 
-    cpu_sources = sorted(glob.glob(os.path.join(CSRC, "**", "*.cpp"), recursive=True))
-    cpu_sources = [s for s in cpu_sources if not s.endswith("_cuda_glue.cpp")]
+    cpu_sources = [s for s in _sources("*.cpp") if not s.endswith("_cuda_glue.cpp")]
     # -ffp-contract=off: no fused multiply-adds, so CPU results do not depend on the compiler's
     # choice. -fno-trapping-math only lets it turn float selects into vector blends (no value
     # changes). -fno-wrapv undoes the -fwrapv of Python's CFLAGS, which made the lattice loops
@@ -109,13 +114,19 @@ def _extensions():
         link_flags.append("-fopenmp")
     include_dirs = [os.path.join(ROOT, CSRC)]
 
+    emulation = os.environ.get("RRM_EMULATION", "0")
+    if emulation not in ("0", "1", "only"):
+        raise RuntimeError(f"RRM_EMULATION must be 0, 1 or only, got {emulation!r}")
+    emulated = [] if emulation == "0" else [_emulated_extension(cpp_extension, cxx_flags, link_flags)]
+    if emulation == "only":
+        return emulated
     if not _want_cuda(torch):
         return [
             cpp_extension.CppExtension(
                 "rrm_ops._C", cpu_sources, include_dirs=include_dirs,
                 extra_compile_args={"cxx": cxx_flags}, extra_link_args=link_flags,
             )
-        ]
+        ] + emulated
 
     root = _cuda_root()
     if root is None:
@@ -125,8 +136,8 @@ def _extensions():
         )
     os.environ["CUDA_HOME"] = root
     cpp_extension.CUDA_HOME = root
-    cuda_sources = sorted(glob.glob(os.path.join(CSRC, "**", "*_cuda.cu"), recursive=True))
-    glue_sources = sorted(glob.glob(os.path.join(CSRC, "**", "*_cuda_glue.cpp"), recursive=True))
+    cuda_sources = _sources("*_cuda.cu")
+    glue_sources = _sources("*_cuda_glue.cpp")
     _log(f"building CUDA kernels: {len(cuda_sources)} .cu files")
     return [
         cpp_extension.CUDAExtension(
@@ -140,7 +151,44 @@ def _extensions():
             },
             extra_link_args=link_flags,
         )
-    ]
+    ] + emulated
+
+
+def _sources(pattern: str) -> list[str]:
+    """The kernel sources matching pattern under csrc, without the emulation's own."""
+    found = glob.glob(os.path.join(CSRC, "**", pattern), recursive=True)
+    return sorted(s for s in found if os.path.commonpath([s, EMULATION]) != EMULATION)
+
+
+def _emulated_extension(cpp_extension, cxx_flags: list[str], link_flags: list[str]):
+    """rrm_ops._emulated: the sources of the CUDA build, with csrc/emulation's host emulation of
+    the CUDA runtime, CUB and c10::cuda in place of the real ones (its include folder comes first)
+    and each .cu compiled as C++ through a generated one-line source that includes it. Its
+    bindings define the ops in rrm_ops_emu instead of rrm_ops."""
+    wrapper_dir = os.path.join("build", "emulated_cuda_sources")
+    os.makedirs(wrapper_dir, exist_ok=True)
+    wrappers = []
+    for source in _sources("*_cuda.cu"):
+        wrapper = os.path.join(wrapper_dir, os.path.basename(source)[: -len(".cu")] + ".cpp")
+        text = f'#include "{os.path.relpath(source, CSRC)}"\n'
+        if not os.path.exists(wrapper) or open(wrapper).read() != text:
+            with open(wrapper, "w") as out:
+                out.write(text)
+        wrappers.append(wrapper)
+    sources = [s for s in _sources("*.cpp") if s != os.path.join(CSRC, "bindings.cpp")]
+    sources += sorted(glob.glob(os.path.join(EMULATION, "*.cpp"))) + wrappers
+    # The CPU kernels' flags: -ffp-contract=off keeps every float operation of the CUDA kernels
+    # as written, as nvcc's --fmad=false does.
+    extra = os.environ.get("RRM_EMULATION_FLAGS", "").split()
+    _log(f"building rrm_ops._emulated (emulated CUDA kernels){' with ' + ' '.join(extra) if extra else ''}")
+    return cpp_extension.CppExtension(
+        "rrm_ops._emulated",
+        sources,
+        include_dirs=[os.path.join(ROOT, EMULATION, "include"), os.path.join(ROOT, CSRC)],
+        define_macros=[("RRM_EMULATED_CUDA", "1"), ("RRM_WITH_CUDA", "1")],
+        extra_compile_args={"cxx": cxx_flags + extra},
+        extra_link_args=link_flags + extra,
+    )
 
 
 def _build_ext():

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from rrm_ops._library import ops
 from rrm_ops.lattice import Lattice, bilateral_features, gaussian_features
 
 # pydensecrf's x86 build (its SSE path, the one pip installs) embeds points in blocks of four.
@@ -70,7 +71,7 @@ def dense_crf(
     Returns:
         Q float32 [B, L, H, W], summing to 1 over the present labels of each pixel.
     """
-    return torch.ops.rrm_ops.dense_crf(
+    return ops().dense_crf(
         _optional_tensor(scores, "scores"),
         _tensor(image, "image"),
         unary=_optional_tensor(unary, "unary"),
@@ -164,7 +165,7 @@ def mean_field(
             f"got shape {tuple(unary.shape)}"
         )
     batch, labels, height, width = unary.shape
-    q = torch.ops.rrm_ops.dense_crf_meanfield(
+    q = ops().dense_crf_meanfield(
         unary.reshape(batch, labels, height * width),
         _optional_tensor(label_mask, "label_mask"),
         *lattices.gaussian.tensors.as_tuple(),

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+from rrm_ops._library import runs_on_host
 from rrm_ops.lattice import Lattice, bilateral_features
 
 Gradient = Literal["rrm", "exact"]
@@ -31,13 +32,15 @@ class _GatedEnergy(torch.autograd.Function):
     """``-scale · Σ S' ⊙ gate ⊙ W(S')`` with ``S' = probs ⊙ rois``, all in points layout.
 
     Inputs: probs [N, P, K], rois [N, P, 1], gate [N, P, 1] (a constant), scale = weight / N,
-    exact (which backward), then the lattice tensors. Returns a 0-d tensor.
+    exact (which backward), the lattice filter op, then the lattice tensors. Returns a 0-d tensor.
     """
 
     @staticmethod
-    def forward(ctx, probs: Tensor, rois: Tensor, gate: Tensor, scale: float, exact: bool, *lattice: Tensor) -> Tensor:
+    def forward(
+        ctx, probs: Tensor, rois: Tensor, gate: Tensor, scale: float, exact: bool, lattice_filter, *lattice: Tensor
+    ) -> Tensor:
         masked = probs * rois
-        energy_a = torch.ops.rrm_ops.lattice_filter(*lattice, masked, False).mul_(gate)
+        energy_a = lattice_filter(*lattice, masked, False).mul_(gate)
         # Summing over the points first gives one sum per (image, class), each taken by one
         # thread; a plain sum() splits the whole array among the threads, so its rounding
         # would depend on their number.
@@ -48,6 +51,7 @@ class _GatedEnergy(torch.autograd.Function):
             ctx.save_for_backward(energy_a, rois)
         ctx.scale = scale
         ctx.exact = exact
+        ctx.lattice_filter = lattice_filter
         ctx.lattice_tensors = len(lattice)
         return loss
 
@@ -58,13 +62,13 @@ class _GatedEnergy(torch.autograd.Function):
             # d/dS' of S'ᵀ G W S' is G W S' + Wᵀ G S'; W is not exactly symmetric, and its
             # transpose is the filter with the blur axes in reverse order.
             energy_a, rois, masked, gate, *lattice = ctx.saved_tensors
-            transposed = torch.ops.rrm_ops.lattice_filter(*lattice, masked * gate, True)
+            transposed = ctx.lattice_filter(*lattice, masked * gate, True)
             grad_probs = (energy_a + transposed).mul_(rois).mul_(grad_loss * -ctx.scale)
         else:
             # RRM's rule: treat W as symmetric, which makes the gradient 2 A and needs no filtering.
             energy_a, rois = ctx.saved_tensors
             grad_probs = (energy_a * rois).mul_(grad_loss * (-2.0 * ctx.scale))
-        return (grad_probs,) + (None,) * (4 + ctx.lattice_tensors)
+        return (grad_probs,) + (None,) * (5 + ctx.lattice_tensors)
 
 
 def gated_dense_energy(
@@ -101,6 +105,7 @@ def gated_dense_energy(
         gate.detach().reshape(n, h * w, 1),
         scale,
         gradient == "exact",
+        lattice.ops.lattice_filter,
         *lattice.tensors.as_tuple(),
     )
 
@@ -151,7 +156,7 @@ def dense_energy_loss(
     if gate and seg_label is None:
         raise ValueError("seg_label is required when gate=True (it marks where the gate is 1)")
     _check_shapes(images, probs, rois, seg_label if gate else None, scale_factor)
-    if check_values if check_values is not None else probs.device.type == "cpu":
+    if check_values if check_values is not None else runs_on_host(probs.device):
         _check_values(images, probs, rois)
 
     dtype = torch.float64 if probs.dtype == torch.float64 else torch.float32

@@ -8,6 +8,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from rrm_ops._library import LIBRARY, ops
+
 Normalize = Literal["none", "symmetric"]
 
 
@@ -75,9 +77,9 @@ class Lattice:
         points, self.spatial_size = _points_last(features, "features")
         self.batch, self.num_points, self.dim = points.shape
         self.device = features.device
-        self.tensors = LatticeTensors(
-            *torch.ops.rrm_ops.lattice_build(points.float().contiguous(), int(point_block))
-        )
+        # The op library that builds the lattice also filters with it.
+        self.ops = ops()
+        self.tensors = LatticeTensors(*self.ops.lattice_build(points.float().contiguous(), int(point_block)))
         self._norm: dict[torch.dtype, Tensor] = {}
 
     def filter(self, values: Tensor, normalize: Normalize = "none", reverse: bool = False) -> Tensor:
@@ -126,7 +128,7 @@ class Lattice:
         return self._norm[dtype]
 
     def _filter_points(self, values: Tensor, reverse: bool) -> Tensor:
-        return torch.ops.rrm_ops.lattice_filter(*self.tensors.as_tuple(), values, reverse)
+        return self.ops.lattice_filter(*self.tensors.as_tuple(), values, reverse)
 
 
 _LATTICE_TENSORS = len(LatticeTensors.__dataclass_fields__)
@@ -137,14 +139,21 @@ def _lattice_filter_setup_context(ctx, inputs, output) -> None:
     ctx.reverse = inputs[_LATTICE_TENSORS + 1]
 
 
-def _lattice_filter_backward(ctx, grad: Tensor):
-    grad_values = torch.ops.rrm_ops.lattice_filter(*ctx.lattice, grad, not ctx.reverse)
-    return (None,) * _LATTICE_TENSORS + (grad_values, None)
+def register_lattice_filter_autograd(library: str) -> None:
+    """Registers the gradient of ``<library>::lattice_filter``: the filter with the blur axes in
+    reverse order, which is its transpose."""
+    op = getattr(torch.ops, library).lattice_filter
+
+    def backward(ctx, grad: Tensor):
+        grad_values = op(*ctx.lattice, grad, not ctx.reverse)
+        return (None,) * _LATTICE_TENSORS + (grad_values, None)
+
+    torch.library.register_autograd(
+        f"{library}::lattice_filter", backward, setup_context=_lattice_filter_setup_context
+    )
 
 
-torch.library.register_autograd(
-    "rrm_ops::lattice_filter", _lattice_filter_backward, setup_context=_lattice_filter_setup_context
-)
+register_lattice_filter_autograd(LIBRARY)
 
 
 def _image_channels_first(image: Tensor) -> Tensor:

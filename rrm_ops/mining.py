@@ -13,6 +13,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from rrm_ops._library import ops, runs_on_host
+
 
 class MiningDetails(NamedTuple):
     """labels int64 [B, H, W]; q_low, q_high float32 [B, C+1, H, W]; sure bool [B, H, W]."""
@@ -48,11 +50,11 @@ def _check_inputs(cams: Tensor, cls_labels: Tensor, images: Tensor) -> None:
     if images.shape[0] != batch or spatial != (height, width):
         raise ValueError(f"images must have B, H, W = {batch}, {height}, {width} of cams, got {tuple(images.shape)}")
     # Value checks read data on the host, so only CPU tensors get them (no GPU round trip).
-    if cams.device.type == "cpu" and cams.numel():
+    if runs_on_host(cams.device) and cams.numel():
         minimum, maximum = torch.aminmax(cams)  # one pass; NaN propagates to both
         if not (torch.isfinite(minimum) and torch.isfinite(maximum)) or minimum < 0:
             raise ValueError("cams must be finite and >= 0")
-    if cls_labels.device.type == "cpu" and ((cls_labels != 0) & (cls_labels != 1)).any():
+    if runs_on_host(cls_labels.device) and ((cls_labels != 0) & (cls_labels != 1)).any():
         raise ValueError("cls_labels must hold only 0 and 1")
 
 
@@ -93,7 +95,7 @@ def reliable_region_labels(
         Absent classes have Q = 0 (the CRFs run on the present labels only).
     """
     _check_inputs(cams, cls_labels, images)
-    labels, sure, q = torch.ops.rrm_ops.reliable_region_labels(
+    labels, sure, q = ops().reliable_region_labels(
         cams.detach(), cls_labels.detach(), images.detach(), alpha_low=float(alpha_low),
         alpha_high=float(alpha_high), cam_alpha=float(cam_alpha), fg_quantile=float(fg_quantile),
         cam_floor=float(cam_floor), bg_sure=float(bg_sure), crf_sure=float(crf_sure),

@@ -29,11 +29,20 @@
 #define RRM_INLINE inline __attribute__((always_inline))
 #endif
 
+// The atomics below take CUDA's in device code, which nvcc's device pass compiles and so does the
+// emulated CUDA build (csrc/emulation), whose runtime provides them on the host.
+#if defined(__CUDA_ARCH__) || defined(RRM_EMULATED_CUDA)
+#define RRM_CUDA_ATOMICS 1
+#endif
+#if defined(RRM_EMULATED_CUDA)
+#include <cuda_runtime_api.h>
+#endif
+
 namespace rrm {
 
 // Compare-and-swap on an int32 slot; returns the value held before the call.
 RRM_HOST_DEVICE inline int32_t atomic_cas_i32(int32_t* address, int32_t expected, int32_t desired) {
-#if defined(__CUDA_ARCH__)
+#if defined(RRM_CUDA_ATOMICS)
   return atomicCAS(reinterpret_cast<int*>(address), expected, desired);
 #else
   __atomic_compare_exchange_n(address, &expected, desired, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
@@ -42,7 +51,7 @@ RRM_HOST_DEVICE inline int32_t atomic_cas_i32(int32_t* address, int32_t expected
 }
 
 RRM_HOST_DEVICE inline void atomic_min_i32(int32_t* address, int32_t value) {
-#if defined(__CUDA_ARCH__)
+#if defined(RRM_CUDA_ATOMICS)
   atomicMin(reinterpret_cast<int*>(address), value);
 #else
   int32_t current = __atomic_load_n(address, __ATOMIC_ACQUIRE);
@@ -53,7 +62,7 @@ RRM_HOST_DEVICE inline void atomic_min_i32(int32_t* address, int32_t value) {
 }
 
 RRM_HOST_DEVICE inline int32_t atomic_load_i32(const int32_t* address) {
-#if defined(__CUDA_ARCH__)
+#if defined(RRM_CUDA_ATOMICS)
   return *reinterpret_cast<const volatile int32_t*>(address);
 #else
   return __atomic_load_n(address, __ATOMIC_ACQUIRE);

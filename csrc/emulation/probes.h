@@ -1,0 +1,32 @@
+// Direct calls of the emulated runtime and CUB on CPU tensors, for the tests of the emulation
+// itself. The CUB probes query the temporary storage size, allocate it plus `allocated_extra`
+// bytes with cudaMallocAsync, and pass temp_storage_bytes = size + `passed_extra`.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <tuple>
+
+namespace rrm {
+namespace emulation {
+
+// The linear index (block * block size + thread) of each thread of a 1-D launch, in the order
+// the threads ran.
+at::Tensor thread_order_of(int64_t blocks, int64_t threads);
+
+// cub::DeviceScan::ExclusiveSum of int32 `values` (in place if asked).
+at::Tensor exclusive_sum(const at::Tensor& values, bool in_place, int64_t allocated_extra, int64_t passed_extra);
+
+// cub::DeviceRadixSort::SortPairs of int32 keys (unsigned: their bits as uint32) and int32 values.
+std::tuple<at::Tensor, at::Tensor> radix_sort_pairs(const at::Tensor& keys, const at::Tensor& values,
+                                                    bool unsigned_keys, int64_t begin_bit, int64_t end_bit,
+                                                    int64_t allocated_extra, int64_t passed_extra);
+
+// cub::DeviceSegmentedRadixSort::SortKeys of int64 keys (their bits as uint64) over the segments
+// [begins[i], ends[i]) into a copy of `out`.
+at::Tensor segmented_radix_sort_keys(const at::Tensor& keys, const at::Tensor& begins, const at::Tensor& ends,
+                                     const at::Tensor& out, int64_t begin_bit, int64_t end_bit,
+                                     int64_t allocated_extra, int64_t passed_extra);
+
+}  // namespace emulation
+}  // namespace rrm
