@@ -1,5 +1,7 @@
 #include "emulation/probes.h"
 
+#include <algorithm>
+
 #include "common/checks.h"
 #include "common/cuda_launch.cuh"
 #include "emulation/cub.h"
@@ -8,9 +10,14 @@ namespace rrm {
 namespace emulation {
 namespace {
 
-__global__ void record_order_kernel(int64_t* order, unsigned long long* next) {
-  order[atomicAdd(next, 1ull)] = global_index();
+__global__ void record_order_kernel(int64_t* order, unsigned long long capacity, unsigned long long* next) {
+  const unsigned long long slot = atomicAdd(next, 1ull);
+  if (slot < capacity) order[slot] = global_index();
 }
+
+// thread_order_of records the first threads of a launch only, so that an invalid configuration
+// of 2^31 blocks can be tried without allocating a slot per thread.
+constexpr int64_t kMaxRecordedThreads = int64_t{1} << 20;
 
 void check_status(cudaError_t status, const char* what) {
   TORCH_CHECK(status == cudaSuccess, what, " failed: ", cudaGetErrorString(status));
@@ -40,10 +47,13 @@ void with_probed_storage(const char* what, int64_t allocated_extra, int64_t pass
 }  // namespace
 
 at::Tensor thread_order_of(int64_t blocks, int64_t threads) {
-  at::Tensor order = at::full({blocks * threads}, -1, at::kLong);
+  TORCH_CHECK(blocks >= 0 && blocks <= UINT32_MAX && threads >= 0 && threads <= UINT32_MAX,
+              "blocks and threads must fit in unsigned int, got ", blocks, " and ", threads);
+  at::Tensor order = at::full({std::min(blocks * threads, kMaxRecordedThreads)}, -1, at::kLong);
   at::Tensor next = at::zeros({1}, at::kLong);
   RRM_LAUNCH(record_order_kernel, dim3(static_cast<unsigned int>(blocks)), dim3(static_cast<unsigned int>(threads)),
-             nullptr)(order.data_ptr<int64_t>(), reinterpret_cast<unsigned long long*>(next.data_ptr<int64_t>()));
+             nullptr)(order.data_ptr<int64_t>(), static_cast<unsigned long long>(order.numel()),
+                      reinterpret_cast<unsigned long long*>(next.data_ptr<int64_t>()));
   check_status(cudaGetLastError(), "the launch");
   return order;
 }

@@ -11,7 +11,7 @@ namespace rrm {
 namespace emulation {
 
 // The linear index (block * block size + thread) of each thread of a 1-D launch, in the order
-// the threads ran.
+// the threads ran (the first 2^20 to run).
 at::Tensor thread_order_of(int64_t blocks, int64_t threads);
 
 // cub::DeviceScan::ExclusiveSum of int32 `values` (in place if asked).
