@@ -147,7 +147,9 @@ def _extensions():
             define_macros=[("RRM_WITH_CUDA", "1")],
             extra_compile_args={
                 "cxx": cxx_flags,
-                "nvcc": ["-O3", "--expt-relaxed-constexpr"],
+                # --fmad=false: no fused multiply-adds (nvcc's default fuses them), so the CUDA
+                # kernels do the float operations of the CPU kernels (-ffp-contract=off), bit for bit.
+                "nvcc": ["-O3", "--expt-relaxed-constexpr", "--fmad=false"],
             },
             extra_link_args=link_flags,
         )

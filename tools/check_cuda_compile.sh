@@ -44,7 +44,7 @@ trap 'rm -rf "$TMP"' EXIT
 # (torch 2.14 headers need it), so RRM_NVCC_STD=c++20 checks that too.
 # shellcheck disable=SC2054  # -Wall,-Werror is one nvcc argument
 NVCC_FLAGS=(
-  -c -O3 "-std=${RRM_NVCC_STD:-c++17}" --expt-relaxed-constexpr
+  -c -O3 "-std=${RRM_NVCC_STD:-c++17}" --expt-relaxed-constexpr --fmad=false
   -I csrc -DRRM_WITH_CUDA=1
   -gencode arch=compute_80,code=sm_80
   -gencode arch=compute_90,code=sm_90
