@@ -155,16 +155,12 @@ def test_cub_temporary_storage_must_hold_what_the_size_query_asked_for(algorithm
 # Launches and host synchronisations of each op call
 
 
-def _gaussian_and_bilateral(images):
-    return rrm_ops.crf_lattices(images)
-
-
 def _op_calls():
     """name -> (call of the emulated op, its expected launches, its expected host reads)."""
     images = photos(2, 29, 31)
     features = lattice_features("bilateral", images)
     lattice = emu.lattice_build(features, 1)
-    crf = _gaussian_and_bilateral(images)
+    crf = rrm_ops.crf_lattices(images)
     crf_tensors = crf.gaussian.tensors.as_tuple() + crf.bilateral.tensors.as_tuple()
     unary = -torch.log(scores(2, 5, 29, 31, seed=1)).flatten(2)
     mask = torch.tensor([[True, False, True, True, False], [True] * 5])
@@ -235,7 +231,6 @@ def test_launches_and_host_reads_of_each_op_call(name):
 
 
 def test_every_kernel_is_launched():
-    launched: set[str] = set()
     with emulation.counting() as counts:
         for call, _, _ in _op_calls().values():
             call()
