@@ -153,10 +153,10 @@ def _training_step(flags: list[str], device: torch.device) -> Callable[[], Any]:
     fixed batch of the synthetic dataset."""
     from torch.utils.data import DataLoader
 
-    from rrm import distributed
-    from rrm.config import add_config_arguments, config_from_args
-    from rrm.evaluation import LabelQuality
-    from rrm.train import build_run, datasets, rrm_training_step
+    from rrm.training.arguments import add_config_arguments, config_from_args
+    from rrm.training.loop import build_run
+    from rrm.training.runner import datasets
+    from rrm.utils import distributed
 
     parser = argparse.ArgumentParser()
     add_config_arguments(parser)
@@ -165,8 +165,7 @@ def _training_step(flags: list[str], device: torch.device) -> Callable[[], Any]:
     train_set, _ = datasets(config, ctx)
     batch = next(iter(DataLoader(train_set, batch_sampler=[list(range(config.batch_size))])))
     run = build_run(config, ctx, Path(tempfile.mkdtemp(prefix="rrm-gpu-check-")))
-    quality = {"reliable": LabelQuality(), "cam": LabelQuality()}
-    return lambda: rrm_training_step(run, batch, quality)
+    return lambda: run.stage.training_step(run.model, run.optimizer, batch, run.step, device)
 
 
 def measure(device: torch.device, quick: bool) -> list[tuple[str, str, str, str]]:
