@@ -1,24 +1,23 @@
-// CPU launcher of the reliable region mining op: the slot unaries of mining.h in an
-// at::parallel_for, then the CRF family's CPU mean field.
-#include <ATen/Parallel.h>
+// CPU launcher of the reliable region mining op: the CRF family's CPU mean field, with the slot
+// unaries of mining.h.
 #include <torch/library.h>
 
-#include "crf/crf_ops.h"
+#include "crf/crf_cpu.h"
 #include "mining/mining_ops.h"
 
 namespace rrm {
 namespace mining {
 namespace {
 
-constexpr int64_t kPixelGrain = 1024;
-
 void meanfield_cpu(const MiningUnary& unary, const crf::MeanfieldProblem& problem,
                    const lattice::LatticeView& gaussian, const lattice::LatticeView& bilateral, int64_t n_iter,
                    const crf::MeanfieldWorkspace& ws, float* q) {
-  at::parallel_for(0, gaussian.num_points, kPixelGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) mining_unary_pixel(unary, problem, ws.unary_slots, i);
-  });
-  crf::meanfield_from_slots_cpu(problem, gaussian, bilateral, n_iter, ws, q);
+  crf::meanfield_cpu(
+      problem, gaussian, bilateral, n_iter, ws,
+      [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) mining_unary_pixel(unary, problem, ws.unary_slots, i);
+      },
+      q);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> reliable_region_labels_cpu(
