@@ -21,7 +21,7 @@
 //   void finish(int64_t stream, int64_t phase);
 #pragma once
 
-#include <ATen/Parallel.h>
+#include <c10/util/FunctionRef.h>
 
 #include <algorithm>
 #include <atomic>
@@ -41,8 +41,16 @@ constexpr int64_t chunks_of(int64_t items, int64_t per_chunk) { return (items + 
 constexpr int64_t kPhaseSpinNanoseconds = 20000;
 
 // The threads a run of about `work` units should use, given that a thread pays for itself from
-// `units_per_thread` units on: 1 inside a parallel region (whose threads are all taken).
+// `units_per_thread` units on: at most the team's (see with_team), 1 inside a run or an
+// OpenMP parallel region not started by with_team, and at most at::get_num_threads().
 int phase_threads(int64_t work, int64_t units_per_thread);
+
+// Runs body on the calling thread in one parallel region (at::parallel_for) whose other
+// `threads` - 1 threads wait to help the runs body starts (run_phases), so that an op made of
+// several runs and ATen calls opens one region, not one per run and per ATen operator: ATen
+// operators called from body run serially on the calling thread (it is in a parallel region).
+// Where a team cannot start (in a team, a run, or another parallel region), body runs as it is.
+void with_team(int threads, c10::function_ref<void()> body);
 
 namespace detail {
 
@@ -51,6 +59,11 @@ void wait_for_progress(const std::atomic<uint32_t>& epoch, uint32_t seen);
 
 // Wakes the threads sleeping in wait_for_progress.
 void signal_progress(std::atomic<uint32_t>& epoch);
+
+// Runs work(0) on the calling thread and offers work(1), ..., work(threads - 1) to helper
+// threads; returns once work(0) has returned and so has every share a helper took. A share no
+// helper has taken by then is not run: work must not depend on all its shares running.
+void run_shares(int threads, c10::function_ref<void(int)> work);
 
 template <typename Plan>
 class PhaseRun {
@@ -147,13 +160,7 @@ class PhaseRun {
 template <typename Plan>
 void run_phases(Plan& plan, int64_t streams, int threads) {
   detail::PhaseRun<Plan> run(plan, streams);
-  if (threads <= 1) {
-    run.work(0, 1);
-  } else {
-    at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t thread = begin; thread < end; ++thread) run.work(static_cast<int>(thread), threads);
-    });
-  }
+  detail::run_shares(threads, [&](int thread) { run.work(thread, threads); });
   run.rethrow();
 }
 

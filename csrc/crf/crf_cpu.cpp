@@ -287,17 +287,17 @@ void update_pixels(const MeanfieldProblem& problem_in, const MeanfieldStep& step
 }
 
 // A mean field run's phases (phase_runner.h), each image a stream:
-//   prepare            the unaries, each lattice's normalisation factors, and the partial sums
-//                      of each stripe (see crf.h) zeroed over the vertices it reaches;
+//   prepare     the unaries, each lattice's normalisation factors, and the partial sums of each
+//               stripe (see crf.h) zeroed over the vertices it reaches;
 //   then per iteration
-//     update           every pixel's update (Q = softmax(-U) the first time), chunk by chunk;
-//     splat            each stripe's new Q scattered into its partial sums, per lattice;
-//     blur             each lattice's partial sums added and blurred, per range of channels;
-//   and a last update, which writes q.
-// A single thread takes update and splat together, stripe by stripe, in chunks whose Q rows
-// stay in its L1 cache between the two (the Q of a chunk is only read by its splat); several
-// threads share the updates at any chunking and need every Q row in memory for the splat. Both
-// give the same bits: every pixel's update and every vertex's sums are the same operations.
+//     update    each stripe's updates (Q = softmax(-U) the first time) and splat, in chunks
+//               whose Q rows stay in a small buffer of the thread's, in its L1 cache, between the
+//               two: the Q of a chunk is read by its splat alone, and the splat of a stripe must
+//               go in pixel order;
+//     blur      each lattice's partial sums added and blurred, per range of channels;
+//   and a last update, which writes q, in chunks of pixels.
+// The bits do not depend on who runs what: every pixel's update, and every vertex's sums (in
+// pixel order within a stripe, stripe by stripe), are the same operations.
 template <int S>
 class MeanfieldPlan {
  public:
@@ -311,8 +311,7 @@ class MeanfieldPlan {
         q_(q),
         channels_(slot_channels(problem)),
         stripes_(pixel_stripes(problem.points)),
-        together_(threads == 1),
-        blur_parts_(lattice::channel_parts(channels_, threads)),
+        blur_parts_(1),
         lattices_{{{gaussian, ws.gaussian_vertex_a, ws.gaussian_vertex_b, ws.gaussian_norm, ws.gaussian_partials},
                    {bilateral, ws.bilateral_vertex_a, ws.bilateral_vertex_b, ws.bilateral_norm,
                     ws.bilateral_partials}}},
@@ -325,7 +324,7 @@ class MeanfieldPlan {
     }
   }
 
-  int64_t phases() const { return 2 + phases_per_iteration() * n_iter_; }
+  int64_t phases() const { return 2 + 2 * n_iter_; }
 
   int64_t chunks(int64_t image, int64_t phase) const {
     const Phase p = decode(phase);
@@ -333,9 +332,7 @@ class MeanfieldPlan {
       case kPrepare:
         return kLattices * (1 + stripes_) + chunks_of(problem_.points, kUnaryChunk);
       case kUpdate:
-        return splats_with_update(p.iteration) ? stripes_ : update_chunks(image);
-      case kSplat:
-        return kLattices * stripes_;
+        return p.iteration < n_iter_ ? stripes_ : last_update_chunks(image);
       case kBlur:
         return kLattices * blur_parts_;
     }
@@ -348,11 +345,8 @@ class MeanfieldPlan {
       case kPrepare:
         return prepare(image, chunk);
       case kUpdate:
-        return splats_with_update(p.iteration) ? update_and_splat(image, chunk, p.iteration, thread)
-                                               : update(image, chunk, p.iteration, thread);
-      case kSplat:
-        // The bilateral lattice, with twice the entries, first.
-        return splat(image, lattice_of(chunk, stripes_), chunk % stripes_, p.iteration);
+        return p.iteration < n_iter_ ? update_and_splat(image, chunk, p.iteration, thread)
+                                     : last_update(image, chunk, thread);
       case kBlur: {
         const Lattice& lattice = lattices_[lattice_of(chunk, blur_parts_)];
         lattice::sum_and_blur(lattice.view, lattice.spans[image], lattice.partials,
@@ -368,10 +362,10 @@ class MeanfieldPlan {
 
  private:
   static constexpr int kLattices = 2;  // gaussian, bilateral
-  // Pixels per chunk of the unaries; the updates' chunks are those of kChunkPixels.
+  // Pixels per chunk of the unaries.
   static constexpr int64_t kUnaryChunk = 4096;
 
-  enum Kind { kPrepare, kUpdate, kSplat, kBlur };
+  enum Kind { kPrepare, kUpdate, kBlur };
   struct Phase {
     Kind kind;
     int64_t iteration;
@@ -387,30 +381,13 @@ class MeanfieldPlan {
     std::vector<lattice::VertexRange> ranges;  // [images, stripes] vertices each stripe splats into
   };
 
-  int64_t phases_per_iteration() const { return together_ ? 2 : 3; }
-
   Phase decode(int64_t phase) const {
     if (phase == 0) return {kPrepare, 0};
-    const int64_t iteration = (phase - 1) / phases_per_iteration(), step = (phase - 1) % phases_per_iteration();
-    if (step == 0) return {kUpdate, iteration};
-    return {step == 1 && !together_ ? kSplat : kBlur, iteration};
+    return {(phase - 1) % 2 == 0 ? kUpdate : kBlur, (phase - 1) / 2};
   }
-
-  bool splats_with_update(int64_t iteration) const { return together_ && iteration < n_iter_; }
 
   // Chunk k of `parts` per lattice is lattice 1 (bilateral) first.
   static int lattice_of(int64_t chunk, int64_t parts) { return chunk < parts ? 1 : 0; }
-
-  // An image's update chunks: the runs of kChunkPixels pixels by global index that its pixels
-  // fall in, cut to the image.
-  int64_t update_chunks(int64_t image) const {
-    return chunks_of((image + 1) * problem_.points, kChunkPixels) - image * problem_.points / kChunkPixels;
-  }
-  std::pair<int64_t, int64_t> update_chunk(int64_t image, int64_t chunk) const {
-    const int64_t first = image * problem_.points, end = first + problem_.points;
-    const int64_t aligned = (first / kChunkPixels + chunk) * kChunkPixels;
-    return {std::max(aligned, first), std::min(aligned + kChunkPixels, end)};
-  }
 
   int64_t stripe_pixel(int64_t image, int64_t stripe) const {
     return image * problem_.points + stripe_begin(problem_.points, stripes_, stripe);
@@ -420,24 +397,18 @@ class MeanfieldPlan {
     return lattice.partials + stripe * lattice.view.num_vertices * channels_;
   }
 
-  // The step of update `iteration`; its Q rows go to q_slots unless the caller moves them.
-  MeanfieldStep step_of(int64_t iteration) const {
+  // The step of update `iteration`, its Q rows in the thread's buffer of kChunkPixels rows.
+  MeanfieldStep step_of(int64_t iteration, int thread) {
     MeanfieldStep step = initial_step(problem_, ws_, lattices_[0].view, lattices_[1].view,
                                       iteration == n_iter_ ? q_ : nullptr);
     if (iteration > 0) {
-      step.gaussian_vertices = lattice::blurred_buffer(lattices_[0].view.d1, lattices_[0].vertex_a,
-                                                       lattices_[0].vertex_b);
-      step.bilateral_vertices = lattice::blurred_buffer(lattices_[1].view.d1, lattices_[1].vertex_a,
-                                                        lattices_[1].vertex_b);
+      step.gaussian_vertices = lattices_[0].vertex_a;
+      step.bilateral_vertices = lattices_[1].vertex_a;
     }
-    return step;
-  }
-
-  // The thread's rows for the Q of one chunk of pixels.
-  float* thread_rows(int thread) {
     std::vector<float>& rows = rows_[thread];
     rows.resize(kChunkPixels * channels_);
-    return rows.data();
+    step.q_slots = rows.data();
+    return step;
   }
 
   void prepare(int64_t image, int64_t chunk) {
@@ -465,38 +436,37 @@ class MeanfieldPlan {
     fill_unary_(first, std::min(first + kUnaryChunk, (image + 1) * problem_.points));
   }
 
-  void update(int64_t image, int64_t chunk, int64_t iteration, int thread) {
-    const auto [begin, end] = update_chunk(image, chunk);
-    MeanfieldStep step = step_of(iteration);
-    if (iteration == n_iter_) {
-      // Nothing reads the last Q rows but the update itself.
-      step.q_slots = thread_rows(thread);
-      step.q_first_pixel = begin;
-    }
-    update_pixels<S>(problem_, step, begin, end);
-  }
-
+  // The updates and splat of stripe `stripe`, in the runs of kChunkPixels pixels by global
+  // index that it falls in.
   void update_and_splat(int64_t image, int64_t stripe, int64_t iteration, int thread) {
-    MeanfieldStep step = step_of(iteration);
-    step.q_slots = thread_rows(thread);
+    MeanfieldStep step = step_of(iteration, thread);
     const int64_t end = stripe_pixel(image, stripe + 1);
     for (int64_t chunk = stripe_pixel(image, stripe); chunk < end;) {
       const int64_t chunk_end = std::min(end, (chunk / kChunkPixels + 1) * kChunkPixels);
       step.q_first_pixel = chunk;
       update_pixels<S>(problem_, step, chunk, chunk_end);
-      scatter(step, 0, stripe, chunk, chunk_end);
-      scatter(step, 1, stripe, chunk, chunk_end);
+      scatter(step, 0, partial(lattices_[0], stripe), chunk, chunk_end);
+      scatter(step, 1, partial(lattices_[1], stripe), chunk, chunk_end);
       chunk = chunk_end;
     }
   }
 
-  void splat(int64_t image, int lattice, int64_t stripe, int64_t iteration) {
-    scatter(step_of(iteration), lattice, stripe, stripe_pixel(image, stripe), stripe_pixel(image, stripe + 1));
+  // The last update's chunks: the runs of kChunkPixels pixels by global index that the image's
+  // pixels fall in, cut to the image.
+  int64_t last_update_chunks(int64_t image) const {
+    return chunks_of((image + 1) * problem_.points, kChunkPixels) - image * problem_.points / kChunkPixels;
   }
 
-  void scatter(const MeanfieldStep& step, int index, int64_t stripe, int64_t begin, int64_t end) {
+  void last_update(int64_t image, int64_t chunk, int thread) {
+    const int64_t first = image * problem_.points, end = first + problem_.points;
+    const int64_t aligned = (first / kChunkPixels + chunk) * kChunkPixels;
+    MeanfieldStep step = step_of(n_iter_, thread);
+    step.q_first_pixel = std::max(aligned, first);
+    update_pixels<S>(problem_, step, std::max(aligned, first), std::min(aligned + kChunkPixels, end));
+  }
+
+  void scatter(const MeanfieldStep& step, int index, float* out, int64_t begin, int64_t end) const {
     const Lattice& lattice = lattices_[index];
-    float* out = partial(lattice, stripe);
     with_entry_counts(step, [&](auto gaussian_d1, auto bilateral_d1) {
       if (index == 0) {
         scatter_pixels<decltype(gaussian_d1)::value>(step, lattice.view, lattice.norm, begin, end, channels_, out);
@@ -513,23 +483,23 @@ class MeanfieldPlan {
   float* q_;
   const int64_t channels_;
   const int64_t stripes_;
-  const bool together_;
   const int64_t blur_parts_;
   std::array<Lattice, kLattices> lattices_;
   std::vector<std::vector<float>> rows_;  // per thread
 };
 
-// A thread pays for itself from about this many slot updates (pixels times channels times
-// updates) on.
-constexpr int64_t kSlotUpdatesPerThread = 32768;
-
 }  // namespace
+
+int meanfield_threads(int64_t slot_values, int64_t n_iter) {
+  // A thread pays for itself from about this many slot updates on.
+  constexpr int64_t kSlotUpdatesPerThread = 32768;
+  return phase_threads(slot_values * (n_iter + 1), kSlotUpdatesPerThread);
+}
 
 void meanfield_cpu(const MeanfieldProblem& problem, const lattice::LatticeView& gaussian,
                    const lattice::LatticeView& bilateral, int64_t n_iter, const MeanfieldWorkspace& ws,
                    UnaryFill fill_unary, float* q) {
-  const int threads =
-      phase_threads(problem.batch * problem.points * slot_channels(problem) * (n_iter + 1), kSlotUpdatesPerThread);
+  const int threads = meanfield_threads(problem.batch * problem.points * slot_channels(problem), n_iter);
   // The update unrolls completely at the slot counts of up to 24 present labels.
   with_constant<4, 8, 12, 16, 20, 24>(problem.slots, [&](auto slots) {
     MeanfieldPlan<decltype(slots)::value> plan(problem, gaussian, bilateral, n_iter, ws, fill_unary, q, threads);
@@ -537,7 +507,7 @@ void meanfield_cpu(const MeanfieldProblem& problem, const lattice::LatticeView& 
   });
 }
 
-at::Tensor dense_crf_meanfield_cpu(const at::Tensor& unary, const std::optional<at::Tensor>& label_mask,
+static at::Tensor meanfield_op(const at::Tensor& unary, const std::optional<at::Tensor>& label_mask,
                                    const at::Tensor& gaussian_offsets, const at::Tensor& gaussian_weights,
                                    const at::Tensor& gaussian_neighbours, const at::Tensor& gaussian_splat_ptr,
                                    const at::Tensor& gaussian_splat_entries, const at::Tensor& gaussian_splat_weights,
@@ -565,9 +535,41 @@ at::Tensor dense_crf_meanfield_cpu(const at::Tensor& unary, const std::optional<
   return q;
 }
 
+// The ops run in one team (phase_runner.h): their runs and ATen calls in one parallel region.
+at::Tensor dense_crf_meanfield_cpu(const at::Tensor& unary, const std::optional<at::Tensor>& label_mask,
+                                   const at::Tensor& gaussian_offsets, const at::Tensor& gaussian_weights,
+                                   const at::Tensor& gaussian_neighbours, const at::Tensor& gaussian_splat_ptr,
+                                   const at::Tensor& gaussian_splat_entries, const at::Tensor& gaussian_splat_weights,
+                                   const at::Tensor& bilateral_offsets, const at::Tensor& bilateral_weights,
+                                   const at::Tensor& bilateral_neighbours, const at::Tensor& bilateral_splat_ptr,
+                                   const at::Tensor& bilateral_splat_entries, const at::Tensor& bilateral_splat_weights,
+                                   double gaussian_compat, double bilateral_compat, int64_t n_iter) {
+  at::Tensor q;
+  with_team(meanfield_threads(unary.numel(), n_iter), [&] {
+    q = meanfield_op(unary, label_mask, gaussian_offsets, gaussian_weights, gaussian_neighbours, gaussian_splat_ptr,
+                     gaussian_splat_entries, gaussian_splat_weights, bilateral_offsets, bilateral_weights,
+                     bilateral_neighbours, bilateral_splat_ptr, bilateral_splat_entries, bilateral_splat_weights,
+                     gaussian_compat, bilateral_compat, n_iter);
+  });
+  return q;
+}
+
+at::Tensor dense_crf_cpu(const std::optional<at::Tensor>& scores, const at::Tensor& image,
+                         const std::optional<at::Tensor>& unary, int64_t n_iter, double gaussian_sxy,
+                         double gaussian_compat, double bilateral_sxy, double bilateral_srgb, double bilateral_compat,
+                         const std::optional<at::Tensor>& label_mask) {
+  const at::Tensor& input = scores.has_value() ? *scores : (unary.has_value() ? *unary : image);
+  at::Tensor q;
+  with_team(meanfield_threads(input.numel(), n_iter), [&] {
+    q = dense_crf(scores, image, unary, n_iter, gaussian_sxy, gaussian_compat, bilateral_sxy, bilateral_srgb,
+                  bilateral_compat, label_mask);
+  });
+  return q;
+}
+
 TORCH_LIBRARY_IMPL(rrm_ops, CPU, m) {
   m.impl("dense_crf_meanfield", &dense_crf_meanfield_cpu);
-  m.impl("dense_crf", &dense_crf);
+  m.impl("dense_crf", &dense_crf_cpu);
 }
 
 }  // namespace crf

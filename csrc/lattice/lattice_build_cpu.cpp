@@ -639,6 +639,10 @@ LatticeTuple build(const float* features, int64_t batch, int64_t points, int64_t
 
 }  // namespace
 
+int build_threads(const at::Tensor& features) {
+  return features.dim() >= 2 ? phase_threads(features.size(0) * features.size(1), kPointsPerThread) : 1;
+}
+
 LatticeTuple build_cpu(const at::Tensor& features_in, int64_t point_block, bool transient) {
   const at::Tensor features = checked_features(features_in);
   const int64_t batch = features.size(0);

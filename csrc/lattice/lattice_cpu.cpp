@@ -2,23 +2,34 @@
 // (lattice_build_cpu.cpp) and the filter (lattice_filter_cpu.cpp).
 #include <torch/library.h>
 
+#include "common/phase_runner.h"
 #include "lattice/lattice_cpu.h"
 
 namespace rrm {
 namespace lattice {
 
+// Each op runs in one team (phase_runner.h): its run and its ATen calls in one parallel region.
+
 LatticeTuple lattice_build_cpu(const at::Tensor& features, int64_t point_block) {
-  return build_cpu(features, point_block, /*transient=*/false);
+  LatticeTuple lattice;
+  with_team(build_threads(features), [&] { lattice = build_cpu(features, point_block, /*transient=*/false); });
+  return lattice;
 }
 
 LatticeTuple lattice_build_transient_cpu(const at::Tensor& features, int64_t point_block) {
-  return build_cpu(features, point_block, /*transient=*/true);
+  LatticeTuple lattice;
+  with_team(build_threads(features), [&] { lattice = build_cpu(features, point_block, /*transient=*/true); });
+  return lattice;
 }
 
 at::Tensor lattice_filter_cpu(const at::Tensor& offsets, const at::Tensor& weights, const at::Tensor& neighbours,
                               const at::Tensor& splat_ptr, const at::Tensor& splat_entries,
                               const at::Tensor& splat_weights, const at::Tensor& values, bool reverse) {
-  return filter_cpu({offsets, weights, neighbours, splat_ptr, splat_entries, splat_weights}, values, reverse);
+  at::Tensor out;
+  with_team(filter_threads(values), [&] {
+    out = filter_cpu({offsets, weights, neighbours, splat_ptr, splat_entries, splat_weights}, values, reverse);
+  });
+  return out;
 }
 
 TORCH_LIBRARY_IMPL(rrm_ops, CPU, m) {

@@ -11,10 +11,14 @@ namespace lattice {
 
 // lattice_build on features [B, P, d]; transient as for lattice_build_transient_cpu.
 LatticeTuple build_cpu(const at::Tensor& features, int64_t point_block, bool transient);
+// The threads for a build over `features` [B, P, d] (phase_threads).
+int build_threads(const at::Tensor& features);
 
 // lattice_filter of values [B, P, C], points-last or (as a [B, C, H, W] tensor viewed as
 // [B, P, C] is) a stack of channel planes, into a points-last [B, P, C] tensor.
 at::Tensor filter_cpu(const LatticeTuple& lattice, const at::Tensor& values, bool reverse);
+// The threads for a filter of `values` [B, P, C] (phase_threads).
+int filter_threads(const at::Tensor& values);
 
 // Channels [begin, end) of vertex rows.
 struct ChannelRange {
@@ -41,20 +45,13 @@ VertexRange touched_vertices(const LatticeView& lat, int64_t point_begin, int64_
 void filter_ones(const LatticeView& lat, const ItemSpan& span, int64_t stride, float* buffer_a, float* buffer_b,
                  float* out);
 
-// Channels `range` of the span's rows of `stride` floats: the sum of the `partials` arrays
-// [partials, M, stride] at partial_sums, added in array order to zero, into buffer_a, then
-// blurred as the filter blurs; returns the buffer, a or b, holding the result. Array k is read
-// over its `ranges[k]` only (it must be zero outside), and reset to zero there for the next
-// splat.
-const float* sum_and_blur(const LatticeView& lat, const ItemSpan& span, float* partial_sums,
-                          const VertexRange* ranges, int64_t partials, int64_t stride, ChannelRange range,
-                          float* buffer_a, float* buffer_b);
-
-// The buffer, a or b, that holds the result of a blur of a lattice with d1 axes.
-template <typename T>
-T* blurred_buffer(int d1, T* buffer_a, T* buffer_b) {
-  return d1 % 2 == 0 ? buffer_a : buffer_b;
-}
+// Channels `range` of the span's rows of `stride` floats in buffer_a: the sum of the `partials`
+// arrays [partials, M, stride] at partial_sums, added in array order to zero, blurred as the
+// filter blurs (using buffer_b, or for part of the channels the calling thread's scratch). Array
+// k is read over its `ranges[k]` only (it must be zero outside), and reset to zero there for the
+// next splat.
+void sum_and_blur(const LatticeView& lat, const ItemSpan& span, float* partial_sums, const VertexRange* ranges,
+                  int64_t partials, int64_t stride, ChannelRange range, float* buffer_a, float* buffer_b);
 
 }  // namespace lattice
 }  // namespace rrm

@@ -117,15 +117,21 @@ int32_t scatter_part_begin(const LatticeView& lat, const ItemSpan& span, int64_t
   return static_cast<int32_t>(std::lower_bound(ptr_begin, ptr_end, target) - lat.splat_ptr);
 }
 
+// The buffer, a or b, that a blur of d1 axes must start from to leave its result in buffer_a.
+template <typename T>
+T* blur_start(int d1, T* buffer_a, T* buffer_b) {
+  return d1 % 2 == 0 ? buffer_a : buffer_b;
+}
+
 // Blurs channels `range` of the vertex rows [vertex_begin, vertex_end) of `stride` values in
-// buffer_a along the d+1 axes (in reverse order if reverse), ping-ponging with buffer_b;
-// returns the buffer that holds the result (blurred_buffer).
+// blur_start(d1, buffer_a, buffer_b) along the d+1 axes (in reverse order if reverse),
+// ping-ponging with the other buffer, which leaves the result in buffer_a.
 template <typename scalar_t>
-scalar_t* blur_range(const LatticeView& lat, int32_t vertex_begin, int32_t vertex_end, int64_t stride,
-                     ChannelRange range, bool reverse, scalar_t* buffer_a, scalar_t* buffer_b) {
+void blur_range(const LatticeView& lat, int32_t vertex_begin, int32_t vertex_end, int64_t stride, ChannelRange range,
+                bool reverse, scalar_t* buffer_a, scalar_t* buffer_b) {
   const int64_t width = range.end - range.begin;
-  scalar_t* src = buffer_a;
-  scalar_t* dst = buffer_b;
+  scalar_t* src = blur_start(lat.d1, buffer_a, buffer_b);
+  scalar_t* dst = src == buffer_a ? buffer_b : buffer_a;
   with_constant<1, 4, 8, 12, 16, 20, 24, 32, 48>(width, [&](auto constant_width) {
     constexpr int W = decltype(constant_width)::value;
     for (int step = 0; step < lat.d1; ++step) {
@@ -144,7 +150,29 @@ scalar_t* blur_range(const LatticeView& lat, int32_t vertex_begin, int32_t verte
       std::swap(src, dst);
     }
   });
-  return src;
+}
+
+// Blurs channels `range` of the span's vertices as blur_range does, in compact rows of only
+// those channels in the calling thread's scratch memory, and stores the result in those channels
+// of `out`'s rows of `stride` values. load(v, row) writes the range's values of vertex v into
+// `row`. Threads that blur different ranges of the same vertices this way share no cache lines
+// until the final store; blurring them in place, every row would be written by all of them at
+// every axis.
+template <typename scalar_t, typename Load>
+void blur_compact(const LatticeView& lat, const ItemSpan& span, ChannelRange range, bool reverse, const Load& load,
+                  int64_t stride, scalar_t* out) {
+  const int64_t width = range.end - range.begin;
+  // Rows are indexed by vertex id; the ones before the span are never touched.
+  const at::Tensor scratch =
+      scratch_buffer(Scratch::kBlurRows, 2 * span.vertex_end * width, c10::CppTypeToScalarType<scalar_t>::value);
+  scalar_t* rows_a = scratch.data_ptr<scalar_t>();
+  scalar_t* rows_b = rows_a + span.vertex_end * width;
+  scalar_t* start = blur_start(lat.d1, rows_a, rows_b);
+  for (int32_t v = span.vertex_begin; v < span.vertex_end; ++v) load(v, start + v * width);
+  blur_range(lat, span.vertex_begin, span.vertex_end, width, {0, width}, reverse, rows_a, rows_b);
+  for (int32_t v = span.vertex_begin; v < span.vertex_end; ++v) {
+    std::copy(rows_a + v * width, rows_a + (v + 1) * width, out + v * stride + range.begin);
+  }
 }
 
 // The phases of a filter's stream (one batch item).
@@ -183,13 +211,9 @@ class FilterPlan {
   void run(int64_t item, int64_t phase, int64_t chunk, int) {
     const ItemSpan& span = spans_[item];
     if (phase == kSplat) return splat(item, span, chunk);
-    if (phase == kBlur) {
-      blur_range(lat_, span.vertex_begin, span.vertex_end, ch_.count(), channel_part(ch_.count(), blur_parts_, chunk),
-                 reverse_, buffer_a_, buffer_b_);
-      return;
-    }
+    if (phase == kBlur) return blur(span, chunk);
     const int64_t channels = ch_.count();
-    const scalar_t* blurred = blurred_buffer(lat_.d1, buffer_a_, buffer_b_);
+    const scalar_t* blurred = buffer_a_;
     const scalar_t alpha = slice_scale<scalar_t>(lat_.d1 - 1);
     const int64_t end = std::min(span.point_end, span.point_begin + (chunk + 1) * kPointChunk);
     for (int64_t p = span.point_begin + chunk * kPointChunk; p < end; ++p) {
@@ -214,12 +238,29 @@ class FilterPlan {
     }
   }
 
+  // The splat's buffer: where the blur starts (see blur_range), or, when it blurs ranges of
+  // channels (blur_compact), buffer_a, from which each range is read and to which it returns.
+  scalar_t* splat_buffer() const { return blur_parts_ == 1 ? blur_start(lat_.d1, buffer_a_, buffer_b_) : buffer_a_; }
+
+  void blur(const ItemSpan& span, int64_t part) {
+    const int64_t channels = ch_.count();
+    if (blur_parts_ == 1) {
+      blur_range(lat_, span.vertex_begin, span.vertex_end, channels, {0, channels}, reverse_, buffer_a_, buffer_b_);
+      return;
+    }
+    const ChannelRange range = channel_part(channels, blur_parts_, part);
+    const auto load = [&](int32_t v, scalar_t* row) {
+      std::copy(buffer_a_ + v * channels + range.begin, buffer_a_ + v * channels + range.end, row);
+    };
+    blur_compact(lat_, span, range, reverse_, load, channels, buffer_a_);
+  }
+
   void splat(int64_t item, const ItemSpan& span, int64_t chunk) {
     const int64_t channels = ch_.count();
     const Values<const scalar_t, kUnitStride> in = item_values(item);
     if (scatters()) {
       splat_by_scatter(lat_, span, in, ch_, channels, scatter_part_begin(lat_, span, threads_, chunk),
-                       scatter_part_begin(lat_, span, threads_, chunk + 1), buffer_a_);
+                       scatter_part_begin(lat_, span, threads_, chunk + 1), splat_buffer());
       return;
     }
     const ValueLayout layout = in.known_layout();
@@ -228,7 +269,7 @@ class FilterPlan {
       for (int64_t v = span.vertex_begin + chunk * kVertexChunk; v < end; ++v) {
         for_channel_blocks(channels, [&](auto block, int64_t c) {
           splat_vertex<scalar_t, decltype(block)::value, FEATURE_DIM>(lat_, static_cast<int32_t>(v), in.data, layout,
-                                                                      nullptr, channels, c, buffer_a_);
+                                                                      nullptr, channels, c, splat_buffer());
         });
       }
     });
@@ -258,6 +299,8 @@ void run_filter(const LatticeView& lat, int64_t points, int64_t items, const sca
 
 }  // namespace
 
+int filter_threads(const at::Tensor& values) { return phase_threads(values.numel(), kValuesPerThread); }
+
 int64_t channel_parts(int64_t channels, int threads) {
   return std::clamp<int64_t>(std::min<int64_t>(threads, chunks_of(channels, 4)), 1, threads);
 }
@@ -284,46 +327,49 @@ void filter_ones(const LatticeView& lat, const ItemSpan& span, int64_t stride, f
   // Every point reads the same 1 (a layout with no stride), and w * 1 is w, as for stored ones.
   static constexpr float kOne = 1.f;
   const Values<const float, true> ones{&kOne, {0, 0, 0}};
-  splat_by_scatter(lat, span, ones, Channels<1>{1}, stride, span.vertex_begin, span.vertex_end, buffer_a);
-  const float* blurred = blur_range(lat, span.vertex_begin, span.vertex_end, stride, {0, 1}, false, buffer_a, buffer_b);
+  splat_by_scatter(lat, span, ones, Channels<1>{1}, stride, span.vertex_begin, span.vertex_end,
+                   blur_start(lat.d1, buffer_a, buffer_b));
+  blur_range(lat, span.vertex_begin, span.vertex_end, stride, {0, 1}, false, buffer_a, buffer_b);
   const float alpha = slice_scale<float>(lat.d1 - 1);
-  for (int64_t p = span.point_begin; p < span.point_end; ++p) slice_sums<float, 1>(lat, p, blurred, stride, 0, alpha, out + p);
+  for (int64_t p = span.point_begin; p < span.point_end; ++p) {
+    slice_sums<float, 1>(lat, p, buffer_a, stride, 0, alpha, out + p);
+  }
 }
 
-const float* sum_and_blur(const LatticeView& lat, const ItemSpan& span, float* partial_sums,
-                          const VertexRange* ranges, int64_t partials, int64_t stride, ChannelRange range,
-                          float* buffer_a, float* buffer_b) {
+void sum_and_blur(const LatticeView& lat, const ItemSpan& span, float* partial_sums, const VertexRange* ranges,
+                  int64_t partials, int64_t stride, ChannelRange range, float* buffer_a, float* buffer_b) {
+  const int64_t width = range.end - range.begin;
   const int64_t partial_stride = static_cast<int64_t>(lat.num_vertices) * stride;
-  const auto in_range = [&](int64_t part, int32_t v) { return v >= ranges[part].begin && v < ranges[part].end; };
-  for (int32_t v = span.vertex_begin; v < span.vertex_end; ++v) {
-    float* RRM_RESTRICT row = buffer_a + v * stride;
-    if (partials == 0 || !in_range(0, v)) {
-      std::fill(row + range.begin, row + range.end, 0.f);
-      continue;
-    }
-    // The first array is added to zero as it is read, rather than to rows zeroed first (the
-    // same sums: 0 + x, also for x = -0).
-    float* RRM_RESTRICT partial = partial_sums + v * stride;
-    RRM_SIMD
-    for (int64_t c = range.begin; c < range.end; ++c) {
-      row[c] = 0.f + partial[c];
-      partial[c] = 0.f;
-    }
-  }
-  for (int64_t part = 1; part < partials; ++part) {
-    const int32_t first = std::max(ranges[part].begin, span.vertex_begin);
-    const int32_t last = std::min(ranges[part].end, span.vertex_end);
-    for (int32_t v = first; v < last; ++v) {
-      float* RRM_RESTRICT row = buffer_a + v * stride;
-      float* RRM_RESTRICT partial = partial_sums + part * partial_stride + v * stride;
+  // The arrays are added in order to zero: the first as it is read, rather than to a row zeroed
+  // first (the same sums: 0 + x, also for x = -0), and each reset to zero once read.
+  const auto load = [&](int32_t v, float* RRM_RESTRICT row) {
+    if (partials == 0 || v < ranges[0].begin || v >= ranges[0].end) {
+      std::fill(row, row + width, 0.f);
+    } else {
+      float* RRM_RESTRICT partial = partial_sums + v * stride + range.begin;
       RRM_SIMD
-      for (int64_t c = range.begin; c < range.end; ++c) {
+      for (int64_t c = 0; c < width; ++c) {
+        row[c] = 0.f + partial[c];
+        partial[c] = 0.f;
+      }
+    }
+    for (int64_t part = 1; part < partials; ++part) {
+      if (v < ranges[part].begin || v >= ranges[part].end) continue;
+      float* RRM_RESTRICT partial = partial_sums + part * partial_stride + v * stride + range.begin;
+      RRM_SIMD
+      for (int64_t c = 0; c < width; ++c) {
         row[c] = row[c] + partial[c];
         partial[c] = 0.f;
       }
     }
+  };
+  if (width < stride) {
+    blur_compact(lat, span, range, false, load, stride, buffer_a);
+    return;
   }
-  return blur_range(lat, span.vertex_begin, span.vertex_end, stride, range, false, buffer_a, buffer_b);
+  float* start = blur_start(lat.d1, buffer_a, buffer_b);
+  for (int32_t v = span.vertex_begin; v < span.vertex_end; ++v) load(v, start + v * stride);
+  blur_range(lat, span.vertex_begin, span.vertex_end, stride, range, false, buffer_a, buffer_b);
 }
 
 at::Tensor filter_cpu(const LatticeTuple& lattice_in, const at::Tensor& values_in, bool reverse) {

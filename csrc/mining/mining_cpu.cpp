@@ -2,6 +2,7 @@
 // unaries of mining.h.
 #include <torch/library.h>
 
+#include "common/phase_runner.h"
 #include "crf/crf_cpu.h"
 #include "mining/mining_ops.h"
 
@@ -24,9 +25,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> reliable_region_labels_cpu(
     const at::Tensor& cams, const at::Tensor& cls_labels, const at::Tensor& images, double alpha_low,
     double alpha_high, double cam_alpha, double fg_quantile, double cam_floor, double bg_sure, double crf_sure,
     int64_t ignore_index, std::optional<bool> compact_labels, bool return_q) {
-  return reliable_region_labels(cams, cls_labels, images, alpha_low, alpha_high, cam_alpha, fg_quantile, cam_floor,
-                                bg_sure, crf_sure, ignore_index, compact_labels, return_q,
-                                &meanfield_cpu);
+  std::tuple<at::Tensor, at::Tensor, at::Tensor> result;
+  // One team (phase_runner.h) for the op's runs and ATen calls: one parallel region. The mean
+  // field's size: every class of every pixel in both groups, RRM's 10 iterations.
+  with_team(crf::meanfield_threads(cams.numel() * kCrfGroups, 10), [&] {
+    result = reliable_region_labels(cams, cls_labels, images, alpha_low, alpha_high, cam_alpha, fg_quantile,
+                                    cam_floor, bg_sure, crf_sure, ignore_index, compact_labels, return_q,
+                                    &meanfield_cpu);
+  });
+  return result;
 }
 
 }  // namespace

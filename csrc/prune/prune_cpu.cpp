@@ -106,7 +106,7 @@ class PrunePlan {
   std::vector<float> thresholds_;
 };
 
-std::tuple<at::Tensor, at::Tensor> prune_reliable_labels_cpu(const at::Tensor& cams_in, const at::Tensor& q_low_in,
+std::tuple<at::Tensor, at::Tensor> prune(const at::Tensor& cams_in, const at::Tensor& q_low_in,
                                                              const at::Tensor& q_high_in, double cam_alpha,
                                                              double fg_quantile, double cam_floor, double bg_sure,
                                                              double crf_sure, int64_t ignore_index,
@@ -124,6 +124,20 @@ std::tuple<at::Tensor, at::Tensor> prune_reliable_labels_cpu(const at::Tensor& c
   PrunePlan plan(inputs, params, classes, pixels, labels.data_ptr<int64_t>(), sure.data_ptr<bool>());
   run_phases(plan, batch, phase_threads(batch * pixels, kPixelsPerThread));
   return {labels, sure};
+}
+
+// One team (phase_runner.h) for the op's run and its ATen calls: one parallel region.
+std::tuple<at::Tensor, at::Tensor> prune_reliable_labels_cpu(const at::Tensor& cams, const at::Tensor& q_low,
+                                                             const at::Tensor& q_high, double cam_alpha,
+                                                             double fg_quantile, double cam_floor, double bg_sure,
+                                                             double crf_sure, int64_t ignore_index,
+                                                             const std::optional<at::Tensor>& q_labels) {
+  std::tuple<at::Tensor, at::Tensor> result;
+  const int64_t pixels = cams.dim() == 3 ? cams.size(0) * cams.size(2) : 0;
+  with_team(phase_threads(pixels, kPixelsPerThread), [&] {
+    result = prune(cams, q_low, q_high, cam_alpha, fg_quantile, cam_floor, bg_sure, crf_sure, ignore_index, q_labels);
+  });
+  return result;
 }
 
 }  // namespace
