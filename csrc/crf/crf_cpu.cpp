@@ -287,17 +287,17 @@ void update_pixels(const MeanfieldProblem& problem_in, const MeanfieldStep& step
 }
 
 // A mean field run's phases (phase_runner.h), each image a stream:
-//   prepare     the unaries, each lattice's normalisation factors, and the partial sums of each
-//               stripe (see crf.h) zeroed over the vertices it reaches;
+//   prepare            the unaries, each lattice's normalisation factors, and the partial sums
+//                      of each stripe (see crf.h) zeroed over the vertices it reaches;
 //   then per iteration
-//     update    each stripe's updates (Q = softmax(-U) the first time) and splat, in chunks
-//               whose Q rows stay in a small buffer of the thread's, in its L1 cache, between the
-//               two: the Q of a chunk is read by its splat alone, and the splat of a stripe must
-//               go in pixel order;
-//     blur      each lattice's partial sums added and blurred, per range of channels;
-//   and a last update, which writes q, in chunks of pixels.
-// The bits do not depend on who runs what: every pixel's update, and every vertex's sums (in
-// pixel order within a stripe, stripe by stripe), are the same operations.
+//     update           every pixel's update (Q = softmax(-U) the first time), chunk by chunk;
+//     splat            each stripe's new Q scattered into its partial sums, per lattice;
+//     blur             each lattice's partial sums added and blurred, per range of channels;
+//   and a last update, which writes q.
+// A single thread takes update and splat together, stripe by stripe, in chunks whose Q rows
+// stay in its L1 cache between the two (the Q of a chunk is only read by its splat); several
+// threads share the updates at any chunking and need every Q row in memory for the splat. Both
+// give the same bits: every pixel's update and every vertex's sums are the same operations.
 template <int S>
 class MeanfieldPlan {
  public:
@@ -311,7 +311,8 @@ class MeanfieldPlan {
         q_(q),
         channels_(slot_channels(problem)),
         stripes_(pixel_stripes(problem.points)),
-        blur_parts_(1),
+        together_(threads == 1),
+        blur_parts_(lattice::channel_parts(channels_, threads)),
         lattices_{{{gaussian, ws.gaussian_vertex_a, ws.gaussian_vertex_b, ws.gaussian_norm, ws.gaussian_partials},
                    {bilateral, ws.bilateral_vertex_a, ws.bilateral_vertex_b, ws.bilateral_norm,
                     ws.bilateral_partials}}},
@@ -324,7 +325,7 @@ class MeanfieldPlan {
     }
   }
 
-  int64_t phases() const { return 2 + 2 * n_iter_; }
+  int64_t phases() const { return 2 + phases_per_iteration() * n_iter_; }
 
   int64_t chunks(int64_t image, int64_t phase) const {
     const Phase p = decode(phase);
@@ -332,7 +333,9 @@ class MeanfieldPlan {
       case kPrepare:
         return kLattices * (1 + stripes_) + chunks_of(problem_.points, kUnaryChunk);
       case kUpdate:
-        return p.iteration < n_iter_ ? stripes_ : last_update_chunks(image);
+        return splats_with_update(p.iteration) ? stripes_ : update_chunks(image);
+      case kSplat:
+        return kLattices * stripes_;
       case kBlur:
         return kLattices * blur_parts_;
     }
@@ -345,8 +348,11 @@ class MeanfieldPlan {
       case kPrepare:
         return prepare(image, chunk);
       case kUpdate:
-        return p.iteration < n_iter_ ? update_and_splat(image, chunk, p.iteration, thread)
-                                     : last_update(image, chunk, thread);
+        return splats_with_update(p.iteration) ? update_and_splat(image, chunk, p.iteration, thread)
+                                               : update(image, chunk, p.iteration, thread);
+      case kSplat:
+        // The bilateral lattice, with twice the entries, first.
+        return splat(image, lattice_of(chunk, stripes_), chunk % stripes_, p.iteration);
       case kBlur: {
         const Lattice& lattice = lattices_[lattice_of(chunk, blur_parts_)];
         lattice::sum_and_blur(lattice.view, lattice.spans[image], lattice.partials,
@@ -362,10 +368,10 @@ class MeanfieldPlan {
 
  private:
   static constexpr int kLattices = 2;  // gaussian, bilateral
-  // Pixels per chunk of the unaries.
+  // Pixels per chunk of the unaries; the updates' chunks are those of kChunkPixels.
   static constexpr int64_t kUnaryChunk = 4096;
 
-  enum Kind { kPrepare, kUpdate, kBlur };
+  enum Kind { kPrepare, kUpdate, kSplat, kBlur };
   struct Phase {
     Kind kind;
     int64_t iteration;
@@ -381,13 +387,30 @@ class MeanfieldPlan {
     std::vector<lattice::VertexRange> ranges;  // [images, stripes] vertices each stripe splats into
   };
 
+  int64_t phases_per_iteration() const { return together_ ? 2 : 3; }
+
   Phase decode(int64_t phase) const {
     if (phase == 0) return {kPrepare, 0};
-    return {(phase - 1) % 2 == 0 ? kUpdate : kBlur, (phase - 1) / 2};
+    const int64_t iteration = (phase - 1) / phases_per_iteration(), step = (phase - 1) % phases_per_iteration();
+    if (step == 0) return {kUpdate, iteration};
+    return {step == 1 && !together_ ? kSplat : kBlur, iteration};
   }
+
+  bool splats_with_update(int64_t iteration) const { return together_ && iteration < n_iter_; }
 
   // Chunk k of `parts` per lattice is lattice 1 (bilateral) first.
   static int lattice_of(int64_t chunk, int64_t parts) { return chunk < parts ? 1 : 0; }
+
+  // An image's update chunks: the runs of kChunkPixels pixels by global index that its pixels
+  // fall in, cut to the image.
+  int64_t update_chunks(int64_t image) const {
+    return chunks_of((image + 1) * problem_.points, kChunkPixels) - image * problem_.points / kChunkPixels;
+  }
+  std::pair<int64_t, int64_t> update_chunk(int64_t image, int64_t chunk) const {
+    const int64_t first = image * problem_.points, end = first + problem_.points;
+    const int64_t aligned = (first / kChunkPixels + chunk) * kChunkPixels;
+    return {std::max(aligned, first), std::min(aligned + kChunkPixels, end)};
+  }
 
   int64_t stripe_pixel(int64_t image, int64_t stripe) const {
     return image * problem_.points + stripe_begin(problem_.points, stripes_, stripe);
@@ -397,18 +420,23 @@ class MeanfieldPlan {
     return lattice.partials + stripe * lattice.view.num_vertices * channels_;
   }
 
-  // The step of update `iteration`, its Q rows in the thread's buffer of kChunkPixels rows.
-  MeanfieldStep step_of(int64_t iteration, int thread) {
+  // The step of update `iteration`; its Q rows go to q_slots unless the caller moves them.
+  MeanfieldStep step_of(int64_t iteration) const {
     MeanfieldStep step = initial_step(problem_, ws_, lattices_[0].view, lattices_[1].view,
                                       iteration == n_iter_ ? q_ : nullptr);
     if (iteration > 0) {
+      // The blur leaves its result in vertex_a (see lattice::sum_and_blur).
       step.gaussian_vertices = lattices_[0].vertex_a;
       step.bilateral_vertices = lattices_[1].vertex_a;
     }
+    return step;
+  }
+
+  // The thread's rows for the Q of one chunk of pixels.
+  float* thread_rows(int thread) {
     std::vector<float>& rows = rows_[thread];
     rows.resize(kChunkPixels * channels_);
-    step.q_slots = rows.data();
-    return step;
+    return rows.data();
   }
 
   void prepare(int64_t image, int64_t chunk) {
@@ -436,37 +464,38 @@ class MeanfieldPlan {
     fill_unary_(first, std::min(first + kUnaryChunk, (image + 1) * problem_.points));
   }
 
-  // The updates and splat of stripe `stripe`, in the runs of kChunkPixels pixels by global
-  // index that it falls in.
+  void update(int64_t image, int64_t chunk, int64_t iteration, int thread) {
+    const auto [begin, end] = update_chunk(image, chunk);
+    MeanfieldStep step = step_of(iteration);
+    if (iteration == n_iter_) {
+      // Nothing reads the last Q rows but the update itself.
+      step.q_slots = thread_rows(thread);
+      step.q_first_pixel = begin;
+    }
+    update_pixels<S>(problem_, step, begin, end);
+  }
+
   void update_and_splat(int64_t image, int64_t stripe, int64_t iteration, int thread) {
-    MeanfieldStep step = step_of(iteration, thread);
+    MeanfieldStep step = step_of(iteration);
+    step.q_slots = thread_rows(thread);
     const int64_t end = stripe_pixel(image, stripe + 1);
     for (int64_t chunk = stripe_pixel(image, stripe); chunk < end;) {
       const int64_t chunk_end = std::min(end, (chunk / kChunkPixels + 1) * kChunkPixels);
       step.q_first_pixel = chunk;
       update_pixels<S>(problem_, step, chunk, chunk_end);
-      scatter(step, 0, partial(lattices_[0], stripe), chunk, chunk_end);
-      scatter(step, 1, partial(lattices_[1], stripe), chunk, chunk_end);
+      scatter(step, 0, stripe, chunk, chunk_end);
+      scatter(step, 1, stripe, chunk, chunk_end);
       chunk = chunk_end;
     }
   }
 
-  // The last update's chunks: the runs of kChunkPixels pixels by global index that the image's
-  // pixels fall in, cut to the image.
-  int64_t last_update_chunks(int64_t image) const {
-    return chunks_of((image + 1) * problem_.points, kChunkPixels) - image * problem_.points / kChunkPixels;
+  void splat(int64_t image, int lattice, int64_t stripe, int64_t iteration) {
+    scatter(step_of(iteration), lattice, stripe, stripe_pixel(image, stripe), stripe_pixel(image, stripe + 1));
   }
 
-  void last_update(int64_t image, int64_t chunk, int thread) {
-    const int64_t first = image * problem_.points, end = first + problem_.points;
-    const int64_t aligned = (first / kChunkPixels + chunk) * kChunkPixels;
-    MeanfieldStep step = step_of(n_iter_, thread);
-    step.q_first_pixel = std::max(aligned, first);
-    update_pixels<S>(problem_, step, std::max(aligned, first), std::min(aligned + kChunkPixels, end));
-  }
-
-  void scatter(const MeanfieldStep& step, int index, float* out, int64_t begin, int64_t end) const {
+  void scatter(const MeanfieldStep& step, int index, int64_t stripe, int64_t begin, int64_t end) {
     const Lattice& lattice = lattices_[index];
+    float* out = partial(lattice, stripe);
     with_entry_counts(step, [&](auto gaussian_d1, auto bilateral_d1) {
       if (index == 0) {
         scatter_pixels<decltype(gaussian_d1)::value>(step, lattice.view, lattice.norm, begin, end, channels_, out);
@@ -483,6 +512,7 @@ class MeanfieldPlan {
   float* q_;
   const int64_t channels_;
   const int64_t stripes_;
+  const bool together_;
   const int64_t blur_parts_;
   std::array<Lattice, kLattices> lattices_;
   std::vector<std::vector<float>> rows_;  // per thread
@@ -507,35 +537,7 @@ void meanfield_cpu(const MeanfieldProblem& problem, const lattice::LatticeView& 
   });
 }
 
-static at::Tensor meanfield_op(const at::Tensor& unary, const std::optional<at::Tensor>& label_mask,
-                                   const at::Tensor& gaussian_offsets, const at::Tensor& gaussian_weights,
-                                   const at::Tensor& gaussian_neighbours, const at::Tensor& gaussian_splat_ptr,
-                                   const at::Tensor& gaussian_splat_entries, const at::Tensor& gaussian_splat_weights,
-                                   const at::Tensor& bilateral_offsets, const at::Tensor& bilateral_weights,
-                                   const at::Tensor& bilateral_neighbours, const at::Tensor& bilateral_splat_ptr,
-                                   const at::Tensor& bilateral_splat_entries, const at::Tensor& bilateral_splat_weights,
-                                   double gaussian_compat, double bilateral_compat, int64_t n_iter) {
-  const MeanfieldInputs inputs = checked_meanfield_inputs(
-      unary, label_mask,
-      {gaussian_offsets, gaussian_weights, gaussian_neighbours, gaussian_splat_ptr, gaussian_splat_entries,
-       gaussian_splat_weights},
-      {bilateral_offsets, bilateral_weights, bilateral_neighbours, bilateral_splat_ptr, bilateral_splat_entries,
-       bilateral_splat_weights},
-      gaussian_compat, bilateral_compat, n_iter);
-  at::Tensor q = empty_filled_buffer(inputs.unary.sizes(), inputs.unary.options());
-  if (q.numel() == 0) return q;
-  const MeanfieldProblem problem = make_problem(inputs, gaussian_compat, bilateral_compat);
-  const lattice::LatticeView gaussian = lattice::make_view(inputs.gaussian);
-  const lattice::LatticeView bilateral = lattice::make_view(inputs.bilateral);
-  at::Tensor workspace = allocate_workspace(problem, gaussian, bilateral, q.options());
-  const MeanfieldWorkspace ws = carve_workspace(workspace, problem, gaussian, bilateral);
-  meanfield_cpu(problem, gaussian, bilateral, n_iter, ws,
-                [&](int64_t begin, int64_t end) { gather_unary_range(problem, ws.unary_slots, begin, end); },
-                q.data_ptr<float>());
-  return q;
-}
-
-// The ops run in one team (phase_runner.h): their runs and ATen calls in one parallel region.
+// The op's runs and ATen calls share one team (phase_runner.h): one parallel region per call.
 at::Tensor dense_crf_meanfield_cpu(const at::Tensor& unary, const std::optional<at::Tensor>& label_mask,
                                    const at::Tensor& gaussian_offsets, const at::Tensor& gaussian_weights,
                                    const at::Tensor& gaussian_neighbours, const at::Tensor& gaussian_splat_ptr,
@@ -546,14 +548,28 @@ at::Tensor dense_crf_meanfield_cpu(const at::Tensor& unary, const std::optional<
                                    double gaussian_compat, double bilateral_compat, int64_t n_iter) {
   at::Tensor q;
   with_team(meanfield_threads(unary.numel(), n_iter), [&] {
-    q = meanfield_op(unary, label_mask, gaussian_offsets, gaussian_weights, gaussian_neighbours, gaussian_splat_ptr,
-                     gaussian_splat_entries, gaussian_splat_weights, bilateral_offsets, bilateral_weights,
-                     bilateral_neighbours, bilateral_splat_ptr, bilateral_splat_entries, bilateral_splat_weights,
-                     gaussian_compat, bilateral_compat, n_iter);
+    const MeanfieldInputs inputs = checked_meanfield_inputs(
+        unary, label_mask,
+        {gaussian_offsets, gaussian_weights, gaussian_neighbours, gaussian_splat_ptr, gaussian_splat_entries,
+         gaussian_splat_weights},
+        {bilateral_offsets, bilateral_weights, bilateral_neighbours, bilateral_splat_ptr, bilateral_splat_entries,
+         bilateral_splat_weights},
+        gaussian_compat, bilateral_compat, n_iter);
+    q = empty_filled_buffer(inputs.unary.sizes(), inputs.unary.options());
+    if (q.numel() == 0) return;
+    const MeanfieldProblem problem = make_problem(inputs, gaussian_compat, bilateral_compat);
+    const lattice::LatticeView gaussian = lattice::make_view(inputs.gaussian);
+    const lattice::LatticeView bilateral = lattice::make_view(inputs.bilateral);
+    at::Tensor workspace = allocate_workspace(problem, gaussian, bilateral, q.options());
+    const MeanfieldWorkspace ws = carve_workspace(workspace, problem, gaussian, bilateral);
+    meanfield_cpu(problem, gaussian, bilateral, n_iter, ws,
+                  [&](int64_t begin, int64_t end) { gather_unary_range(problem, ws.unary_slots, begin, end); },
+                  q.data_ptr<float>());
   });
   return q;
 }
 
+// As dense_crf_meanfield_cpu, one team per call.
 at::Tensor dense_crf_cpu(const std::optional<at::Tensor>& scores, const at::Tensor& image,
                          const std::optional<at::Tensor>& unary, int64_t n_iter, double gaussian_sxy,
                          double gaussian_compat, double bilateral_sxy, double bilateral_srgb, double bilateral_compat,
