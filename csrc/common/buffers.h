@@ -20,6 +20,7 @@ enum class Scratch {
   kLatticeTable,
   kLatticeEntries,
   kLatticeVertices,
+  kBlurRows,
   kCount
 };
 

@@ -1,17 +1,20 @@
-// CPU launcher of the dense CRF op family: at::parallel_for over the bodies of crf.h, over the
-// stripes of an image's pixels (see crf.h), or over the images of a batch. Each stripe updates
-// its pixels and scatters their new Q into partial sums of its own; the lattice family adds
-// them and blurs, allocation-free, between the updates.
-#include <ATen/Parallel.h>
+// CPU launcher of the dense CRF op family: the bodies of crf.h as one run of phase_runner.h
+// (MeanfieldPlan), each image of the batch a stream. Each stripe of an image's pixels (see
+// crf.h) scatters the new Q of its pixels into partial sums of its own; the lattice family's
+// CPU pieces add them and blur, allocation-free, between the updates.
 
 #include <algorithm>
+#include <array>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "common/buffers.h"
 #include "common/dispatch.h"
 #include "common/library.h"
-#include "crf/crf_ops.h"
+#include "common/phase_runner.h"
+#include "crf/crf_cpu.h"
+#include "lattice/lattice_cpu.h"
 
 namespace rrm {
 namespace crf {
@@ -36,8 +39,6 @@ struct FloatBits<PixelFloats> {
 };
 
 namespace {
-
-constexpr int64_t kPixelGrain = 256;
 
 // A stripe updates and splats its pixels in chunks of this many (by global index, a multiple of
 // the vectors), whose Q rows only the splat reads: they live in a small buffer of the thread's,
@@ -195,23 +196,18 @@ RRM_INLINE void update_group_lanes(const MeanfieldProblem& problem, const Meanfi
   store_slots(row, channels, q_row(step, first_pixel, channels) + group * S);
 }
 
-// The unaries of the pixels of unary block `block`: all at once when they are in one image.
-void gather_unary_block(const MeanfieldProblem& problem, float* unary_slots, int64_t block) {
-  const int64_t first = block * kUnaryBlock;
-  const int64_t end = std::min(first + kUnaryBlock, problem.batch * problem.points);
-  if (end - first == kUnaryBlock && (end - 1) / problem.points == first / problem.points) {
-    gather_unary_pixels<kUnaryBlock>(problem, unary_slots, first);
-  } else {
-    for (int64_t pixel = first; pixel < end; ++pixel) gather_unary_pixels(problem, unary_slots, pixel);
+// The unaries of pixels [begin, end) of one image: whole unary blocks at once, the pixels of
+// blocks the range cuts one by one.
+void gather_unary_range(const MeanfieldProblem& problem, float* unary_slots, int64_t begin, int64_t end) {
+  for (int64_t pixel = begin; pixel < end;) {
+    if (pixel % kUnaryBlock == 0 && pixel + kUnaryBlock <= end) {
+      gather_unary_pixels<kUnaryBlock>(problem, unary_slots, pixel);
+      pixel += kUnaryBlock;
+    } else {
+      gather_unary_pixels(problem, unary_slots, pixel++);
+    }
   }
 }
-
-// Where the updates of one stripe splat their new Q: the stripe's partial sums of each lattice
-// (see crf.h), or nowhere (null) on the last update.
-struct StripeSplat {
-  float* gaussian;
-  float* bilateral;
-};
 
 // Adds w_e * (scale * row[c]) to the partial-sum rows of the D1 vertices of pixel `pixel` in one
 // lattice: the products of splat_vertex, added in pixel order as it sums them. K > 0 fixes the
@@ -242,194 +238,306 @@ RRM_INLINE void scatter_pixel(const lattice::LatticeView& lat, int64_t pixel, co
   }
 }
 
-// Splats the new Q of pixels [begin, end), scaled by each lattice's norms, into the stripe's
-// partial sums. K and the D1s as in scatter_pixel.
-template <int K, int GaussianD1, int BilateralD1>
-void splat_pixels(const MeanfieldStep& step, int64_t begin, int64_t end, int64_t channels, const StripeSplat& splat) {
-  for (int64_t pixel = begin; pixel < end; ++pixel) {
-    const float* row = q_row(step, pixel, channels);
-    scatter_pixel<K, GaussianD1>(step.gaussian, pixel, row, step.gaussian_norm[pixel], channels, splat.gaussian);
-    scatter_pixel<K, BilateralD1>(step.bilateral, pixel, row, step.bilateral_norm[pixel], channels, splat.bilateral);
+// Calls body(GaussianD1, BilateralD1) with the lattices' entries per pixel as constants for the
+// lattices of dense_crf (d = 2 and 5), so that the slices' and splats' entry loops unroll, and
+// with 0s (runtime counts) for others.
+template <typename Body>
+RRM_INLINE void with_entry_counts(const MeanfieldStep& step, const Body& body) {
+  if (step.gaussian.d1 == 3 && step.bilateral.d1 == 6) {
+    body(std::integral_constant<int, 3>(), std::integral_constant<int, 6>());
+  } else {
+    body(std::integral_constant<int, 0>(), std::integral_constant<int, 0>());
   }
 }
 
-// The updates of pixels [begin, end) of one stripe (whole vectors of pixels, then one by one),
-// then the splat of their new Q. Two loops rather than one: each stays small enough for the
-// compiler to keep its values in registers, and the pixels' Q rows are still in cache for the
-// splat. The lattices of dense_crf (d = 2 and 5) get constant entry counts, so that the
-// slices' and splats' entry loops unroll.
+// Scatters the Q rows of pixels [begin, end) (step.q_slots), scaled by `norm`, into the partial
+// sums of lattice `lat`, which has D1 entries per pixel (0: lat.d1).
+template <int D1>
+void scatter_pixels(const MeanfieldStep& step, const lattice::LatticeView& lat, const float* norm, int64_t begin,
+                    int64_t end, int64_t channels, float* partial) {
+  // The slot counts of up to 24 labels, and twice those for mining's two groups.
+  with_constant<4, 8, 12, 16, 20, 24, 32, 40, 48>(channels, [&](auto k) {
+    for (int64_t pixel = begin; pixel < end; ++pixel) {
+      scatter_pixel<decltype(k)::value, D1>(lat, pixel, q_row(step, pixel, channels), norm[pixel], channels, partial);
+    }
+  });
+}
+
+// The updates of pixels [begin, end) of one image (whole vectors of pixels, then one by one),
+// which leave their new Q in their rows of step.q_slots (and in step.q, if set).
 template <int S>
-void update_pixels(const MeanfieldProblem& problem_in, const MeanfieldStep& step_in, int64_t begin, int64_t end,
-                   const StripeSplat& splat) {
+void update_pixels(const MeanfieldProblem& problem_in, const MeanfieldStep& step_in, int64_t begin, int64_t end) {
   // Local copies: the vector stores may alias any memory the arguments point to, which would
   // force every pointer and scale to be reloaded after each store.
   const MeanfieldProblem problem = problem_in;
   const MeanfieldStep step = step_in;
-  const int64_t channels = slot_channels(problem);
-  const auto run = [&](auto gaussian_d1, auto bilateral_d1) {
-    constexpr int GaussianD1 = decltype(gaussian_d1)::value;
-    constexpr int BilateralD1 = decltype(bilateral_d1)::value;
+  with_entry_counts(step, [&](auto gaussian_d1, auto bilateral_d1) {
     int64_t i = begin;
     if constexpr (S > 0) {
       // Vectors of pixels start where unary_slots' blocks do.
       for (; i % kUnaryBlock != 0 && i < end; ++i) update_pixel<S>(problem, step, i);
       for (; i + kPixelLanes <= end; i += kPixelLanes) {
         for (int64_t group = 0; group < problem.groups; ++group) {
-          update_group_lanes<S, GaussianD1, BilateralD1>(problem, step, i, group);
+          update_group_lanes<S, decltype(gaussian_d1)::value, decltype(bilateral_d1)::value>(problem, step, i, group);
         }
       }
     }
     for (; i < end; ++i) update_pixel<S>(problem, step, i);
-    if (splat.gaussian == nullptr) return;
-    // The slot counts of up to 24 labels, and twice those for mining's two groups.
-    with_constant<4, 8, 12, 16, 20, 24, 32, 40, 48>(channels, [&](auto k) {
-      splat_pixels<decltype(k)::value, GaussianD1, BilateralD1>(step, begin, end, channels, splat);
-    });
-  };
-  if (step.gaussian.d1 == 3 && step.bilateral.d1 == 6) {
-    run(std::integral_constant<int, 3>(), std::integral_constant<int, 6>());
-  } else {
-    run(std::integral_constant<int, 0>(), std::integral_constant<int, 0>());
-  }
-}
-
-// Runs body(begin, end) over consecutive ranges of the span's pixels, split among the threads.
-template <typename Body>
-void for_pixel_ranges(const lattice::ItemSpan& span, const Body& body) {
-  at::parallel_for(span.point_begin, span.point_end, kPixelGrain, body);
-}
-
-// Writes the symmetric normalisation factors of one lattice into norm, using scratch [pixels]
-// and the lattice's vertex buffers.
-void norms_cpu(const lattice::LatticeView& lat, const lattice::ItemSpan& span, float* vertex_a, float* vertex_b,
-               float* scratch, float* norm) {
-  std::fill(scratch + span.point_begin, scratch + span.point_end, 1.f);
-  lattice::filter_cpu_into(lat, span, scratch, 1, false, vertex_a, vertex_b, scratch);
-  for_pixel_ranges(span, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) norm[i] = symmetric_norm(scratch[i]);
   });
 }
 
-// One lattice's side of a mean field over whole images: the vertices each stripe splats into,
-// and the sum and blur of the stripes' partial sums (see crf.h).
-class StripedSplat {
+// A mean field run's phases (phase_runner.h), each image a stream:
+//   prepare            the unaries, each lattice's normalisation factors, and the partial sums
+//                      of each stripe (see crf.h) zeroed over the vertices it reaches;
+//   then per iteration
+//     update           every pixel's update (Q = softmax(-U) the first time), chunk by chunk;
+//     splat            each stripe's new Q scattered into its partial sums, per lattice;
+//     blur             each lattice's partial sums added and blurred, per range of channels;
+//   and a last update, which writes q.
+// A single thread takes update and splat together, stripe by stripe, in chunks whose Q rows
+// stay in its L1 cache between the two (the Q of a chunk is only read by its splat); several
+// threads share the updates at any chunking and need every Q row in memory for the splat. Both
+// give the same bits: every pixel's update and every vertex's sums are the same operations.
+template <int S>
+class MeanfieldPlan {
  public:
-  StripedSplat(const lattice::LatticeView& lat, int64_t points, int64_t stripes, int64_t image_begin,
-               int64_t image_end, int64_t channels, float* partials)
-      : lat_(lat),
-        points_(points),
-        stripes_(stripes),
-        image_begin_(image_begin),
-        channels_(channels),
-        partials_(partials),
-        ranges_((image_end - image_begin) * stripes) {
-    at::parallel_for(0, static_cast<int64_t>(ranges_.size()), 1, [&](int64_t begin, int64_t end) {
-      for (int64_t item = begin; item < end; ++item) {
-        const int64_t first_pixel = (image_begin + item / stripes) * points;
-        ranges_[item] = lattice::touched_vertices(lat, first_pixel + stripe_begin(points, stripes, item % stripes),
-                                                  first_pixel + stripe_begin(points, stripes, item % stripes + 1));
-        float* partial = stripe_partial(item % stripes);
-        std::fill(partial + ranges_[item].begin * channels, partial + ranges_[item].end * channels, 0.f);
+  MeanfieldPlan(const MeanfieldProblem& problem, const lattice::LatticeView& gaussian,
+                const lattice::LatticeView& bilateral, int64_t n_iter, const MeanfieldWorkspace& ws,
+                UnaryFill fill_unary, float* q, int threads)
+      : problem_(problem),
+        n_iter_(n_iter),
+        ws_(ws),
+        fill_unary_(fill_unary),
+        q_(q),
+        channels_(slot_channels(problem)),
+        stripes_(pixel_stripes(problem.points)),
+        together_(threads == 1),
+        blur_parts_(lattice::channel_parts(channels_, threads)),
+        lattices_{{{gaussian, ws.gaussian_vertex_a, ws.gaussian_vertex_b, ws.gaussian_norm, ws.gaussian_partials},
+                   {bilateral, ws.bilateral_vertex_a, ws.bilateral_vertex_b, ws.bilateral_norm,
+                    ws.bilateral_partials}}},
+        rows_(threads) {
+    for (Lattice& lattice : lattices_) {
+      for (int64_t image = 0; image < problem.batch; ++image) {
+        lattice.spans.push_back(lattice::item_span(lattice.view, problem.points, image, image + 1));
       }
-    });
-  }
-
-  float* stripe_partial(int64_t stripe) const { return partials_ + stripe * lat_.num_vertices * channels_; }
-
-  // Sums the partials of each image into buffer_a (resetting them), blurs; returns the result.
-  const float* sum_blur(float* buffer_a, float* buffer_b) const {
-    const int64_t images = static_cast<int64_t>(ranges_.size()) / stripes_;
-    for (int64_t image = 0; image < images; ++image) {
-      const lattice::ItemSpan span =
-          lattice::item_span(lat_, points_, image_begin_ + image, image_begin_ + image + 1);
-      lattice::sum_partials_cpu(lat_, span, partials_, ranges_.data() + image * stripes_, stripes_, channels_,
-                                buffer_a);
+      lattice.ranges.resize(problem.batch * stripes_);
     }
-    const lattice::ItemSpan span = lattice::item_span(lat_, points_, image_begin_, image_begin_ + images);
-    return lattice::blur_cpu_into(lat_, span, channels_, buffer_a, buffer_b);
   }
+
+  int64_t phases() const { return 2 + phases_per_iteration() * n_iter_; }
+
+  int64_t chunks(int64_t image, int64_t phase) const {
+    const Phase p = decode(phase);
+    switch (p.kind) {
+      case kPrepare:
+        return kLattices * (1 + stripes_) + chunks_of(problem_.points, kUnaryChunk);
+      case kUpdate:
+        return splats_with_update(p.iteration) ? stripes_ : update_chunks(image);
+      case kSplat:
+        return kLattices * stripes_;
+      case kBlur:
+        return kLattices * blur_parts_;
+    }
+    return 0;
+  }
+
+  void run(int64_t image, int64_t phase, int64_t chunk, int thread) {
+    const Phase p = decode(phase);
+    switch (p.kind) {
+      case kPrepare:
+        return prepare(image, chunk);
+      case kUpdate:
+        return splats_with_update(p.iteration) ? update_and_splat(image, chunk, p.iteration, thread)
+                                               : update(image, chunk, p.iteration, thread);
+      case kSplat:
+        // The bilateral lattice, with twice the entries, first.
+        return splat(image, lattice_of(chunk, stripes_), chunk % stripes_, p.iteration);
+      case kBlur: {
+        const Lattice& lattice = lattices_[lattice_of(chunk, blur_parts_)];
+        lattice::sum_and_blur(lattice.view, lattice.spans[image], lattice.partials,
+                              lattice.ranges.data() + image * stripes_, stripes_, channels_,
+                              lattice::channel_part(channels_, blur_parts_, chunk % blur_parts_), lattice.vertex_a,
+                              lattice.vertex_b);
+        return;
+      }
+    }
+  }
+
+  void finish(int64_t, int64_t) {}
 
  private:
-  const lattice::LatticeView& lat_;
-  int64_t points_;
-  int64_t stripes_;
-  int64_t image_begin_;
-  int64_t channels_;
-  float* partials_;
-  std::vector<lattice::VertexRange> ranges_;  // [images, stripes]
-};
+  static constexpr int kLattices = 2;  // gaussian, bilateral
+  // Pixels per chunk of the unaries; the updates' chunks are those of kChunkPixels.
+  static constexpr int64_t kUnaryChunk = 4096;
 
-// The mean field of the images [image_begin, image_end) once the norms are known. Images share
-// no pixels or vertices, so different images may run concurrently. Each pass updates every
-// pixel and splats the new Q, stripe by stripe in parallel, into the stripes' partial sums; the
-// sums are added and blurred, and the next pass slices them. S > 0 is the slot count.
-template <int S>
-void meanfield_cpu(const MeanfieldProblem& problem, const lattice::LatticeView& gaussian,
-                   const lattice::LatticeView& bilateral, int64_t n_iter, const MeanfieldWorkspace& ws, float* q,
-                   int64_t image_begin, int64_t image_end) {
-  const int64_t channels = slot_channels(problem);
-  const int64_t stripes = pixel_stripes(problem.points);
-  const StripedSplat gaussian_splat(gaussian, problem.points, stripes, image_begin, image_end, channels,
-                                    ws.gaussian_partials);
-  const StripedSplat bilateral_splat(bilateral, problem.points, stripes, image_begin, image_end, channels,
-                                     ws.bilateral_partials);
-  MeanfieldStep step = initial_step(problem, ws, gaussian, bilateral, n_iter == 0 ? q : nullptr);
-  for (int64_t iteration = 0;; ++iteration) {
-    const bool last = iteration == n_iter;
-    at::parallel_for(image_begin * stripes, image_end * stripes, 1, [&](int64_t begin, int64_t end) {
-      std::vector<float> rows(kChunkPixels * channels);
-      MeanfieldStep chunk_step = step;
-      chunk_step.q_slots = rows.data();
-      for (int64_t item = begin; item < end; ++item) {
-        const int64_t first_pixel = item / stripes * problem.points, stripe = item % stripes;
-        const StripeSplat splat = last ? StripeSplat{nullptr, nullptr}
-                                       : StripeSplat{gaussian_splat.stripe_partial(stripe),
-                                                     bilateral_splat.stripe_partial(stripe)};
-        const int64_t end_pixel = first_pixel + stripe_begin(problem.points, stripes, stripe + 1);
-        for (int64_t chunk = first_pixel + stripe_begin(problem.points, stripes, stripe); chunk < end_pixel;) {
-          const int64_t chunk_end = std::min(end_pixel, (chunk / kChunkPixels + 1) * kChunkPixels);
-          chunk_step.q_first_pixel = chunk;
-          update_pixels<S>(problem, chunk_step, chunk, chunk_end, splat);
-          chunk = chunk_end;
-        }
+  enum Kind { kPrepare, kUpdate, kSplat, kBlur };
+  struct Phase {
+    Kind kind;
+    int64_t iteration;
+  };
+
+  struct Lattice {
+    lattice::LatticeView view;
+    float* vertex_a;
+    float* vertex_b;
+    float* norm;
+    float* partials;
+    std::vector<lattice::ItemSpan> spans;      // [images]
+    std::vector<lattice::VertexRange> ranges;  // [images, stripes] vertices each stripe splats into
+  };
+
+  int64_t phases_per_iteration() const { return together_ ? 2 : 3; }
+
+  Phase decode(int64_t phase) const {
+    if (phase == 0) return {kPrepare, 0};
+    const int64_t iteration = (phase - 1) / phases_per_iteration(), step = (phase - 1) % phases_per_iteration();
+    if (step == 0) return {kUpdate, iteration};
+    return {step == 1 && !together_ ? kSplat : kBlur, iteration};
+  }
+
+  bool splats_with_update(int64_t iteration) const { return together_ && iteration < n_iter_; }
+
+  // Chunk k of `parts` per lattice is lattice 1 (bilateral) first.
+  static int lattice_of(int64_t chunk, int64_t parts) { return chunk < parts ? 1 : 0; }
+
+  // An image's update chunks: the runs of kChunkPixels pixels by global index that its pixels
+  // fall in, cut to the image.
+  int64_t update_chunks(int64_t image) const {
+    return chunks_of((image + 1) * problem_.points, kChunkPixels) - image * problem_.points / kChunkPixels;
+  }
+  std::pair<int64_t, int64_t> update_chunk(int64_t image, int64_t chunk) const {
+    const int64_t first = image * problem_.points, end = first + problem_.points;
+    const int64_t aligned = (first / kChunkPixels + chunk) * kChunkPixels;
+    return {std::max(aligned, first), std::min(aligned + kChunkPixels, end)};
+  }
+
+  int64_t stripe_pixel(int64_t image, int64_t stripe) const {
+    return image * problem_.points + stripe_begin(problem_.points, stripes_, stripe);
+  }
+
+  float* partial(const Lattice& lattice, int64_t stripe) const {
+    return lattice.partials + stripe * lattice.view.num_vertices * channels_;
+  }
+
+  // The step of update `iteration`; its Q rows go to q_slots unless the caller moves them.
+  MeanfieldStep step_of(int64_t iteration) const {
+    MeanfieldStep step = initial_step(problem_, ws_, lattices_[0].view, lattices_[1].view,
+                                      iteration == n_iter_ ? q_ : nullptr);
+    if (iteration > 0) {
+      // The blur leaves its result in vertex_a (see lattice::sum_and_blur).
+      step.gaussian_vertices = lattices_[0].vertex_a;
+      step.bilateral_vertices = lattices_[1].vertex_a;
+    }
+    return step;
+  }
+
+  // The thread's rows for the Q of one chunk of pixels.
+  float* thread_rows(int thread) {
+    std::vector<float>& rows = rows_[thread];
+    rows.resize(kChunkPixels * channels_);
+    return rows.data();
+  }
+
+  void prepare(int64_t image, int64_t chunk) {
+    if (chunk < kLattices) {
+      // Norms are filtered in channel 0 of the image's vertex rows: images may be at different
+      // phases, and the rows are the only part of the buffers that is the image's alone.
+      Lattice& lattice = lattices_[lattice_of(chunk, 1)];
+      const lattice::ItemSpan& span = lattice.spans[image];
+      lattice::filter_ones(lattice.view, span, channels_, lattice.vertex_a, lattice.vertex_b, lattice.norm);
+      for (int64_t p = span.point_begin; p < span.point_end; ++p) lattice.norm[p] = symmetric_norm(lattice.norm[p]);
+      return;
+    }
+    chunk -= kLattices;
+    if (chunk < kLattices * stripes_) {
+      Lattice& lattice = lattices_[lattice_of(chunk, stripes_)];
+      const int64_t stripe = chunk % stripes_;
+      lattice::VertexRange& range = lattice.ranges[image * stripes_ + stripe];
+      range = lattice::touched_vertices(lattice.view, stripe_pixel(image, stripe), stripe_pixel(image, stripe + 1));
+      std::fill(partial(lattice, stripe) + range.begin * channels_, partial(lattice, stripe) + range.end * channels_,
+                0.f);
+      return;
+    }
+    chunk -= kLattices * stripes_;
+    const int64_t first = image * problem_.points + chunk * kUnaryChunk;
+    fill_unary_(first, std::min(first + kUnaryChunk, (image + 1) * problem_.points));
+  }
+
+  void update(int64_t image, int64_t chunk, int64_t iteration, int thread) {
+    const auto [begin, end] = update_chunk(image, chunk);
+    MeanfieldStep step = step_of(iteration);
+    if (iteration == n_iter_) {
+      // Nothing reads the last Q rows but the update itself.
+      step.q_slots = thread_rows(thread);
+      step.q_first_pixel = begin;
+    }
+    update_pixels<S>(problem_, step, begin, end);
+  }
+
+  void update_and_splat(int64_t image, int64_t stripe, int64_t iteration, int thread) {
+    MeanfieldStep step = step_of(iteration);
+    step.q_slots = thread_rows(thread);
+    const int64_t end = stripe_pixel(image, stripe + 1);
+    for (int64_t chunk = stripe_pixel(image, stripe); chunk < end;) {
+      const int64_t chunk_end = std::min(end, (chunk / kChunkPixels + 1) * kChunkPixels);
+      step.q_first_pixel = chunk;
+      update_pixels<S>(problem_, step, chunk, chunk_end);
+      scatter(step, 0, stripe, chunk, chunk_end);
+      scatter(step, 1, stripe, chunk, chunk_end);
+      chunk = chunk_end;
+    }
+  }
+
+  void splat(int64_t image, int lattice, int64_t stripe, int64_t iteration) {
+    scatter(step_of(iteration), lattice, stripe, stripe_pixel(image, stripe), stripe_pixel(image, stripe + 1));
+  }
+
+  void scatter(const MeanfieldStep& step, int index, int64_t stripe, int64_t begin, int64_t end) {
+    const Lattice& lattice = lattices_[index];
+    float* out = partial(lattice, stripe);
+    with_entry_counts(step, [&](auto gaussian_d1, auto bilateral_d1) {
+      if (index == 0) {
+        scatter_pixels<decltype(gaussian_d1)::value>(step, lattice.view, lattice.norm, begin, end, channels_, out);
+      } else {
+        scatter_pixels<decltype(bilateral_d1)::value>(step, lattice.view, lattice.norm, begin, end, channels_, out);
       }
     });
-    if (last) break;
-    step.gaussian_vertices = gaussian_splat.sum_blur(ws.gaussian_vertex_a, ws.gaussian_vertex_b);
-    step.bilateral_vertices = bilateral_splat.sum_blur(ws.bilateral_vertex_a, ws.bilateral_vertex_b);
-    step.q = iteration + 1 == n_iter ? q : nullptr;
   }
-}
+
+  const MeanfieldProblem problem_;
+  const int64_t n_iter_;
+  const MeanfieldWorkspace ws_;
+  const UnaryFill fill_unary_;
+  float* q_;
+  const int64_t channels_;
+  const int64_t stripes_;
+  const bool together_;
+  const int64_t blur_parts_;
+  std::array<Lattice, kLattices> lattices_;
+  std::vector<std::vector<float>> rows_;  // per thread
+};
 
 }  // namespace
 
-void meanfield_from_slots_cpu(const MeanfieldProblem& problem, const lattice::LatticeView& gaussian,
-                              const lattice::LatticeView& bilateral, int64_t n_iter, const MeanfieldWorkspace& ws,
-                              float* q) {
-  const int64_t images = problem.batch;
-  // The norms filter one channel, laid out unlike the K-channel arrays that reuse the same
-  // buffers, so they are computed for the whole batch before any image moves on.
-  norms_cpu(gaussian, lattice::item_span(gaussian, problem.points, 0, images), ws.gaussian_vertex_a,
-            ws.gaussian_vertex_b, ws.q_slots, ws.gaussian_norm);
-  norms_cpu(bilateral, lattice::item_span(bilateral, problem.points, 0, images), ws.bilateral_vertex_a,
-            ws.bilateral_vertex_b, ws.q_slots, ws.bilateral_norm);
+int meanfield_threads(int64_t slot_values, int64_t n_iter) {
+  // A thread pays for itself from about this many slot updates on.
+  constexpr int64_t kSlotUpdatesPerThread = 32768;
+  return phase_threads(slot_values * (n_iter + 1), kSlotUpdatesPerThread);
+}
+
+void meanfield_cpu(const MeanfieldProblem& problem, const lattice::LatticeView& gaussian,
+                   const lattice::LatticeView& bilateral, int64_t n_iter, const MeanfieldWorkspace& ws,
+                   UnaryFill fill_unary, float* q) {
+  const int threads = meanfield_threads(problem.batch * problem.points * slot_channels(problem), n_iter);
   // The update unrolls completely at the slot counts of up to 24 present labels.
   with_constant<4, 8, 12, 16, 20, 24>(problem.slots, [&](auto slots) {
-    constexpr int S = decltype(slots)::value;
-    if (images == 1 || at::get_num_threads() == 1) {
-      meanfield_cpu<S>(problem, gaussian, bilateral, n_iter, ws, q, 0, images);
-    } else {
-      // Whole images per thread: one parallel region instead of about a dozen per iteration,
-      // each a barrier. Inside it, the steps' parallel_for calls run inline.
-      at::parallel_for(0, images, 1, [&](int64_t begin, int64_t end) {
-        for (int64_t image = begin; image < end; ++image) {
-          meanfield_cpu<S>(problem, gaussian, bilateral, n_iter, ws, q, image, image + 1);
-        }
-      });
-    }
+    MeanfieldPlan<decltype(slots)::value> plan(problem, gaussian, bilateral, n_iter, ws, fill_unary, q, threads);
+    run_phases(plan, problem.batch, threads);
   });
 }
 
+// The op's runs and ATen calls share one team (phase_runner.h): one parallel region per call.
 at::Tensor dense_crf_meanfield_cpu(const at::Tensor& unary, const std::optional<at::Tensor>& label_mask,
                                    const at::Tensor& gaussian_offsets, const at::Tensor& gaussian_weights,
                                    const at::Tensor& gaussian_neighbours, const at::Tensor& gaussian_splat_ptr,
@@ -438,31 +546,46 @@ at::Tensor dense_crf_meanfield_cpu(const at::Tensor& unary, const std::optional<
                                    const at::Tensor& bilateral_neighbours, const at::Tensor& bilateral_splat_ptr,
                                    const at::Tensor& bilateral_splat_entries, const at::Tensor& bilateral_splat_weights,
                                    double gaussian_compat, double bilateral_compat, int64_t n_iter) {
-  const MeanfieldInputs inputs = checked_meanfield_inputs(
-      unary, label_mask,
-      {gaussian_offsets, gaussian_weights, gaussian_neighbours, gaussian_splat_ptr, gaussian_splat_entries,
-       gaussian_splat_weights},
-      {bilateral_offsets, bilateral_weights, bilateral_neighbours, bilateral_splat_ptr, bilateral_splat_entries,
-       bilateral_splat_weights},
-      gaussian_compat, bilateral_compat, n_iter);
-  at::Tensor q = empty_filled_buffer(inputs.unary.sizes(), inputs.unary.options());
-  if (q.numel() == 0) return q;
-  const MeanfieldProblem problem = make_problem(inputs, gaussian_compat, bilateral_compat);
-  const lattice::LatticeView gaussian = lattice::make_view(inputs.gaussian);
-  const lattice::LatticeView bilateral = lattice::make_view(inputs.bilateral);
-  at::Tensor workspace = allocate_workspace(problem, gaussian, bilateral, q.options());
-  const MeanfieldWorkspace ws = carve_workspace(workspace, problem, gaussian, bilateral);
-  const int64_t blocks = unary_block_pixels(gaussian.num_points) / kUnaryBlock;
-  at::parallel_for(0, blocks, kPixelGrain / kUnaryBlock, [&](int64_t begin, int64_t end) {
-    for (int64_t block = begin; block < end; ++block) gather_unary_block(problem, ws.unary_slots, block);
+  at::Tensor q;
+  with_team(meanfield_threads(unary.numel(), n_iter), [&] {
+    const MeanfieldInputs inputs = checked_meanfield_inputs(
+        unary, label_mask,
+        {gaussian_offsets, gaussian_weights, gaussian_neighbours, gaussian_splat_ptr, gaussian_splat_entries,
+         gaussian_splat_weights},
+        {bilateral_offsets, bilateral_weights, bilateral_neighbours, bilateral_splat_ptr, bilateral_splat_entries,
+         bilateral_splat_weights},
+        gaussian_compat, bilateral_compat, n_iter);
+    q = empty_filled_buffer(inputs.unary.sizes(), inputs.unary.options());
+    if (q.numel() == 0) return;
+    const MeanfieldProblem problem = make_problem(inputs, gaussian_compat, bilateral_compat);
+    const lattice::LatticeView gaussian = lattice::make_view(inputs.gaussian);
+    const lattice::LatticeView bilateral = lattice::make_view(inputs.bilateral);
+    at::Tensor workspace = allocate_workspace(problem, gaussian, bilateral, q.options());
+    const MeanfieldWorkspace ws = carve_workspace(workspace, problem, gaussian, bilateral);
+    meanfield_cpu(problem, gaussian, bilateral, n_iter, ws,
+                  [&](int64_t begin, int64_t end) { gather_unary_range(problem, ws.unary_slots, begin, end); },
+                  q.data_ptr<float>());
   });
-  meanfield_from_slots_cpu(problem, gaussian, bilateral, n_iter, ws, q.data_ptr<float>());
+  return q;
+}
+
+// As dense_crf_meanfield_cpu, one team per call.
+at::Tensor dense_crf_cpu(const std::optional<at::Tensor>& scores, const at::Tensor& image,
+                         const std::optional<at::Tensor>& unary, int64_t n_iter, double gaussian_sxy,
+                         double gaussian_compat, double bilateral_sxy, double bilateral_srgb, double bilateral_compat,
+                         const std::optional<at::Tensor>& label_mask) {
+  const at::Tensor& input = scores.has_value() ? *scores : (unary.has_value() ? *unary : image);
+  at::Tensor q;
+  with_team(meanfield_threads(input.numel(), n_iter), [&] {
+    q = dense_crf(scores, image, unary, n_iter, gaussian_sxy, gaussian_compat, bilateral_sxy, bilateral_srgb,
+                  bilateral_compat, label_mask);
+  });
   return q;
 }
 
 RRM_CPU_KERNELS(m) {
   m.impl("dense_crf_meanfield", &dense_crf_meanfield_cpu);
-  m.impl("dense_crf", &dense_crf);
+  m.impl("dense_crf", &dense_crf_cpu);
 }
 
 }  // namespace crf

@@ -54,12 +54,6 @@ at::Tensor image_channels_last(const at::Tensor& image, const at::Tensor& input,
 std::pair<lattice::LatticeTuple, lattice::LatticeTuple> crf_lattices(const at::Tensor& rgb, double gaussian_sxy,
                                                                      double bilateral_sxy, double bilateral_srgb);
 
-// Norms, then n_iter updates of a run whose ws.unary_slots are filled; writes Q [G, B, L, P],
-// or [G, B, S, P] when problem.q_over_slots is set.
-void meanfield_from_slots_cpu(const MeanfieldProblem& problem, const lattice::LatticeView& gaussian,
-                              const lattice::LatticeView& bilateral, int64_t n_iter, const MeanfieldWorkspace& ws,
-                              float* q);
-
 // Empties the cache of CPU Gaussian lattices that crf_lattices keeps (for cold-start timings).
 void clear_gaussian_lattice_cache();
 

@@ -64,36 +64,5 @@ struct ItemSpan {
 
 ItemSpan item_span(const LatticeView& lat, int64_t points_per_item, int64_t item_begin, int64_t item_end);
 
-// Filters values [num_points, C] into out for the items of `span` only, with caller-owned
-// vertex buffers of [M, C] each, so iterative callers (mean-field) allocate nothing per call.
-// values is read only by the splat, so out may be values itself (in-place filtering). Items
-// share no vertices, so different spans may be filtered concurrently.
-void filter_cpu_into(const LatticeView& lat, const ItemSpan& span, const float* values, int64_t channels, bool reverse,
-                     float* buffer_a, float* buffer_b, float* out);
-void filter_cpu_into(const LatticeView& lat, const ItemSpan& span, const double* values, int64_t channels, bool reverse,
-                     double* buffer_a, double* buffer_b, double* out);
-
-// For callers that splat and slice each point themselves (the CPU mean field splats the
-// stripes of an image into partial sums, see crf.h):
-
-// The vertices [begin, end) by id that the entries of points [point_begin, point_end) lie in
-// ({0, 0} if none).
-struct VertexRange {
-  int32_t begin;
-  int32_t end;
-};
-VertexRange touched_vertices(const LatticeView& lat, int64_t point_begin, int64_t point_end);
-
-// out = the sum of the span's rows of the `partials` arrays [partials, M, C] at partial_sums,
-// added in array order to zero. Array k is read over its `ranges[k]` only (it must be zero
-// outside), and reset to zero there for the next splat.
-void sum_partials_cpu(const LatticeView& lat, const ItemSpan& span, float* partial_sums, const VertexRange* ranges,
-                      int64_t partials, int64_t channels, float* out);
-
-// The blur of filter_cpu_into on the span's vertex values in buffer_a; returns the buffer, a or
-// b, holding the result.
-const float* blur_cpu_into(const LatticeView& lat, const ItemSpan& span, int64_t channels, float* buffer_a,
-                           float* buffer_b);
-
 }  // namespace lattice
 }  // namespace rrm

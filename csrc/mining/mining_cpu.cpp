@@ -1,33 +1,39 @@
-// CPU launcher of the reliable region mining op: the slot unaries of mining.h in an
-// at::parallel_for, then the CRF family's CPU mean field.
-#include <ATen/Parallel.h>
+// CPU launcher of the reliable region mining op: the CRF family's CPU mean field, with the slot
+// unaries of mining.h.
 
 #include "common/library.h"
-#include "crf/crf_ops.h"
+#include "common/phase_runner.h"
+#include "crf/crf_cpu.h"
 #include "mining/mining_ops.h"
 
 namespace rrm {
 namespace mining {
 namespace {
 
-constexpr int64_t kPixelGrain = 1024;
-
 void meanfield_cpu(const MiningUnary& unary, const crf::MeanfieldProblem& problem,
                    const lattice::LatticeView& gaussian, const lattice::LatticeView& bilateral, int64_t n_iter,
                    const crf::MeanfieldWorkspace& ws, float* q) {
-  at::parallel_for(0, gaussian.num_points, kPixelGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) mining_unary_pixel(unary, problem, ws.unary_slots, i);
-  });
-  crf::meanfield_from_slots_cpu(problem, gaussian, bilateral, n_iter, ws, q);
+  crf::meanfield_cpu(
+      problem, gaussian, bilateral, n_iter, ws,
+      [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) mining_unary_pixel(unary, problem, ws.unary_slots, i);
+      },
+      q);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> reliable_region_labels_cpu(
     const at::Tensor& cams, const at::Tensor& cls_labels, const at::Tensor& images, double alpha_low,
     double alpha_high, double cam_alpha, double fg_quantile, double cam_floor, double bg_sure, double crf_sure,
     int64_t ignore_index, std::optional<bool> compact_labels, bool return_q) {
-  return reliable_region_labels(cams, cls_labels, images, alpha_low, alpha_high, cam_alpha, fg_quantile, cam_floor,
-                                bg_sure, crf_sure, ignore_index, compact_labels, return_q,
-                                &meanfield_cpu);
+  std::tuple<at::Tensor, at::Tensor, at::Tensor> result;
+  // One team (phase_runner.h) for the op's runs and ATen calls: one parallel region. The mean
+  // field's size: every class of every pixel in both groups, RRM's 10 iterations.
+  with_team(crf::meanfield_threads(cams.numel() * kCrfGroups, 10), [&] {
+    result = reliable_region_labels(cams, cls_labels, images, alpha_low, alpha_high, cam_alpha, fg_quantile,
+                                    cam_floor, bg_sure, crf_sure, ignore_index, compact_labels, return_q,
+                                    &meanfield_cpu);
+  });
+  return result;
 }
 
 }  // namespace

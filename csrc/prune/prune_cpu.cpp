@@ -1,6 +1,5 @@
-// CPU launcher of prune_reliable_labels: at::parallel_for over the bodies of prune.h, and an
-// exact per-(item, class) order statistic with std::nth_element.
-#include <ATen/Parallel.h>
+// CPU launcher of prune_reliable_labels: the bodies of prune.h as one run of phase_runner.h,
+// each item a stream, and an exact per-(item, class) order statistic with std::nth_element.
 
 #include <algorithm>
 #include <limits>
@@ -8,6 +7,7 @@
 #include <vector>
 
 #include "common/library.h"
+#include "common/phase_runner.h"
 #include "prune/prune.h"
 #include "prune/prune_ops.h"
 
@@ -15,7 +15,9 @@ namespace rrm {
 namespace prune {
 namespace {
 
-constexpr int64_t kPixelGrain = 2048;
+// Pixels per chunk; a thread pays for itself from about kPixelsPerThread pixels on.
+constexpr int64_t kPixelChunk = 2048;
+constexpr int64_t kPixelsPerThread = 16384;
 
 // Thresholds [C+1] of the labels of one item (see prune.h), from one pass over its pixels that
 // records which labels occur in `low` and buckets the quantile candidates by class.
@@ -42,7 +44,69 @@ void item_thresholds(const PixelSummary* summaries, int64_t pixels, int32_t clas
   }
 }
 
-std::tuple<at::Tensor, at::Tensor> prune_reliable_labels_cpu(const at::Tensor& cams_in, const at::Tensor& q_low_in,
+// Per item: each pixel's summary, the item's thresholds, each pixel's label.
+class PrunePlan {
+ public:
+  PrunePlan(const PruneInputs& inputs, const PruneParams& params, int32_t classes, int64_t pixels, int64_t* labels,
+            bool* sure)
+      : params_(params),
+        classes_(classes),
+        pixels_(pixels),
+        rows_(static_cast<int32_t>(inputs.q_low.size(1))),
+        cams_(inputs.cams.data_ptr<float>()),
+        q_low_(inputs.q_low.data_ptr<float>()),
+        q_high_(inputs.q_high.data_ptr<float>()),
+        row_labels_(inputs.row_labels_data()),
+        labels_(labels),
+        sure_(sure),
+        summaries_(inputs.cams.size(0) * pixels),
+        thresholds_(inputs.cams.size(0) * (classes + 1)) {}
+
+  int64_t phases() const { return kPrunePhases; }
+  int64_t chunks(int64_t, int64_t phase) const { return phase == kThresholds ? 1 : chunks_of(pixels_, kPixelChunk); }
+
+  void run(int64_t item, int64_t phase, int64_t chunk, int) {
+    if (phase == kThresholds) {
+      item_thresholds(summaries_.data() + item * pixels_, pixels_, classes_, params_,
+                      thresholds_.data() + item * (classes_ + 1));
+      return;
+    }
+    const int64_t begin = item * pixels_ + chunk * kPixelChunk;
+    const int64_t end = std::min(begin + kPixelChunk, (item + 1) * pixels_);
+    for (int64_t i = begin; i < end; ++i) {
+      if (phase == kSummarise) {
+        summaries_[i] = summarise_pixel(cams_ + item * classes_ * pixels_, q_low_ + item * rows_ * pixels_,
+                                        q_high_ + item * rows_ * pixels_, classes_, pixels_, i % pixels_,
+                                        params_.cam_alpha,
+                                        row_labels_ == nullptr ? nullptr : row_labels_ + item * rows_, rows_);
+      } else {
+        const PixelSummary& s = summaries_[i];
+        const float threshold = thresholds_[item * (classes_ + 1) + s.cam_arg];
+        labels_[i] = reliable_label(s, threshold, params_.crf_sure, params_.ignore_index, sure_ + i);
+      }
+    }
+  }
+
+  void finish(int64_t, int64_t) {}
+
+ private:
+  enum Phase : int64_t { kSummarise, kThresholds, kLabel, kPrunePhases };
+
+  const PruneParams params_;
+  const int32_t classes_;
+  const int64_t pixels_;
+  const int32_t rows_;
+  const float* cams_;
+  const float* q_low_;
+  const float* q_high_;
+  const int32_t* row_labels_;
+  int64_t* labels_;
+  bool* sure_;
+  std::vector<PixelSummary> summaries_;
+  std::vector<float> thresholds_;
+};
+
+std::tuple<at::Tensor, at::Tensor> prune(const at::Tensor& cams_in, const at::Tensor& q_low_in,
                                                              const at::Tensor& q_high_in, double cam_alpha,
                                                              double fg_quantile, double cam_floor, double bg_sure,
                                                              double crf_sure, int64_t ignore_index,
@@ -57,38 +121,23 @@ std::tuple<at::Tensor, at::Tensor> prune_reliable_labels_cpu(const at::Tensor& c
   at::Tensor sure = at::empty({batch, pixels}, cams.options().dtype(at::kBool));
   if (batch * pixels == 0) return {labels, sure};
 
-  std::vector<PixelSummary> summaries(batch * pixels);
-  const float* cam_data = cams.data_ptr<float>();
-  const float* low_data = inputs.q_low.data_ptr<float>();
-  const float* high_data = inputs.q_high.data_ptr<float>();
-  const int32_t rows = static_cast<int32_t>(inputs.q_low.size(1));
-  const int32_t* row_labels = inputs.row_labels_data();
-  at::parallel_for(0, batch * pixels, kPixelGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const int64_t b = i / pixels;
-      summaries[i] = summarise_pixel(cam_data + b * classes * pixels, low_data + b * rows * pixels,
-                                     high_data + b * rows * pixels, classes, pixels, i % pixels, params.cam_alpha,
-                                     row_labels == nullptr ? nullptr : row_labels + b * rows, rows);
-    }
-  });
-
-  std::vector<float> thresholds(batch * (classes + 1));
-  at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t b = begin; b < end; ++b) {
-      item_thresholds(summaries.data() + b * pixels, pixels, classes, params, thresholds.data() + b * (classes + 1));
-    }
-  });
-
-  int64_t* label_data = labels.data_ptr<int64_t>();
-  bool* sure_data = sure.data_ptr<bool>();
-  at::parallel_for(0, batch * pixels, kPixelGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const PixelSummary& s = summaries[i];
-      const float threshold = thresholds[(i / pixels) * (classes + 1) + s.cam_arg];
-      label_data[i] = reliable_label(s, threshold, params.crf_sure, params.ignore_index, sure_data + i);
-    }
-  });
+  PrunePlan plan(inputs, params, classes, pixels, labels.data_ptr<int64_t>(), sure.data_ptr<bool>());
+  run_phases(plan, batch, phase_threads(batch * pixels, kPixelsPerThread));
   return {labels, sure};
+}
+
+// One team (phase_runner.h) for the op's run and its ATen calls: one parallel region.
+std::tuple<at::Tensor, at::Tensor> prune_reliable_labels_cpu(const at::Tensor& cams, const at::Tensor& q_low,
+                                                             const at::Tensor& q_high, double cam_alpha,
+                                                             double fg_quantile, double cam_floor, double bg_sure,
+                                                             double crf_sure, int64_t ignore_index,
+                                                             const std::optional<at::Tensor>& q_labels) {
+  std::tuple<at::Tensor, at::Tensor> result;
+  const int64_t pixels = cams.dim() == 3 ? cams.size(0) * cams.size(2) : 0;
+  with_team(phase_threads(pixels, kPixelsPerThread), [&] {
+    result = prune(cams, q_low, q_high, cam_alpha, fg_quantile, cam_floor, bg_sure, crf_sure, ignore_index, q_labels);
+  });
+  return result;
 }
 
 }  // namespace
