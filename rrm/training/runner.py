@@ -1,22 +1,38 @@
 """A training run in its run folder: the effective config (a resumed run's is its
-checkpoint's under the given flags), the datasets, the loop, ``config.yaml`` and
-``metrics.json``."""
+checkpoint's under the given flags), the datasets, the loop, ``config.yaml``,
+``metrics.json`` and the closing table."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
-from rrm.data import EvalTransform, TrainTransform, VOCSegmentation, ensure_synthetic_dataset
+from rrm.data import EvalTransform, TrainTransform, VOCSegmentation, embedded_dataset, ensure_synthetic_dataset
 from rrm.training.arguments import config_from_args
-from rrm.training.checkpoint import load_checkpoint
+from rrm.training.checkpoint import checkpoint_stage, load_checkpoint
 from rrm.training.config import TrainConfig, save_yaml
 from rrm.training.loop import build_run, train
 from rrm.training.progress import ProgressLog
 from rrm.training.stages import stage_class
 from rrm.utils import distributed
+from rrm.utils.files import strict_json
+
+METRICS_NAME = "metrics.json"
+
+# What each final metric means, for the closing table (fractions are shown as they are).
+METRIC_MEANINGS = {
+    "cam_miou": "val mIoU of the CAM-argmax baseline (scale 1)",
+    "seg_miou": "val mIoU of the segmentation branch (scale 1, no CRF)",
+    "seg_crf_miou": "val mIoU under the inference protocol (--crf-val-scales + flip + dense CRF)",
+    "reliable_precision": "reliable labels that match the train masks / reliable pixels",
+    "reliable_coverage": "reliable pixels / labelled train pixels",
+    "cam_train_precision": "CAM-argmax labels that match the train masks (baseline of reliable_precision)",
+    "steps": "training steps",
+    "wall_time_s": "training time in seconds (over every resumption)",
+    "processes": "processes (torchrun)",
+    "ranks_in_sync": "every process ends with the same parameters",
+}
 
 
 def data_root(config: TrainConfig, ctx: distributed.Context) -> Path:
@@ -24,7 +40,7 @@ def data_root(config: TrainConfig, ctx: distributed.Context) -> Path:
     if config.data_root is not None:
         return Path(config.data_root)
     if ctx.is_main:
-        ensure_synthetic_dataset()
+        embedded_dataset(report=lambda line: print(line, flush=True))
     distributed.barrier()
     return ensure_synthetic_dataset()
 
@@ -53,7 +69,7 @@ def config_and_checkpoint(args: argparse.Namespace) -> tuple[TrainConfig, dict |
     config = config_from_args(args)
     if not config.resume:
         return config, None
-    checkpoint = load_checkpoint(config.resume)
+    checkpoint = load_checkpoint(config.resume, stage=getattr(args, "stage", None))
     saved = dict(checkpoint["config"])
     given = {name: getattr(args, name) for name in saved if getattr(args, name, None) is not None}
     merged = argparse.Namespace(config=None, **{**saved, **given})
@@ -65,10 +81,19 @@ def run_training(config: TrainConfig, checkpoint: dict | None, ctx: distributed.
     """Train ``config`` (from ``checkpoint`` when resuming) in its run folder; returns the
     final metrics (also written to ``metrics.json``), or None when stopped at ``stop_at``."""
     out = run_folder(config)
+    if checkpoint is not None and _finished(checkpoint, config, out):
+        if ctx.is_main:
+            print(f"{out} finished at step {checkpoint['step']} of {config.max_steps} and holds its {METRICS_NAME}: "
+                  f"nothing to do, its files are left as they are (to train on, pass --max-steps above "
+                  f"{checkpoint['step']})", flush=True)
+        return None
     train_set, val_set = datasets(config, ctx)
     run = build_run(config, ctx, out)
     if checkpoint is not None:
-        run.restore(checkpoint)
+        run.restore(checkpoint, Path(config.resume))
+        if ctx.is_main:
+            print(f"resuming stage {checkpoint_stage(checkpoint)} from {config.resume} at step {run.step} "
+                  f"of {config.max_steps}", flush=True)
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
         save_yaml(config, out / "config.yaml")
@@ -76,10 +101,28 @@ def run_training(config: TrainConfig, checkpoint: dict | None, ctx: distributed.
                       log_every=config.log_every)
     metrics = train(run, train_set, val_set, log, stop_at)
     if metrics is None:
+        log.draw_curves()
         log.message(f"stopped at step {run.step} as asked; resume with --resume {run.checkpoint_path}")
         return None
     if ctx.is_main:
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        log.message(f"done: {json.dumps(metrics)}\nrun folder: {out}")
+        (out / METRICS_NAME).write_text(strict_json(metrics, indent=2) + "\n")
+        log.message(metrics_table(metrics))
+        log.message(f"run folder: {out} (last.pth, {METRICS_NAME}, metrics.jsonl, curves.png, panels/, config.yaml"
+                    f"{', tensorboard/' if log.tensorboard is not None else ''})")
     distributed.barrier()
     return metrics
+
+
+def _finished(checkpoint: dict, config: TrainConfig, out: Path) -> bool:
+    """Whether the run was trained to ``max_steps`` and scored (resuming it has nothing to do)."""
+    return int(checkpoint["step"]) >= config.max_steps and (out / METRICS_NAME).is_file()
+
+
+def metrics_table(metrics: dict[str, float]) -> str:
+    """The final metrics as a table of name, value and meaning."""
+    width = max(len(name) for name in metrics)
+    lines = ["final metrics (also in metrics.json):"]
+    for name, value in metrics.items():
+        shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+        lines.append(f"  {name:<{width}}  {shown:>8}  {METRIC_MEANINGS.get(name, '')}".rstrip())
+    return "\n".join(lines)

@@ -27,7 +27,7 @@ from rrm.models import build_deeplab, build_rrm, check_state_dict_fits, load_sta
 from rrm.training.config import TrainConfig
 from rrm.training.losses import masked_cross_entropy, reliable_region_cross_entropy
 from rrm.utils.distributed import Context
-from rrm.utils.errors import ConfigError
+from rrm.utils.errors import CheckpointError, ConfigError
 
 Losses = dict[str, torch.Tensor]
 
@@ -64,6 +64,14 @@ class Stage(ABC):
     @abstractmethod
     def validate(self, network: nn.Module, val_set: VOCSegmentation, ctx: Context, panel: Path) -> dict[str, float]:
         """Validation metrics (all processes call it; rank 0 draws ``panel``)."""
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """What the stage accumulated over the steps so far, summed over the processes, for
+        the checkpoint (all processes call it)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor], ctx: Context) -> None:
+        """Take back what :meth:`state_dict` returned (all processes call it)."""
 
 
 class RRMStage(Stage):
@@ -140,6 +148,20 @@ class RRMStage(Stage):
             "reliable_coverage": reliable["coverage"],
             "cam_train_precision": cam["precision"],
         }
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The label-quality counts of every process, summed (the final metrics read them)."""
+        return {f"quality/{name}": quality.reduced_counts() for name, quality in self.quality.items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor], ctx: Context) -> None:
+        """Rank 0 takes the summed counts and the others start from zero, so that the next
+        sum over the processes counts every step once."""
+        for name, quality in self.quality.items():
+            counts = state.get(f"quality/{name}")
+            if counts is None or counts.shape != quality.counts.shape:
+                raise CheckpointError(f"the checkpoint's stage state has no label-quality counts {name!r} of shape "
+                                      f"{tuple(quality.counts.shape)}")
+            quality.counts = (counts if ctx.is_main else torch.zeros_like(counts)).to(ctx.device, torch.float64)
 
 
 class FCNStage(Stage):
