@@ -157,6 +157,15 @@ def embedded_dataset(report: Callable[[str], None] = print) -> Path:
     return root
 
 
+def data_root_of(option: str | os.PathLike | None, report: Callable[[str], None] = print) -> Path:
+    """The dataset root of a ``--data-root`` option: the given folder, or (None) the
+    embedded synthetic dataset; ``report`` gets a line naming it."""
+    if option is None:
+        return embedded_dataset(report)
+    report(f"dataset: {option}")
+    return Path(option)
+
+
 def ensure_synthetic_dataset(
     cache_dir: str | os.PathLike | None = None,
     n_train: int = DEFAULT_N_TRAIN,

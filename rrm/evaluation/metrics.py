@@ -74,8 +74,7 @@ def scores_from_confusion(matrix: torch.Tensor) -> SegmentationScores:
 class ConfusionMatrix:
     """Accumulates a confusion matrix over batches.
 
-    The matrix lives on the device of the first ``target`` it sees (a GPU with NCCL, so that
-    ``all_reduce`` works there). :meth:`compute` sums the matrices of all processes when
+    The matrix lives on the device of the first ``target`` it sees. :meth:`compute` sums the matrices of all processes when
     ``torch.distributed`` is initialised (every process must call it) and never changes the
     local counts, so it can be called more than once.
     """

@@ -79,7 +79,7 @@ class Run:
                             stage_state, self.elapsed())
 
     def restore(self, checkpoint: dict, path: Path) -> None:
-        """Continue from ``checkpoint`` (of :func:`~rrm.training.checkpoint.load_checkpoint` on ``path``)."""
+        """Continue from ``checkpoint`` (of :func:`~rrm.models.weights.load_checkpoint` on ``path``)."""
         self.step = restore_checkpoint(checkpoint, path, self.core, self.optimizer, self.ctx.device)
         self.stage.load_state_dict(checkpoint.get("stage_state", {}), self.ctx)
         self.elapsed_before = float(checkpoint.get("elapsed_s", 0.0))
@@ -105,10 +105,8 @@ def _install_stop_handlers(run: Run) -> None:
 
 
 def _stop_requested(run: Run) -> bool:
-    """Whether any process was signalled (all processes must stop at the same step). The
-    flag stays on the CPU, whose reduction (gloo) neither waits for the GPU nor copies to it."""
-    flag = torch.tensor([float(run.stop_signal)])
-    return bool(distributed.all_reduce_sum(flag).item() > 0)
+    """Whether any process was signalled (all processes must stop at the same step)."""
+    return distributed.any_process(run.stop_signal != 0)
 
 
 def train(run: Run, train_set: VOCSegmentation, val_set: VOCSegmentation, log: ProgressLog,

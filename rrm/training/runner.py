@@ -10,7 +10,7 @@ from pathlib import Path
 
 from rrm.data import EvalTransform, TrainTransform, VOCSegmentation, embedded_dataset, ensure_synthetic_dataset
 from rrm.training.arguments import config_from_args
-from rrm.training.checkpoint import checkpoint_stage, load_checkpoint
+from rrm.models.weights import checkpoint_stage, load_checkpoint
 from rrm.training.config import TrainConfig, save_yaml
 from rrm.training.loop import build_run, train
 from rrm.training.progress import ProgressLog

@@ -97,7 +97,7 @@ class RRMStage(Stage):
         network = build_rrm(self.config.backbone)
         network.dropout7.p = self.config.cls_dropout
         if self.config.weights:
-            network.load_pretrained(load_state_dict_file(self.config.weights))
+            network.load_pretrained(load_state_dict_file(self.config.weights, stage=self.name))
         return network
 
     def training_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, batch: dict, step: int,
@@ -188,7 +188,7 @@ class FCNStage(Stage):
         config = self.config
         network = build_deeplab(config.backbone)
         if config.weights:
-            state = load_state_dict_file(config.weights)
+            state = load_state_dict_file(config.weights, stage=self.name)
             whole = any(key.startswith("classifier.") for key in state)
             target = network if whole else network.backbone
             if not whole:

@@ -29,7 +29,7 @@ from rrm.evaluation.prediction import DEFAULT_IGNORE_BELOW, PredictionOptions
 from rrm.evaluation.prediction_files import export_pseudo_labels
 from rrm.evaluation.scoring import evaluate_split
 from rrm.training.arguments import config_from_args
-from rrm.training.checkpoint import load_checkpoint
+from rrm.models.weights import load_checkpoint
 from rrm.training.config import TrainConfig
 from rrm.training.loop import CHECKPOINT_NAME
 from rrm.training.runner import data_root, run_folder, run_training
