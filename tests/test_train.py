@@ -60,7 +60,7 @@ def test_cls_only_run_logs_null_for_undefined_label_quality(tiny_dataset, tmp_pa
     assert records[-1]["final/reliable_precision"] is None
     printed = capsys.readouterr().out
     order = [f"dataset: {tiny_dataset}", "step 1/2", "validation at step 1:", "step 2/2", "final metrics",
-             "reliable_precision", f"run folder: {out}"]
+             "\n  reliable_precision", f"run folder: {out}"]
     positions = [printed.find(line) for line in order]
     assert -1 not in positions and positions == sorted(positions), printed
 

@@ -17,7 +17,7 @@ from rrm.evaluation.validation import validate_with_crf
 from rrm.training.checkpoint import restore_checkpoint, save_checkpoint
 from rrm.training.config import TrainConfig
 from rrm.training.optim import build_optimizer, poly_learning_rate
-from rrm.training.progress import ProgressLog
+from rrm.training.progress import ProgressLog, format_metric
 from rrm.training.stages import Stage, stage_class
 from rrm.utils import distributed
 from rrm.utils.errors import ConfigError
@@ -148,9 +148,9 @@ def _periodic_work(run: Run, val_set: VOCSegmentation, log: ProgressLog) -> None
     if config.checkpoint_every and run.step % config.checkpoint_every == 0 and run.step < config.max_steps:
         run.save_checkpoint()
     if config.val_every and run.step % config.val_every == 0 and run.step < config.max_steps:
-        metrics = run.stage.validate(run.core, val_set, run.ctx, _panel_path(run))
+        metrics = run.stage.validate(run.core, val_set, run.ctx, _panel_path(run), run.step)
         log.record(run.step, {f"val/{k}": v for k, v in metrics.items()})
-        log.message(f"validation at step {run.step}: " + " ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        log.message(f"validation at step {run.step}: " + " ".join(f"{k} {format_metric(v)}" for k, v in metrics.items()))
         log.draw_curves()
 
 
@@ -159,7 +159,7 @@ def _panel_path(run: Run) -> Path:
 
 
 def _final_metrics(run: Run, val_set: VOCSegmentation, log: ProgressLog) -> dict[str, float]:
-    metrics = run.stage.validate(run.core, val_set, run.ctx, _panel_path(run))
+    metrics = run.stage.validate(run.core, val_set, run.ctx, _panel_path(run), run.step)
     metrics["seg_crf_miou"] = validate_with_crf(run.core, val_set, run.ctx, run.config.crf_val_scales)
     metrics.update(steps=run.step, wall_time_s=round(run.elapsed(), 3), processes=run.ctx.world_size,
                    ranks_in_sync=distributed.parameters_in_sync(run.core))

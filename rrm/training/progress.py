@@ -18,6 +18,13 @@ from rrm.utils.files import strict_json
 CURVES_NAME = "curves.png"
 
 
+def format_metric(value: object) -> str:
+    """A metric for the terminal: fractions with 4 decimals, ``n/a`` where nothing was counted."""
+    if isinstance(value, float):
+        return f"{value:.4f}" if math.isfinite(value) else "n/a"
+    return str(value)
+
+
 def _duration(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "?"

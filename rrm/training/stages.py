@@ -62,8 +62,9 @@ class Stage(ABC):
         loss parts, detached, on the device, with their sum under ``"total"``."""
 
     @abstractmethod
-    def validate(self, network: nn.Module, val_set: VOCSegmentation, ctx: Context, panel: Path) -> dict[str, float]:
-        """Validation metrics (all processes call it; rank 0 draws ``panel``)."""
+    def validate(self, network: nn.Module, val_set: VOCSegmentation, ctx: Context, panel: Path,
+                 step: int) -> dict[str, float]:
+        """Validation metrics after ``step`` steps (all processes call it; rank 0 draws ``panel``)."""
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """What the stage accumulated over the steps so far, summed over the processes, for
@@ -139,8 +140,10 @@ class RRMStage(Stage):
         self.quality["reliable"].update(reliable, target)
         self.quality["cam"].update(cam_labels, target)
 
-    def validate(self, network: nn.Module, val_set: VOCSegmentation, ctx: Context, panel: Path) -> dict[str, float]:
-        metrics = validate_one_step(network, val_set, self.config, ctx, panel)
+    def validate(self, network: nn.Module, val_set: VOCSegmentation, ctx: Context, panel: Path,
+                 step: int) -> dict[str, float]:
+        metrics = validate_one_step(network, val_set, self.config, ctx, panel,
+                                    segmentation_trained=step > self.config.cls_only_steps)
         reliable, cam = self.quality["reliable"].reduced(), self.quality["cam"].reduced()
         return {
             **metrics,
@@ -219,7 +222,8 @@ class FCNStage(Stage):
         loss = loss.detach()
         return {"ce": loss, "total": loss}
 
-    def validate(self, network: nn.Module, val_set: VOCSegmentation, ctx: Context, panel: Path) -> dict[str, float]:
+    def validate(self, network: nn.Module, val_set: VOCSegmentation, ctx: Context, panel: Path,
+                 step: int) -> dict[str, float]:
         return validate_segmentation(network, val_set, ctx, panel, self.config.panel_images)
 
 
