@@ -38,7 +38,8 @@ def read_torch_file(path: str | os.PathLike) -> object:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types (UnpicklingError, RuntimeError, EOFError, ...)
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        message = (str(error).strip().splitlines() or [""])[0]
+        reason = f"{type(error).__name__}: {message}" if message else type(error).__name__
         raise CheckpointError(f"cannot read checkpoint {path}: not a loadable PyTorch file ({reason})") from None
 
 
