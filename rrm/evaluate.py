@@ -1,8 +1,8 @@
 """Score predicted masks against the ground truth of a split.
 
-    python -m rrm.evaluate --pred O --data-root D [--split val] [--json out.json]
+    python -m rrm.evaluate --pred O [--data-root D] [--split val] [--json out.json]
 
-``O/<name>.png`` must exist for every image of the split, at the size of its ground-truth
+``--data-root`` defaults to the embedded synthetic dataset. ``O/<name>.png`` must exist for every image of the split, at the size of its ground-truth
 mask (``SegmentationClass``, else ``SegmentationClassAug``). Predictions may be palette,
 grey-level or VOC-coloured RGB PNGs holding 0..20 (``rrm.infer`` writes palette PNGs).
 
@@ -25,21 +25,22 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rrm.evaluation.scoring import evaluate_split
-from rrm.utils.cli import CommandParser, run_command
+from rrm.data import data_root_of
+from rrm.utils.cli import CommandParser, add_data_root_argument, run_command
 from rrm.utils.files import write_atomic
 
 
 def build_parser() -> CommandParser:
     parser = CommandParser("python -m rrm.evaluate", __doc__)
     parser.add_argument("--pred", required=True, help="folder of predicted masks <name>.png")
-    parser.add_argument("--data-root", required=True, help="VOC-layout folder with the ground-truth masks")
+    add_data_root_argument(parser, "with the ground-truth masks")
     parser.add_argument("--split", default="val", help="image list name or list file path (default: val)")
     parser.add_argument("--json", default=None, help="also write the scores to this JSON file")
     return parser
 
 
 def evaluate(args: argparse.Namespace) -> int:
-    report = evaluate_split(args.pred, args.data_root, args.split)
+    report = evaluate_split(args.pred, data_root_of(args.data_root), args.split)
     if args.json:
         text = json.dumps({"pred": str(args.pred), "split": args.split, **report.to_json()}, indent=2)
         write_atomic(Path(args.json), lambda path: path.write_text(text + "\n"))

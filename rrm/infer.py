@@ -1,14 +1,16 @@
 """Predict segmentation masks of a split with a trained RRM (or step-2 DeepLab) network.
 
-    python -m rrm.infer --checkpoint C --data-root D [--split val] --out O
+    python -m rrm.infer --checkpoint C [--data-root D] [--split val] --out O
         [--scales 1,0.5,1.5,2] [--flip] [--crf] [--batch-size N] [--device cpu|cuda|auto]
         [--save-probs] [--backbone B] [--voc-submission] [--overwrite]
 
 The checkpoint is an rrm training checkpoint (``last.pth``) or a plain state dict such as
 RRM's ``RRM_final.pth`` (see :mod:`rrm.evaluation.model_loading`). Each image is predicted
 from the segmentation branch's softmax, averaged over ``--scales`` (and their mirror images
-with ``--flip``); the defaults (scale 1, no flip) are RRM's own inference. ``--crf`` refines the
-probabilities with RRM's inference dense CRF (Gaussian 3/3, bilateral 83/5/4, 10 iterations).
+with ``--flip``); ``--crf`` refines them with RRM's inference dense CRF (Gaussian 3/3,
+bilateral 83/5/4, 10 iterations). The defaults (scale 1, no flip, no CRF) are the fast
+single-scale prediction; RRM's inference protocol is ``--scales 0.75,1,1.25 --flip --crf``.
+``--data-root`` defaults to the embedded synthetic dataset.
 
 Outputs, one per image of the split:
 
@@ -34,7 +36,8 @@ from pathlib import Path
 
 from rrm.evaluation.prediction import PredictionOptions, add_prediction_arguments
 from rrm.evaluation.prediction_files import PROBS_DIR, OutputLayout, predict_split
-from rrm.utils.cli import CommandParser, run_command
+from rrm.data import data_root_of
+from rrm.utils.cli import CommandParser, add_data_root_argument, run_command
 from rrm.utils.devices import resolve_device
 
 
@@ -42,7 +45,7 @@ def build_parser() -> CommandParser:
     parser = CommandParser("python -m rrm.infer", __doc__)
     parser.add_argument("--checkpoint", required=True,
                         help="rrm training checkpoint (last.pth) or a state dict (RRM_final.pth)")
-    parser.add_argument("--data-root", required=True, help="VOC-layout folder (holding JPEGImages, ImageSets, ...)")
+    add_data_root_argument(parser, "holding the images")
     parser.add_argument("--split", default="val", help="image list name (val, test, ...) or list file (default: val)")
     parser.add_argument("--out", required=True, help="output folder")
     add_prediction_arguments(parser, batch_size=1)
@@ -60,7 +63,7 @@ def infer(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     layout = OutputLayout(Path(args.out), args.voc_submission, args.save_probs)
     options = PredictionOptions(tuple(args.scales), args.flip, args.crf)
-    predict_split(args.checkpoint, args.data_root, args.split, layout, options, args.batch_size, device,
+    predict_split(args.checkpoint, data_root_of(args.data_root), args.split, layout, options, args.batch_size, device,
                   title=f"split {args.split}", backbone=args.backbone, overwrite=args.overwrite)
     print(f"masks in {layout.mask_dir}" + (f"; probabilities in {layout.out / PROBS_DIR}" if args.save_probs else ""))
     if args.voc_submission:

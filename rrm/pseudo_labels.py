@@ -26,17 +26,17 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from rrm.data import ensure_synthetic_dataset
+from rrm.data import data_root_of
 from rrm.evaluation.prediction import DEFAULT_IGNORE_BELOW, PredictionOptions, add_prediction_arguments
 from rrm.evaluation.prediction_files import export_pseudo_labels
-from rrm.utils.cli import CommandParser, run_command
+from rrm.utils.cli import CommandParser, add_data_root_argument, run_command
 from rrm.utils.devices import resolve_device
 
 
 def build_parser() -> CommandParser:
     parser = CommandParser("python -m rrm.pseudo_labels", __doc__)
     parser.add_argument("--checkpoint", required=True, help="one-step checkpoint (RUN/last.pth) or a state dict")
-    parser.add_argument("--data-root", default=None, help="VOC-layout folder (default: the embedded synthetic dataset)")
+    add_data_root_argument(parser, "holding the images")
     parser.add_argument("--split", default="train", help="image list name or list file (default: train)")
     parser.add_argument("--out", required=True, help="folder of the pseudo-label PNGs")
     add_prediction_arguments(parser, batch_size=8)
@@ -46,7 +46,7 @@ def build_parser() -> CommandParser:
 
 
 def export(args: argparse.Namespace) -> int:
-    data_root = Path(args.data_root) if args.data_root else ensure_synthetic_dataset()
+    data_root = data_root_of(args.data_root)
     options = PredictionOptions(tuple(args.scales), args.flip, args.crf, args.ignore_below)
     summary = export_pseudo_labels(args.checkpoint, data_root, args.split, args.out, options, args.batch_size,
                                    resolve_device(args.device))

@@ -3,7 +3,15 @@
 With no options it trains one-step RRM with the small backbone on the embedded synthetic
 dataset on the CPU. Each step: multi-scale CAMs -> reliable region labels (two dense CRFs +
 pruning, batched, on the training device) -> multilabel soft-margin + reliable-region
-cross-entropy + dense energy loss -> SGD with RRM's four-group poly schedule.
+cross-entropy + dense energy loss -> Adam with a poly learning-rate decay (``--optimizer sgd``:
+RRM's SGD with its four parameter groups).
+
+Prints the dataset it uses, a progress line every --log-every steps, a line per validation
+and a table of the final metrics. The run folder (--out, default runs/<timestamp>) gets
+last.pth, metrics.json (final metrics), metrics.jsonl (every logged value, strict JSON),
+curves.png (losses, learning rate, validation mIoU, reliable-label precision and coverage
+over the steps), panels/ (images, CAMs, labels), config.yaml and, when the tensorboard
+package is installed, tensorboard/ event files. Resuming a finished run changes nothing.
 
 ``--stage fcn --pseudo-labels P`` trains step 2 instead: DeepLab with cross-entropy on the
 pseudo masks in P (see rrm.training.stages). ``--two-step`` runs one-step RRM, the

@@ -32,8 +32,8 @@ def _optional_tensor(value: object, name: str) -> Tensor | None:
 
 
 def dense_crf(
-    scores: Tensor | None,
-    image: Tensor,
+    scores: Tensor | None = None,
+    image: Tensor | None = None,
     *,
     unary: Tensor | None = None,
     n_iter: int = 10,
@@ -55,8 +55,8 @@ def dense_crf(
 
     Args:
         scores: float32/float64 [B, L, H, W], probabilities >= 0 (need not sum to 1);
-            ``U = −log(clip(scores, 1e-5, 1))``, so values above 1 act as 1. None when
-            ``unary`` is given.
+            ``U = −log(clip(scores, 1e-5, 1))``, so values above 1 act as 1. None (or left
+            out) when ``unary`` is given: ``dense_crf(unary=u, image=img)``.
         image: uint8 [B, H, W, 3] or [B, 3, H, W], RGB 0..255 (a [B, 3, 3, 3] image is read as
             [B, H, W, 3]).
         unary: float32/float64 [B, L, H, W], finite negative log-probabilities, given instead
@@ -71,6 +71,8 @@ def dense_crf(
     Returns:
         Q float32 [B, L, H, W], summing to 1 over the present labels of each pixel.
     """
+    if image is None:
+        raise TypeError("dense_crf() needs the image: dense_crf(scores, image) or dense_crf(unary=u, image=image)")
     return ops().dense_crf(
         _optional_tensor(scores, "scores"),
         _tensor(image, "image"),

@@ -177,12 +177,18 @@ def test_prebuilt_lattices_and_unary_entry_equal_the_one_call_op():
     expected = rrm_ops.dense_crf(scores, images, n_iter=5, **TRAINING)
     unary = rrm_ops.unary_from_scores(scores)
     assert torch.equal(rrm_ops.dense_crf(None, images, unary=unary, n_iter=5, **TRAINING), expected)
+    assert torch.equal(rrm_ops.dense_crf(unary=unary, image=images, n_iter=5, **TRAINING), expected)
     lattices = rrm_ops.crf_lattices(images, gaussian_sxy=3.0, bilateral_sxy=80.0, bilateral_srgb=13.0)
     refined = rrm_ops.mean_field(unary, lattices, n_iter=5, gaussian_compat=3.0, bilateral_compat=10.0)
     assert torch.equal(refined, expected)
     plain = dataclasses.replace(lattices, bilateral=rrm_ops.Lattice(rrm_ops.bilateral_features(images, 80.0, 13.0)))
     unpadded = rrm_ops.mean_field(unary, plain, n_iter=5, gaussian_compat=3.0, bilateral_compat=10.0)
     assert (unpadded - expected).abs().max() > 1e-5
+
+
+def test_dense_crf_without_an_image_says_so():
+    with pytest.raises(TypeError, match="needs the image"):
+        rrm_ops.dense_crf(unary=torch.zeros(1, 2, 4, 4))
 
 
 def test_reused_gaussian_lattices_give_the_bits_of_a_fresh_build():

@@ -83,6 +83,25 @@ def test_an_unknown_flag_exits_2_with_one_error_line(module, one_image_dataset, 
     assert "--no-such-flag" in line and f"python -m {module} --help" in line
 
 
+@pytest.mark.parametrize("module, abbreviation", [("rrm.train", "--max-step"), ("rrm.train", "--cls-only"),
+                                                  ("rrm.infer", "--check"), ("rrm.evaluate", "--pre")])
+def test_an_abbreviated_option_is_an_unknown_flag(module, abbreviation, capsys):
+    main = importlib.import_module(module).main
+    with pytest.raises(SystemExit) as exit_info:
+        main([abbreviation, "1"])
+    assert exit_info.value.code == 2
+    assert abbreviation in one_error_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("module", ["rrm.train", "rrm.infer"])
+def test_a_missing_gpu_is_worded_alike(module, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    main = importlib.import_module(module).main
+    arguments = ["--checkpoint", str(tmp_path / "c.pth"), "--out", str(tmp_path / "o")] if module == "rrm.infer" else []
+    assert main([*arguments, "--device", "cuda"]) == 2
+    assert one_error_line(capsys.readouterr().err) == "error: device 'cuda' requested but CUDA is not available"
+
+
 @pytest.mark.parametrize(
     "arguments, message",
     [

@@ -16,6 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
+from rrm.training.checkpoint import save_checkpoint
 from rrm.training.config import TrainConfig
 from rrm.data import read_mask, voc_palette, write_mask
 from rrm.data import generate_synthetic_dataset
@@ -25,7 +26,7 @@ from rrm.evaluation.prediction import segmentation_probabilities
 from rrm.evaluation.prediction_files import SUBMISSION_DIR, same_size_batches
 from rrm.evaluation.scoring import CLASS_NAMES, evaluate_files
 from rrm.infer import main as infer_main
-from rrm.models import CHECKPOINT_FORMAT, build_deeplab, build_rrm
+from rrm.models import build_deeplab, build_rrm
 from rrm.utils.errors import CheckpointError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -57,13 +58,8 @@ def network() -> torch.nn.Module:
 def checkpoints(tmp_path_factory, network) -> dict[str, Path]:
     """The same weights as an rrm training checkpoint and as a plain state dict."""
     folder = tmp_path_factory.mktemp("checkpoints")
-    training = {
-        "format": CHECKPOINT_FORMAT,
-        "model": network.state_dict(),
-        "step": 7,
-        "config": TrainConfig(backbone="small").to_dict(),
-    }
-    torch.save(training, folder / "last.pth")
+    save_checkpoint(folder / "last.pth", network, torch.optim.Adam(network.parameters()), 7,
+                    TrainConfig(backbone="small"), torch.device("cpu"), {}, 0.0)
     torch.save(network.state_dict(), folder / "plain.pth")
     return {"training": folder / "last.pth", "plain": folder / "plain.pth"}
 

@@ -37,9 +37,32 @@ def test_few_steps_write_the_run_folder(tiny_dataset, tmp_path):
     assert 0.0 <= metrics["seg_crf_miou"] <= 1.0
     assert (out / "config.yaml").is_file()
     assert _state(out / "last.pth")["step"] == 4
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    records = [json.loads(line, parse_constant=_refuse_non_standard)
+               for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert any("loss/dense" in record for record in records)
+    final = records[-1]
+    assert final["final/steps"] == 4 and not any(key.startswith("val/") for key in final)
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert list((out / "panels").glob("*.png"))
+
+
+def _refuse_non_standard(name: str):
+    raise ValueError(f"metrics.jsonl holds {name}, which is not JSON")
+
+
+def test_cls_only_run_logs_null_for_undefined_label_quality(tiny_dataset, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["--data-root", str(tiny_dataset), "--out", str(out), *TINY, "--max-steps", "2",
+                 "--cls-only-steps", "2", "--val-every", "1"]) == 0
+    text = (out / "metrics.jsonl").read_text()
+    assert "NaN" not in text
+    records = [json.loads(line, parse_constant=_refuse_non_standard) for line in text.splitlines()]
+    assert records[-1]["final/reliable_precision"] is None
+    printed = capsys.readouterr().out
+    order = [f"dataset: {tiny_dataset}", "step 1/2", "validation at step 1:", "step 2/2", "final metrics",
+             "\n  reliable_precision", f"run folder: {out}"]
+    positions = [printed.find(line) for line in order]
+    assert -1 not in positions and positions == sorted(positions), printed
 
 
 def test_resumed_run_ends_with_the_same_parameters(tiny_dataset, tmp_path):
@@ -52,6 +75,12 @@ def test_resumed_run_ends_with_the_same_parameters(tiny_dataset, tmp_path):
     assert actual["step"] == 4
     for name, tensor in expected["model"].items():
         assert torch.equal(tensor, actual["model"][name]), name
+    # The label-quality counters travel in the checkpoint: the same final metrics, bar the time.
+    straight_metrics = json.loads((straight / "metrics.json").read_text())
+    resumed_metrics = json.loads((resumed / "metrics.json").read_text())
+    straight_metrics.pop("wall_time_s"), resumed_metrics.pop("wall_time_s")
+    assert resumed_metrics == straight_metrics
+    assert straight_metrics["reliable_precision"] is not None
 
 
 def test_two_process_torchrun_keeps_ranks_in_sync(tiny_dataset, tmp_path):

@@ -21,9 +21,10 @@ from rrm.training.config import TrainConfig
 from rrm.data import read_mask, voc_palette, write_mask
 from rrm.data import generate_synthetic_dataset
 from rrm.evaluation.prediction import labels_of
-from rrm.models import CHECKPOINT_FORMAT, build_rrm
+from rrm.models import build_rrm
 from rrm.pseudo_labels import main as pseudo_labels_main
 from rrm.train import main as train_main
+from rrm.training.checkpoint import save_checkpoint
 from rrm.training.two_step import pseudo_label_miou, summary_table, two_step_metrics
 
 TINY = ["--batch-size", "2", "--crop-size", "48", "--num-workers", "0", "--val-every", "0",
@@ -47,8 +48,9 @@ def checkpoint(tmp_path_factory) -> Path:
     """An untrained small-backbone RRM as an rrm training checkpoint."""
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("checkpoint") / "last.pth"
-    torch.save({"format": CHECKPOINT_FORMAT, "model": build_rrm("small").state_dict(), "step": 0,
-                "config": TrainConfig().to_dict()}, path)
+    network = build_rrm("small")
+    save_checkpoint(path, network, torch.optim.Adam(network.parameters()), 0, TrainConfig(), torch.device("cpu"), {},
+                    0.0)
     return path
 
 

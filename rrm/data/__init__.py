@@ -12,7 +12,7 @@ from rrm.data.files import (
     write_mask,
 )
 from rrm.data.layout import NUM_CLASSES, VOC_CLASSES, image_paths, read_image_list, split_names
-from rrm.data.synthetic_dataset import ensure_synthetic_dataset, generate_synthetic_dataset
+from rrm.data.synthetic_dataset import data_root_of, embedded_dataset, ensure_synthetic_dataset, generate_synthetic_dataset
 from rrm.data.transforms import (
     IGNORE_INDEX,
     IMAGENET_MEAN,
@@ -27,7 +27,7 @@ from rrm.utils.errors import DatasetError
 __all__ = [
     "IGNORE_INDEX", "IMAGENET_MEAN", "IMAGENET_STD", "NUM_CLASSES", "VOC_CLASSES",
     "DatasetError", "EvalTransform", "TrainTransform", "VOCSegmentation",
-    "check_same_size", "ensure_synthetic_dataset", "generate_synthetic_dataset", "image_paths",
+    "check_same_size", "data_root_of", "embedded_dataset", "ensure_synthetic_dataset", "generate_synthetic_dataset", "image_paths",
     "labels_from_mask", "load_cls_labels", "normalize_image", "read_image", "read_image_list",
     "read_mask", "save_cls_labels", "split_names", "voc_palette", "write_mask",
 ]

@@ -16,6 +16,8 @@ import json
 import os
 import shutil
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -124,6 +126,46 @@ def default_cache_root() -> Path:
     return Path(os.environ.get("RRM_CACHE") or Path.home() / ".cache" / "rrm")
 
 
+def synthetic_dataset_root(
+    cache_dir: str | os.PathLike | None = None,
+    n_train: int = DEFAULT_N_TRAIN,
+    n_val: int = DEFAULT_N_VAL,
+    size: int = DEFAULT_SIZE,
+    seed: int = DEFAULT_SEED,
+) -> Path:
+    """Where :func:`ensure_synthetic_dataset` keeps the dataset of these parameters."""
+    cache_root = Path(cache_dir) if cache_dir is not None else default_cache_root()
+    name = f"synthetic-v{SYNTHETIC_VERSION}"
+    if (n_train, n_val, size, seed) != (DEFAULT_N_TRAIN, DEFAULT_N_VAL, DEFAULT_SIZE, DEFAULT_SEED):
+        name += f"-train{n_train}-val{n_val}-size{size}-seed{seed}"
+    return cache_root / name
+
+
+def embedded_dataset(report: Callable[[str], None] = print) -> Path:
+    """The root of the default synthetic dataset (what the command lines use without
+    ``--data-root``), generated on first use; ``report`` gets a line saying where it is and
+    whether it was generated now (with the time it took) or earlier."""
+    root = synthetic_dataset_root()
+    if root.exists():
+        ensure_synthetic_dataset()
+        report(f"dataset: the embedded synthetic dataset in {root} (generated earlier; --data-root to use another)")
+        return root
+    report(f"dataset: generating the embedded synthetic dataset in {root} (about a minute, once) ...")
+    start = time.perf_counter()
+    ensure_synthetic_dataset()
+    report(f"dataset: generated in {time.perf_counter() - start:.0f} s")
+    return root
+
+
+def data_root_of(option: str | os.PathLike | None, report: Callable[[str], None] = print) -> Path:
+    """The dataset root of a ``--data-root`` option: the given folder, or (None) the
+    embedded synthetic dataset; ``report`` gets a line naming it."""
+    if option is None:
+        return embedded_dataset(report)
+    report(f"dataset: {option}")
+    return Path(option)
+
+
 def ensure_synthetic_dataset(
     cache_dir: str | os.PathLike | None = None,
     n_train: int = DEFAULT_N_TRAIN,
@@ -140,13 +182,8 @@ def ensure_synthetic_dataset(
     rename), so concurrent callers (e.g. the ranks of a ``torchrun`` job) are safe: the first
     rename wins and the others discard their copy.
     """
-    cache_root = Path(cache_dir) if cache_dir is not None else default_cache_root()
+    root = synthetic_dataset_root(cache_dir, n_train, n_val, size, seed)
     wanted = _metadata(n_train, n_val, size, seed)
-    defaults = (n_train, n_val, size, seed) == (DEFAULT_N_TRAIN, DEFAULT_N_VAL, DEFAULT_SIZE, DEFAULT_SEED)
-    name = f"synthetic-v{SYNTHETIC_VERSION}"
-    if not defaults:
-        name += f"-train{n_train}-val{n_val}-size{size}-seed{seed}"
-    root = cache_root / name
     if not root.exists():
         _write_into_place(root, n_train, n_val, size, seed, replace=False)
     metadata_path = root / METADATA_FILE

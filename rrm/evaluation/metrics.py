@@ -74,8 +74,7 @@ def scores_from_confusion(matrix: torch.Tensor) -> SegmentationScores:
 class ConfusionMatrix:
     """Accumulates a confusion matrix over batches.
 
-    The matrix lives on the device of the first ``target`` it sees (a GPU with NCCL, so that
-    ``all_reduce`` works there). :meth:`compute` sums the matrices of all processes when
+    The matrix lives on the device of the first ``target`` it sees. :meth:`compute` sums the matrices of all processes when
     ``torch.distributed`` is initialised (every process must call it) and never changes the
     local counts, so it can be called more than once.
     """
@@ -117,9 +116,13 @@ class LabelQuality:
         batch = torch.stack([correct.sum(), kept.sum(), valid.sum()]).to(torch.float64)
         self.counts = self.counts.to(batch.device) + batch
 
+    def reduced_counts(self) -> torch.Tensor:
+        """float64 ``[3]``: (correct, kept, valid) pixels summed over all processes."""
+        return all_reduce_sum(self.counts)
+
     def reduced(self) -> dict[str, float]:
         """Precision and coverage over all processes (NaN where there is nothing to count)."""
-        correct, kept, valid = all_reduce_sum(self.counts).tolist()
+        correct, kept, valid = self.reduced_counts().tolist()
         return {
             "precision": correct / kept if kept else float("nan"),
             "coverage": kept / valid if valid else float("nan"),

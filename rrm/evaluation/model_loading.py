@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from rrm.models import build_deeplab, build_rrm
-from rrm.models.weights import check_state_dict_fits, is_training_checkpoint, read_torch_file, state_dict_of
+from rrm.models.weights import STAGE_OF_NETWORK, check_state_dict_fits, read_weights
 from rrm.utils.errors import CheckpointError
 
 # Keys that identify the network (by its output layer) and its backbone (by its first layer).
@@ -39,17 +39,20 @@ class SegmentationModel:
     description: str  # where the weights came from, for the log
 
 
-def load_segmentation_model(path: str | os.PathLike, backbone: str | None = None) -> SegmentationModel:
+def load_segmentation_model(path: str | os.PathLike, backbone: str | None = None,
+                            stage: str | None = None) -> SegmentationModel:
     """Load an RRM or DeepLab network from a weights file (see the module docstring), on
-    the CPU in eval mode. ``backbone`` overrides the file's. Raises ``FileNotFoundError`` or
-    :class:`CheckpointError` (an unknown backbone: :class:`~rrm.utils.errors.InputError`)
-    with a one-line reason."""
+    the CPU in eval mode. ``backbone`` overrides the file's; ``stage`` (``"rrm"`` or
+    ``"fcn"``), when given, is the stage whose network the file must hold. Raises
+    ``FileNotFoundError`` or :class:`CheckpointError` (an unknown backbone:
+    :class:`~rrm.utils.errors.InputError`) with a one-line reason."""
     path = Path(path)
-    content = read_torch_file(path)
-    training = is_training_checkpoint(content)
-    state = state_dict_of(content, path)
+    content, state = read_weights(path, stage)
+    training = content is not None
     kind = _network_kind(state, path)
-    saved_backbone = (content.get("config") or {}).get("backbone") if training else None
+    if stage is not None and STAGE_OF_NETWORK[kind] != stage:
+        raise CheckpointError(f"checkpoint {path} is of stage {STAGE_OF_NETWORK[kind]!r}, expected stage {stage!r}")
+    saved_backbone = content["config"].get("backbone") if training else None
     backbone = backbone or saved_backbone or _guess_backbone(state, kind, path)
     num_classes = int(state[_SEG_OUTPUT_KEYS[kind]].shape[0]) - 1
     network = (build_rrm if kind == "rrm" else build_deeplab)(backbone, num_classes)

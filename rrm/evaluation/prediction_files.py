@@ -127,12 +127,13 @@ def predict_images(network: torch.nn.Module, names: Sequence[str], paths: Sequen
 def predict_split(checkpoint: str | os.PathLike, data_root: str | os.PathLike, split: str, layout: OutputLayout,
                   options: PredictionOptions, batch_size: int, device: torch.device, *, title: str,
                   backbone: str | None = None, overwrite: bool = False, rank: int = 0,
-                  world_size: int = 1) -> SplitSummary:
+                  world_size: int = 1, stage: str | None = None) -> SplitSummary:
     """Predict the images ``rank::world_size`` of ``split`` whose outputs are not in
-    ``layout`` yet (all with ``overwrite``) with the network of ``checkpoint``; rank 0
-    prints the model and ``"<title>: N images, K already done, M to predict"``."""
+    ``layout`` yet (all with ``overwrite``) with the network of ``checkpoint`` (of ``stage``
+    when given); rank 0 prints the model and ``"<title>: N images, K already done, M to
+    predict"``."""
+    model = load_segmentation_model(checkpoint, backbone, stage)
     names = split_names(data_root, split)[rank::world_size]
-    model = load_segmentation_model(checkpoint, backbone)
     pending = [name for name in names if overwrite or not layout.is_complete(name)]
     paths = image_paths(data_root, pending)
     if rank == 0:
@@ -147,10 +148,10 @@ def export_pseudo_labels(checkpoint: str | os.PathLike, data_root: str | os.Path
                          out: str | os.PathLike, options: PredictionOptions, batch_size: int = 1,
                          device: torch.device | None = None, rank: int = 0, world_size: int = 1) -> SplitSummary:
     """Write the pseudo labels ``out/<name>.png`` of the images of ``split`` that lack one
-    (see ``python -m rrm.pseudo_labels --help``). Process ``rank`` of ``world_size`` handles
-    the images ``rank::world_size``."""
+    (see ``python -m rrm.pseudo_labels --help``) with a one-step RRM network. Process
+    ``rank`` of ``world_size`` handles the images ``rank::world_size``."""
     if not 0.0 <= options.ignore_below <= 1.0:
         raise InputError(f"--ignore-below must be in [0, 1], got {options.ignore_below}")
     return predict_split(checkpoint, data_root, split, OutputLayout(Path(out)), options, batch_size,
                          device or torch.device("cpu"), title=f"pseudo labels of split {split}", rank=rank,
-                         world_size=world_size)
+                         world_size=world_size, stage="rrm")

@@ -15,7 +15,15 @@ from torch import Tensor
 
 from rrm.cams import cam_argmax_labels, mine_reliable_labels, normalised_cams, upsampled_cams
 from rrm.evaluation.metrics import ConfusionMatrix
-from rrm.evaluation.panels import SEGMENTATION_COLUMNS, colourise, draw_panel, heatmap
+from rrm.evaluation.panels import (
+    LABEL_NAMES,
+    SEGMENTATION_COLUMNS,
+    blank_tile,
+    colourise,
+    draw_panel,
+    heatmap,
+    labels_in,
+)
 from rrm.evaluation.prediction import refine_with_crf, segmentation_probabilities
 from rrm.utils.distributed import Context
 
@@ -46,14 +54,15 @@ def evaluation_mode(model: torch.nn.Module) -> Iterator[None]:
 
 @torch.no_grad()
 def validate_one_step(model: torch.nn.Module, dataset, config, ctx: Context,
-                      panel_path: Path | None = None) -> dict[str, float]:
+                      panel_path: Path | None = None, segmentation_trained: bool = True) -> dict[str, float]:
     """mIoU of the CAM baseline and of the segmentation branch of an RRM network on
     ``dataset`` (images are split over the processes; results are all-reduced). ``config``
     gives the CAM scales, the baseline's background score, the mining options and the
-    panel size. Rank 0 draws ``panel_path``."""
+    panel size. Rank 0 draws ``panel_path``; while ``segmentation_trained`` is False
+    (classification-only steps) its prediction column is blank and says so."""
     num_labels = model.num_classes + 1
     cam_scores, seg_scores = ConfusionMatrix(num_labels), ConfusionMatrix(num_labels)
-    panel_rows = []
+    panel_rows, captions, shown = [], [], set()
     with evaluation_mode(model):
         for sample, image, target in samples_of_rank(dataset, ctx):
             labels = sample["label"][None].to(ctx.device)
@@ -64,9 +73,13 @@ def validate_one_step(model: torch.nn.Module, dataset, config, ctx: Context,
             cam_scores.update(cam_pred, target)
             seg_scores.update(seg_pred, target)
             if panel_path is not None and ctx.is_main and len(panel_rows) < config.panel_images:
-                panel_rows.append(_one_step_panel_row(sample, out["cams"], labels, seg_pred, target, config))
+                row, row_captions, row_labels = _one_step_panel_row(sample, out["cams"], labels, seg_pred, target,
+                                                                    config, segmentation_trained)
+                panel_rows.append(row)
+                captions.append(row_captions)
+                shown |= row_labels
     if panel_rows:
-        draw_panel(panel_rows, panel_path)
+        draw_panel(panel_rows, panel_path, captions=captions, legend=shown)
     return {"cam_miou": cam_scores.compute().miou, "seg_miou": seg_scores.compute().miou}
 
 
@@ -77,16 +90,18 @@ def validate_segmentation(model: torch.nn.Module, dataset, ctx: Context, panel_p
     e.g. step 2's DeepLab) on ``dataset``, split over the processes and all-reduced. Rank 0
     draws ``panel_path``: image | prediction | ground truth for ``panel_images`` images."""
     scores = ConfusionMatrix(model.num_classes + 1)
-    panel_rows = []
+    panel_rows, shown = [], set()
     with evaluation_mode(model):
         for sample, image, target in samples_of_rank(dataset, ctx):
             prediction = segmentation_labels(model(image)["seg_logits"], tuple(target.shape[-2:]))
             scores.update(prediction, target)
             if panel_path is not None and ctx.is_main and len(panel_rows) < panel_images:
-                panel_rows.append([sample["image_uint8"].permute(1, 2, 0).numpy(),
-                                   colourise(prediction[0].cpu().numpy()), colourise(target[0].cpu().numpy())])
+                predicted, truth = prediction[0].cpu().numpy(), target[0].cpu().numpy()
+                panel_rows.append([sample["image_uint8"].permute(1, 2, 0).numpy(), colourise(predicted),
+                                   colourise(truth)])
+                shown |= labels_in(predicted, truth)
     if panel_rows:
-        draw_panel(panel_rows, panel_path, SEGMENTATION_COLUMNS)
+        draw_panel(panel_rows, panel_path, SEGMENTATION_COLUMNS, legend=shown)
     return {"seg_miou": scores.compute().miou}
 
 
@@ -105,16 +120,22 @@ def validate_with_crf(model: torch.nn.Module, dataset, ctx: Context, scales: Seq
     return scores.compute().miou
 
 
-def _one_step_panel_row(sample, cams: Tensor, labels: Tensor, seg_pred: Tensor, target: Tensor,
-                        config) -> Sequence[np.ndarray]:
+def _one_step_panel_row(sample, cams: Tensor, labels: Tensor, seg_pred: Tensor, target: Tensor, config,
+                        segmentation_trained: bool) -> tuple[list[np.ndarray], list[str], set[int]]:
+    """The tiles of one image, their captions and the labels they show."""
     image_uint8 = sample["image_uint8"][None].to(cams.device)
     roi = torch.ones_like(target)
-    reliable = mine_reliable_labels(cams, labels, image_uint8, roi, **config.mining_kwargs())
+    reliable = mine_reliable_labels(cams, labels, image_uint8, roi, **config.mining_kwargs())[0].cpu().numpy()
     cam_map = normalised_cams(upsampled_cams(cams, tuple(target.shape[-2:])), labels).amax(dim=1)
-    return [
-        sample["image_uint8"].permute(1, 2, 0).numpy(),
-        heatmap(cam_map[0].cpu().numpy()),
-        colourise(reliable[0].cpu().numpy()),
-        colourise(seg_pred[0].cpu().numpy()),
-        colourise(target[0].cpu().numpy()),
-    ]
+    truth, predicted = target[0].cpu().numpy(), seg_pred[0].cpu().numpy()
+    classes = [LABEL_NAMES[index + 1] for index in labels[0].nonzero().flatten().tolist()]
+    cam_caption = "CAM: " + ", ".join(classes)
+    shown = labels_in(reliable, truth)
+    if segmentation_trained:
+        prediction, prediction_caption = colourise(predicted), ""
+        shown |= labels_in(predicted)
+    else:
+        prediction, prediction_caption = blank_tile(*predicted.shape), "not trained yet"
+    tiles = [sample["image_uint8"].permute(1, 2, 0).numpy(), heatmap(cam_map[0].cpu().numpy()),
+             colourise(reliable), prediction, colourise(truth)]
+    return tiles, ["", cam_caption, "", prediction_caption, ""], shown

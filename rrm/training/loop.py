@@ -4,7 +4,8 @@ checkpoints and validation, a clean stop on SIGINT/SIGTERM, and the final metric
 from __future__ import annotations
 
 import signal
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -16,7 +17,7 @@ from rrm.evaluation.validation import validate_with_crf
 from rrm.training.checkpoint import restore_checkpoint, save_checkpoint
 from rrm.training.config import TrainConfig
 from rrm.training.optim import build_optimizer, poly_learning_rate
-from rrm.training.progress import ProgressLog
+from rrm.training.progress import ProgressLog, format_metric
 from rrm.training.stages import Stage, stage_class
 from rrm.utils import distributed
 from rrm.utils.errors import ConfigError
@@ -58,18 +59,31 @@ class Run:
     out: Path
     step: int = 0
     stop_signal: int = 0
+    elapsed_before: float = 0.0  # training time of the runs this one resumes
+    started: float = field(default_factory=time.perf_counter)
 
     @property
     def checkpoint_path(self) -> Path:
         return self.out / CHECKPOINT_NAME
 
-    def save_checkpoint(self) -> None:
-        """Write ``last.pth`` (rank 0 only)."""
-        if self.ctx.is_main:
-            save_checkpoint(self.checkpoint_path, self.core, self.optimizer, self.step, self.config, self.ctx.device)
+    def elapsed(self) -> float:
+        """Seconds of training so far, over every resumption."""
+        return self.elapsed_before + time.perf_counter() - self.started
 
-    def restore(self, checkpoint: dict) -> None:
-        self.step = restore_checkpoint(checkpoint, self.core, self.optimizer, self.ctx.device)
+    def save_checkpoint(self) -> None:
+        """Write ``last.pth`` (every process calls it: the stage state is summed over them;
+        rank 0 writes)."""
+        stage_state = self.stage.state_dict()
+        if self.ctx.is_main:
+            save_checkpoint(self.checkpoint_path, self.core, self.optimizer, self.step, self.config, self.ctx.device,
+                            stage_state, self.elapsed())
+
+    def restore(self, checkpoint: dict, path: Path) -> None:
+        """Continue from ``checkpoint`` (of :func:`~rrm.models.weights.load_checkpoint` on ``path``)."""
+        self.step = restore_checkpoint(checkpoint, path, self.core, self.optimizer, self.ctx.device)
+        self.stage.load_state_dict(checkpoint.get("stage_state", {}), self.ctx)
+        self.elapsed_before = float(checkpoint.get("elapsed_s", 0.0))
+        self.started = time.perf_counter()
 
 
 def build_run(config: TrainConfig, ctx: distributed.Context, out: Path) -> Run:
@@ -92,8 +106,7 @@ def _install_stop_handlers(run: Run) -> None:
 
 def _stop_requested(run: Run) -> bool:
     """Whether any process was signalled (all processes must stop at the same step)."""
-    flag = torch.tensor([float(run.stop_signal)])
-    return bool(distributed.all_reduce_sum(flag).item() > 0)
+    return distributed.any_process(run.stop_signal != 0)
 
 
 def train(run: Run, train_set: VOCSegmentation, val_set: VOCSegmentation, log: ProgressLog,
@@ -114,7 +127,8 @@ def train(run: Run, train_set: VOCSegmentation, val_set: VOCSegmentation, log: P
             poly_learning_rate(run.optimizer, run.step, config.max_steps, config.poly_power)
             losses = run.stage.training_step(run.model, run.optimizer, batch, run.step, run.ctx.device)
             run.step += 1
-            log.step(run.step, losses, images=config.batch_size * run.ctx.world_size)
+            log.step(run.step, losses, images=config.batch_size * run.ctx.world_size,
+                     lr=run.optimizer.param_groups[0]["lr"])
             _periodic_work(run, val_set, log)
             if _stop_requested(run):
                 run.save_checkpoint()
@@ -134,8 +148,10 @@ def _periodic_work(run: Run, val_set: VOCSegmentation, log: ProgressLog) -> None
     if config.checkpoint_every and run.step % config.checkpoint_every == 0 and run.step < config.max_steps:
         run.save_checkpoint()
     if config.val_every and run.step % config.val_every == 0 and run.step < config.max_steps:
-        metrics = run.stage.validate(run.core, val_set, run.ctx, _panel_path(run))
+        metrics = run.stage.validate(run.core, val_set, run.ctx, _panel_path(run), run.step)
         log.record(run.step, {f"val/{k}": v for k, v in metrics.items()})
+        log.message(f"validation at step {run.step}: " + " ".join(f"{k} {format_metric(v)}" for k, v in metrics.items()))
+        log.draw_curves()
 
 
 def _panel_path(run: Run) -> Path:
@@ -143,9 +159,10 @@ def _panel_path(run: Run) -> Path:
 
 
 def _final_metrics(run: Run, val_set: VOCSegmentation, log: ProgressLog) -> dict[str, float]:
-    metrics = run.stage.validate(run.core, val_set, run.ctx, _panel_path(run))
+    metrics = run.stage.validate(run.core, val_set, run.ctx, _panel_path(run), run.step)
     metrics["seg_crf_miou"] = validate_with_crf(run.core, val_set, run.ctx, run.config.crf_val_scales)
-    metrics.update(steps=run.step, wall_time_s=log.elapsed(), processes=run.ctx.world_size,
+    metrics.update(steps=run.step, wall_time_s=round(run.elapsed(), 3), processes=run.ctx.world_size,
                    ranks_in_sync=distributed.parameters_in_sync(run.core))
-    log.record(run.step, {f"val/{k}": v for k, v in metrics.items()})
+    log.record(run.step, {f"final/{k}": v for k, v in metrics.items()})
+    log.draw_curves()
     return metrics

@@ -27,7 +27,7 @@ from rrm.models import build_deeplab, build_rrm, check_state_dict_fits, load_sta
 from rrm.training.config import TrainConfig
 from rrm.training.losses import masked_cross_entropy, reliable_region_cross_entropy
 from rrm.utils.distributed import Context
-from rrm.utils.errors import ConfigError
+from rrm.utils.errors import CheckpointError, ConfigError
 
 Losses = dict[str, torch.Tensor]
 
@@ -62,8 +62,17 @@ class Stage(ABC):
         loss parts, detached, on the device, with their sum under ``"total"``."""
 
     @abstractmethod
-    def validate(self, network: nn.Module, val_set: VOCSegmentation, ctx: Context, panel: Path) -> dict[str, float]:
-        """Validation metrics (all processes call it; rank 0 draws ``panel``)."""
+    def validate(self, network: nn.Module, val_set: VOCSegmentation, ctx: Context, panel: Path,
+                 step: int) -> dict[str, float]:
+        """Validation metrics after ``step`` steps (all processes call it; rank 0 draws ``panel``)."""
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """What the stage accumulated over the steps so far, summed over the processes, for
+        the checkpoint (all processes call it)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor], ctx: Context) -> None:
+        """Take back what :meth:`state_dict` returned (all processes call it)."""
 
 
 class RRMStage(Stage):
@@ -89,7 +98,7 @@ class RRMStage(Stage):
         network = build_rrm(self.config.backbone)
         network.dropout7.p = self.config.cls_dropout
         if self.config.weights:
-            network.load_pretrained(load_state_dict_file(self.config.weights))
+            network.load_pretrained(load_state_dict_file(self.config.weights, stage=self.name))
         return network
 
     def training_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, batch: dict, step: int,
@@ -131,8 +140,10 @@ class RRMStage(Stage):
         self.quality["reliable"].update(reliable, target)
         self.quality["cam"].update(cam_labels, target)
 
-    def validate(self, network: nn.Module, val_set: VOCSegmentation, ctx: Context, panel: Path) -> dict[str, float]:
-        metrics = validate_one_step(network, val_set, self.config, ctx, panel)
+    def validate(self, network: nn.Module, val_set: VOCSegmentation, ctx: Context, panel: Path,
+                 step: int) -> dict[str, float]:
+        metrics = validate_one_step(network, val_set, self.config, ctx, panel,
+                                    segmentation_trained=step > self.config.cls_only_steps)
         reliable, cam = self.quality["reliable"].reduced(), self.quality["cam"].reduced()
         return {
             **metrics,
@@ -140,6 +151,20 @@ class RRMStage(Stage):
             "reliable_coverage": reliable["coverage"],
             "cam_train_precision": cam["precision"],
         }
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The label-quality counts of every process, summed (the final metrics read them)."""
+        return {f"quality/{name}": quality.reduced_counts() for name, quality in self.quality.items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor], ctx: Context) -> None:
+        """Rank 0 takes the summed counts and the others start from zero, so that the next
+        sum over the processes counts every step once."""
+        for name, quality in self.quality.items():
+            counts = state.get(f"quality/{name}")
+            if counts is None or counts.shape != quality.counts.shape:
+                raise CheckpointError(f"the checkpoint's stage state has no label-quality counts {name!r} of shape "
+                                      f"{tuple(quality.counts.shape)}")
+            quality.counts = (counts if ctx.is_main else torch.zeros_like(counts)).to(ctx.device, torch.float64)
 
 
 class FCNStage(Stage):
@@ -166,7 +191,7 @@ class FCNStage(Stage):
         config = self.config
         network = build_deeplab(config.backbone)
         if config.weights:
-            state = load_state_dict_file(config.weights)
+            state = load_state_dict_file(config.weights, stage=self.name)
             whole = any(key.startswith("classifier.") for key in state)
             target = network if whole else network.backbone
             if not whole:
@@ -197,7 +222,8 @@ class FCNStage(Stage):
         loss = loss.detach()
         return {"ce": loss, "total": loss}
 
-    def validate(self, network: nn.Module, val_set: VOCSegmentation, ctx: Context, panel: Path) -> dict[str, float]:
+    def validate(self, network: nn.Module, val_set: VOCSegmentation, ctx: Context, panel: Path,
+                 step: int) -> dict[str, float]:
         return validate_segmentation(network, val_set, ctx, panel, self.config.panel_images)
 
 

@@ -29,13 +29,14 @@ from rrm.evaluation.prediction import DEFAULT_IGNORE_BELOW, PredictionOptions
 from rrm.evaluation.prediction_files import export_pseudo_labels
 from rrm.evaluation.scoring import evaluate_split
 from rrm.training.arguments import config_from_args
-from rrm.training.checkpoint import load_checkpoint
+from rrm.models.weights import load_checkpoint
 from rrm.training.config import TrainConfig
 from rrm.training.loop import CHECKPOINT_NAME
 from rrm.training.runner import data_root, run_folder, run_training
 from rrm.training.stages import FCNStage, RRMStage
 from rrm.utils import distributed
 from rrm.utils.errors import ConfigError, DatasetError
+from rrm.utils.files import strict_json
 
 EXPORT_BATCH_SIZE = 8
 # Options step 2 takes from the one-step run; the others are stage fcn's defaults.
@@ -72,7 +73,7 @@ def train_stage(config: TrainConfig, ctx: distributed.Context) -> dict[str, floa
         return json.loads((out / "metrics.json").read_text())
     checkpoint = None
     if (out / CHECKPOINT_NAME).is_file():
-        checkpoint = load_checkpoint(out / CHECKPOINT_NAME)
+        checkpoint = load_checkpoint(out / CHECKPOINT_NAME, stage=config.stage)
         config = replace(config, resume=str(out / CHECKPOINT_NAME))
     return run_training(config, checkpoint, ctx)
 
@@ -110,8 +111,8 @@ def summary_table(metrics: dict[str, float]) -> str:
     width = max(len(label) for _, label in TABLE_ROWS)
     lines = [f"{'two-step RRM':<{width}}  value (%)"]
     for key, label in TABLE_ROWS:
-        value = metrics.get(key, float("nan"))
-        lines.append(f"{label:<{width}}  {'-' if math.isnan(value) else f'{100 * value:9.2f}'}")
+        value = metrics.get(key)
+        lines.append(f"{label:<{width}}  {'-' if value is None or math.isnan(value) else f'{100 * value:9.2f}'}")
     lines.append(f"{'wall time (s)':<{width}}  {metrics['wall_time_s']:9.0f}")
     return "\n".join(lines)
 
@@ -152,7 +153,7 @@ def run_two_step(args: argparse.Namespace) -> int:
     fcn = train_stage(fcn_config(one_step_config, folders["fcn"], folders["pseudo_labels"], args.fcn_max_steps), ctx)
     metrics = two_step_metrics(one_step, pseudo_miou, fcn, export_time_s)
     if ctx.is_main:
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        (out / "metrics.json").write_text(strict_json(metrics, indent=2) + "\n")
         print(summary_table(metrics))
         print(f"run folder: {out}", flush=True)
     return 0

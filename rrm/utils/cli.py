@@ -26,7 +26,9 @@ class CommandParser(argparse.ArgumentParser):
     ``--help``) and exits with :data:`EXIT_USAGE`; the description is shown as written."""
 
     def __init__(self, prog: str, description: str | None) -> None:
-        super().__init__(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+        # No abbreviations: a mistyped or shortened option is an error, not another option.
+        super().__init__(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
+                         allow_abbrev=False)
 
     def error(self, message: str) -> NoReturn:
         report_error(f"{message} (see {self.prog} --help)")
@@ -44,6 +46,12 @@ def run_command(parser: argparse.ArgumentParser, command: Callable[[argparse.Nam
     except (InputError, OSError) as error:
         report_error(error)
         return EXIT_USAGE
+
+
+def add_data_root_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--data-root`` (default: the embedded synthetic dataset, see :func:`rrm.data.data_root_of`)."""
+    parser.add_argument("--data-root", default=None,
+                        help=f"VOC-layout folder {what} (default: the embedded synthetic dataset, generated on first use)")
 
 
 def parse_scales(value: str | Sequence[float]) -> tuple[float, ...]:

@@ -1,7 +1,10 @@
-"""Atomic file writes: a reader never sees a partial file, even if the writer is killed."""
+"""Atomic file writes (a reader never sees a partial file, even if the writer is killed), the
+cleaning up after a killed writer, and strictly valid JSON text."""
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import uuid
 from collections.abc import Callable
@@ -27,3 +30,30 @@ def write_atomic(path: str | os.PathLike, write: Callable[[Path], None], durable
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files :func:`write_atomic` leaves beside ``path`` when its
+    writer is killed (``kill -9``, power loss); returns them. Call it only where no other
+    process writes ``path`` at the same time."""
+    path = Path(path)
+    stale = sorted(path.parent.glob(f".{path.stem}.*.tmp{path.suffix}"))
+    for temporary in stale:
+        temporary.unlink(missing_ok=True)
+    return stale
+
+
+def strict_json(value: object, indent: int | None = None) -> str:
+    """``value`` as strictly valid JSON: a float that is not finite (NaN where there was
+    nothing to count) becomes ``null``; tensors and numpy scalars must be converted first."""
+    return json.dumps(_finite_or_none(value), indent=indent, allow_nan=False)
+
+
+def _finite_or_none(value: object) -> object:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite_or_none(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_none(item) for item in value]
+    return value
