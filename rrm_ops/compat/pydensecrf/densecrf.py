@@ -9,9 +9,11 @@ a Potts weight w attracts equal labels, a vector or matrix attracts with negativ
 
 The lattices are built as pydensecrf's x86 build builds them (points in blocks of 4), so the
 filters agree with it to float rounding. A ``DenseCRF2D`` with exactly pydensecrf's usual two
-terms (a Gaussian and a bilateral kernel, Potts, symmetric normalisation, one σ per kind) runs
-the fused :func:`rrm_ops.dense_crf` kernel; every other combination runs the steps above on
-the lattice filter op, one filtering of all labels per term and step.
+terms (a Gaussian and a bilateral kernel, symmetric normalisation, one σ per kind) runs the
+fused mean-field kernel: :func:`rrm_ops.dense_crf` for Potts weights, :func:`rrm_ops.mean_field`
+with compatibility matrices for vectors and matrices (up to 64 labels). Every other
+combination runs the steps above on the lattice filter op, one filtering of all labels per term
+and step.
 
 Results are float32 numpy arrays [nlabels, nvar], where pydensecrf returns its ``MatrixXf``
 wrapper (a buffer of the same shape and dtype): ``np.array``, ``argmax``, ``reshape`` work alike.
@@ -28,11 +30,13 @@ import torch
 from torch import Tensor
 
 from rrm_ops._library import ops
-from rrm_ops.crf import PYDENSECRF_POINT_BLOCK
+from rrm_ops.crf import PYDENSECRF_POINT_BLOCK, crf_lattices, mean_field
 from rrm_ops.lattice import Lattice
 
 # The lattice's largest feature dimension.
 MAX_FEATURE_DIM = 16
+# The most labels the fused kernel takes compatibility matrices for.
+MAX_FUSED_MATRIX_LABELS = 64
 
 
 class KernelType(enum.IntEnum):
@@ -119,6 +123,12 @@ class _Compatibility:
             return messages * self.weights
         return messages @ self.weights  # the symmetric matrix, so rows times its transpose
 
+    def kernel_matrix(self, labels: int) -> Tensor:
+        """μ [L, L] of the fused kernel, whose energy adds μ·f where pydensecrf subtracts C(f)."""
+        if self.weights is None:
+            return torch.eye(labels) * self.potts
+        return -(torch.diag(self.weights) if self.weights.dim() == 1 else self.weights)
+
 
 @dataclass(frozen=True)
 class _FusedPattern:
@@ -144,7 +154,7 @@ class _PairwiseTerm:
         self.features = features
         self.compatibility = compatibility
         self.normalization = normalization
-        self.fused = fused if compatibility.potts is not None and normalization == NORMALIZE_SYMMETRIC else None
+        self.fused = fused if normalization == NORMALIZE_SYMMETRIC else None
         self._lattice: Lattice | None = None
         self._norm: Tensor | None = None
 
@@ -364,6 +374,18 @@ class DenseCRF2D(DenseCRF):
             return super()._run(n_iterations)
         gaussian, bilateral = (term.fused for term in self._terms)
         unary = self._unary_or_zero().T.reshape(1, self._nlabel, self._h, self._w)
+        compatibilities = [term.compatibility for term in self._terms]
+        if any(c.potts is None for c in compatibilities):
+            if self._nlabel > MAX_FUSED_MATRIX_LABELS:
+                return super()._run(n_iterations)
+            lattices = crf_lattices(
+                bilateral.image[None], gaussian_sxy=gaussian.sxy, bilateral_sxy=bilateral.sxy,
+                bilateral_srgb=bilateral.srgb,
+            )
+            matrices = torch.stack([c.kernel_matrix(self._nlabel) for c in compatibilities])
+            q = mean_field(unary, lattices, n_iter=n_iterations, gaussian_compat=1.0, bilateral_compat=1.0,
+                           compat_matrices=matrices)
+            return q.reshape(self._nlabel, self._nvar).T
         q = ops().dense_crf(
             None,
             bilateral.image[None],
