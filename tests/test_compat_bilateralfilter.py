@@ -29,15 +29,20 @@ def reference_filter(image_chw: np.ndarray, values_khw: np.ndarray, sigma_rgb: f
     return lattice.filter(values_khw.reshape(k, h * w).T).T.reshape(k, h, w)
 
 
+def filtered_batch(images: np.ndarray, ins: np.ndarray, sigma_rgb: float, sigma_xy: float) -> np.ndarray:
+    """bilateralfilter_batch of images [N, 3, H, W] and ins [N, K, H, W] -> [N, K, H, W], from an
+    output filled with NaN (so values it fails to write show)."""
+    n, k, h, w = ins.shape
+    outs = np.full(ins.size, np.nan, np.float32)
+    assert bilateralfilter_batch(images.ravel(), ins.ravel(), outs, n, k, h, w, sigma_rgb, sigma_xy) is None
+    return outs.reshape(n, k, h, w)
+
+
 @pytest.mark.parametrize("sigma_rgb, sigma_xy", [(15.0, 50.0), (5.0, 10.0)])
 def test_batch_matches_the_numpy_reference_in_place(sigma_rgb, sigma_xy):
-    n, k, h, w = 3, 4, 23, 31
-    images, ins = planar_images(n, h, w), segmentations(n, k, h, w)
-    outs = np.full(n * k * h * w, np.nan, np.float32)
-    returned = bilateralfilter_batch(images.ravel(), ins.ravel(), outs, n, k, h, w, sigma_rgb, sigma_xy)
-    assert returned is None
-    result = outs.reshape(n, k, h, w)
-    for i in range(n):
+    images, ins = planar_images(3, 23, 31), segmentations(3, 4, 23, 31)
+    result = filtered_batch(images, ins, sigma_rgb, sigma_xy)
+    for i in range(3):
         np.testing.assert_allclose(result[i], reference_filter(images[i], ins[i], sigma_rgb, sigma_xy), rtol=1e-5,
                                    atol=1e-5)
 
@@ -45,25 +50,21 @@ def test_batch_matches_the_numpy_reference_in_place(sigma_rgb, sigma_xy):
 def test_single_image_filters_every_channel_and_equals_the_batch():
     n, k, h, w = 2, 3, 17, 20
     images, ins = planar_images(n, h, w), segmentations(n, k, h, w, seed=1)
-    batch = np.zeros(n * k * h * w, np.float32)
-    bilateralfilter_batch(images.ravel(), ins.ravel(), batch, n, k, h, w, 15.0, 80.0)
+    batch = filtered_batch(images, ins, 15.0, 80.0)
     for i in range(n):
         out = np.zeros(k * h * w, np.float32)
         bilateralfilter(images[i].ravel(), ins[i].ravel(), out, h, w, 15.0, 80.0)
-        np.testing.assert_array_equal(out, batch.reshape(n, -1)[i])
+        np.testing.assert_array_equal(out, batch[i].ravel())
         np.testing.assert_allclose(out.reshape(k, h, w), reference_filter(images[i], ins[i], 15.0, 80.0), rtol=1e-5,
                                    atol=1e-5)
 
 
 def test_one_pass_equals_the_per_class_loop_bitwise():
-    n, k, h, w = 2, 5, 19, 24
-    images, ins = planar_images(n, h, w), segmentations(n, k, h, w, seed=2)
-    together = np.zeros(n * k * h * w, np.float32)
-    bilateralfilter_batch(images.ravel(), ins.ravel(), together, n, k, h, w, 15.0, 50.0)
-    for c in range(k):
-        one = np.zeros(n * h * w, np.float32)
-        bilateralfilter_batch(images.ravel(), np.ascontiguousarray(ins[:, c]).ravel(), one, n, 1, h, w, 15.0, 50.0)
-        np.testing.assert_array_equal(one.reshape(n, h, w), together.reshape(n, k, h, w)[:, c])
+    images, ins = planar_images(2, 19, 24), segmentations(2, 5, 19, 24, seed=2)
+    together = filtered_batch(images, ins, 15.0, 50.0)
+    for c in range(5):
+        one = filtered_batch(images, np.ascontiguousarray(ins[:, c : c + 1]), 15.0, 50.0)
+        np.testing.assert_array_equal(one[:, 0], together[:, c])
 
 
 def test_rloss_loss_through_the_compat_filter_equals_dense_energy_loss_called_like_rloss():
@@ -114,7 +115,7 @@ IMAGE, VALUES = np.zeros(3 * 4 * 5, np.float32), np.zeros(2 * 4 * 5, np.float32)
         (lambda: bilateralfilter_batch(IMAGE, VALUES, np.zeros(40, np.float32), 2, 1, 4, 5, 15, 80), ValueError,
          "images must hold N·3·H·W = 120 values"),
         (lambda: bilateralfilter_batch(IMAGE, VALUES, np.zeros(40, np.float32), 1, 2, 0, 5, 15, 80), ValueError,
-         "H must be a positive integer"),
+         "H must be an integer >= 1"),
     ],
 )
 def test_bad_arguments_raise_clear_errors(call, error, message):

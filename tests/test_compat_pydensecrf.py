@@ -261,7 +261,7 @@ IMAGE = np.zeros((4, 5, 3), np.uint8)
         (lambda c: c.addPairwiseBilateral(80, 13, np.zeros((5, 4, 3), np.uint8).transpose(1, 0, 2), 10), ValueError,
          "rgbim must be C-contiguous"),
         (lambda c: c.addPairwiseGaussian(3, 3, normalization=7), ValueError, "normalization must be one of"),
-        (lambda c: c.inference(-1), ValueError, "niter must be a non-negative integer"),
+        (lambda c: c.inference(-1), ValueError, "niter must be an integer >= 0"),
         (lambda c: c.stepInference(*(np.zeros((3, 19), np.float32),) * 3), ValueError, r"Q must have shape"),
         (lambda c: c.klDivergence(np.zeros((3, 20))), TypeError, "Q must have dtype float32"),
     ],
@@ -272,9 +272,9 @@ def test_bad_inputs_raise_clear_errors(call, error, message):
 
 
 def test_bad_sizes_and_utils_inputs_raise_clear_errors():
-    with pytest.raises(ValueError, match="nlabels must be a positive integer"):
+    with pytest.raises(ValueError, match="nlabels must be an integer >= 1"):
         our_densecrf.DenseCRF(10, 0)
-    with pytest.raises(ValueError, match="w must be a positive integer"):
+    with pytest.raises(ValueError, match="w must be an integer >= 1"):
         our_densecrf.DenseCRF2D(-1, 4, 2)
     with pytest.raises(ValueError, match="sm contains NaN"):
         our_utils.unary_from_softmax(np.full((2, 3, 3), np.nan, np.float32))

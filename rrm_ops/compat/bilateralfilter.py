@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from rrm_ops.compat._arguments import integer_at_least
 from rrm_ops.lattice import Lattice, bilateral_features
 
 
@@ -41,12 +42,6 @@ def _flat_output(value: object, name: str, size: int) -> np.ndarray:
     return value
 
 
-def _dimension(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
 def _filter_into(
     images: np.ndarray, ins: np.ndarray, outs: np.ndarray, n: int, k: int, h: int, w: int, sigma_rgb: float,
     sigma_xy: float,
@@ -70,7 +65,7 @@ def bilateralfilter(
         H, W: image height and width.
         sigma_rgb, sigma_xy: colour and spatial standard deviations.
     """
-    h, w = _dimension(H, "H"), _dimension(W, "W")
+    h, w = integer_at_least(H, 1, "H"), integer_at_least(W, 1, "W")
     image = _flat_input(image, "image")
     values = _flat_input(in_, "in")
     if image.size != 3 * h * w:
@@ -94,7 +89,7 @@ def bilateralfilter_batch(
         N, K, H, W: batch size, channels, height, width.
         sigma_rgb, sigma_xy: colour and spatial standard deviations.
     """
-    n, k, h, w = (_dimension(value, name) for value, name in ((N, "N"), (K, "K"), (H, "H"), (W, "W")))
+    n, k, h, w = (integer_at_least(value, 1, name) for value, name in ((N, "N"), (K, "K"), (H, "H"), (W, "W")))
     images = _flat_input(images, "images")
     values = _flat_input(ins, "ins")
     if images.size != n * 3 * h * w:

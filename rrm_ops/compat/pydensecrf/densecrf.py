@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from rrm_ops._library import ops
+from rrm_ops.compat._arguments import integer_at_least
 from rrm_ops.crf import PYDENSECRF_POINT_BLOCK, crf_lattices, mean_field
 from rrm_ops.lattice import Lattice
 
@@ -75,12 +76,6 @@ def _float32_array(value: object, name: str, ndim: int) -> np.ndarray:
     if not np.isfinite(array).all():
         raise ValueError(f"{name} contains NaN or infinite values")
     return array
-
-
-def _positive_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def _enum_member(value: object, kind: type[enum.IntEnum], name: str) -> enum.IntEnum:
@@ -196,8 +191,8 @@ class DenseCRF:
     """A dense CRF over ``nvar`` variables and ``nlabels`` labels (pydensecrf's ``DenseCRF``)."""
 
     def __init__(self, nvar: int, nlabels: int) -> None:
-        self._nvar = _positive_int(nvar, "nvar")
-        self._nlabel = _positive_int(nlabels, "nlabels")
+        self._nvar = integer_at_least(nvar, 1, "nvar")
+        self._nlabel = integer_at_least(nlabels, 1, "nlabels")
         self._unary: Tensor | None = None  # float32 [N, L]
         self._terms: list[_PairwiseTerm] = []
 
@@ -269,9 +264,7 @@ class DenseCRF:
 
     def inference(self, niter: int) -> np.ndarray:
         """Q after ``niter`` mean-field steps: float32 [nlabels, nvar]."""
-        if isinstance(niter, bool) or not isinstance(niter, (int, np.integer)) or niter < 0:
-            raise ValueError(f"niter must be a non-negative integer, got {niter!r}")
-        return np.ascontiguousarray(self._run(int(niter)).numpy().T)
+        return np.ascontiguousarray(self._run(integer_at_least(niter, 0, "niter")).numpy().T)
 
     def startInference(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # noqa: N802
         """(Q, tmp1, tmp2) for :meth:`stepInference`, float32 [nlabels, nvar] each: Q = softmax(−U)
@@ -319,8 +312,8 @@ class DenseCRF2D(DenseCRF):
     variable ``j * w + i`` is pixel (row j, column i)."""
 
     def __init__(self, w: int, h: int, nlabels: int) -> None:
-        self._w = _positive_int(w, "w")
-        self._h = _positive_int(h, "h")
+        self._w = integer_at_least(w, 1, "w")
+        self._h = integer_at_least(h, 1, "h")
         super().__init__(self._w * self._h, nlabels)
 
     def _positions(self, sx: float, sy: float) -> Tensor:
