@@ -22,6 +22,7 @@ wrapper (a buffer of the same shape and dtype): ``np.array``, ``argmax``, ``resh
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 from numbers import Number
 
@@ -136,12 +137,12 @@ class _FusedPattern:
 
 
 class _PairwiseTerm:
-    """One pairwise term: features [N, d], normalisation and compatibility. Its lattice is built
-    on first use."""
+    """One pairwise term: its features (a function giving [N, d]: a term the fused kernel runs
+    never needs them), normalisation and compatibility. Its lattice is built on first use."""
 
     def __init__(
         self,
-        features: Tensor,
+        features: Callable[[], Tensor],
         compatibility: _Compatibility,
         normalization: NormalizationType,
         fused: _FusedPattern | None,
@@ -155,9 +156,10 @@ class _PairwiseTerm:
 
     def _built(self) -> tuple[Lattice, Tensor | None]:
         if self._lattice is None:
-            self._lattice = Lattice(self.features[None], point_block=PYDENSECRF_POINT_BLOCK)
+            features = self.features()
+            self._lattice = Lattice(features[None], point_block=PYDENSECRF_POINT_BLOCK)
             if self.normalization != NO_NORMALIZATION:
-                ones = torch.ones(1, self.features.shape[0], 1)
+                ones = torch.ones(1, features.shape[0], 1)
                 counts = self._lattice.filter(ones).double() + 1e-20
                 # In double, then float, as pydensecrf computes the factors.
                 norm = 1.0 / counts.sqrt() if self.normalization == NORMALIZE_SYMMETRIC else 1.0 / counts
@@ -193,7 +195,8 @@ class DenseCRF:
     def __init__(self, nvar: int, nlabels: int) -> None:
         self._nvar = integer_at_least(nvar, 1, "nvar")
         self._nlabel = integer_at_least(nlabels, 1, "nlabels")
-        self._unary: Tensor | None = None  # float32 [N, L]
+        self._unary: Tensor | None = None  # float32 [L, N], as given
+        self._unary_points: Tensor | None = None  # the same as [N, L], made on first use
         self._terms: list[_PairwiseTerm] = []
 
     def setUnaryEnergy(self, u: np.ndarray, f: np.ndarray | None = None) -> None:  # noqa: N802
@@ -208,7 +211,8 @@ class DenseCRF:
             raise ValueError(
                 f"unary energy must have shape (nlabels, nvar) = {(self._nlabel, self._nvar)}, got {unary.shape}"
             )
-        self._unary = torch.from_numpy(np.ascontiguousarray(unary.T))
+        self._unary = torch.from_numpy(unary.copy())
+        self._unary_points = None
 
     def setUnary(self, u: object) -> None:  # noqa: N802
         raise NotImplementedError(
@@ -230,11 +234,12 @@ class DenseCRF:
             raise ValueError(f"features must have shape (d, nvar) with nvar = {self._nvar}, got {array.shape}")
         if not 1 <= array.shape[0] <= MAX_FEATURE_DIM:
             raise ValueError(f"features must have 1 to {MAX_FEATURE_DIM} dimensions (rows), got {array.shape[0]}")
-        self._add_term(torch.from_numpy(np.ascontiguousarray(array.T)), compat, kernel, normalization, None)
+        points = torch.from_numpy(np.ascontiguousarray(array.T))
+        self._add_term(lambda: points, compat, kernel, normalization, None)
 
     def _add_term(
         self,
-        features: Tensor,
+        features: Callable[[], Tensor],
         compat: object,
         kernel: KernelType,
         normalization: NormalizationType,
@@ -245,7 +250,12 @@ class DenseCRF:
         self._terms.append(_PairwiseTerm(features, _Compatibility(compat, self._nlabel), normalization, fused))
 
     def _unary_or_zero(self) -> Tensor:
-        return self._unary if self._unary is not None else torch.zeros(self._nvar, self._nlabel)
+        """The unary [N, L] (points first, the layout of the steps), zero when none was set."""
+        if self._unary is None:
+            return torch.zeros(self._nvar, self._nlabel)
+        if self._unary_points is None:
+            self._unary_points = self._unary.T.contiguous()
+        return self._unary_points
 
     def _step(self, q: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
         """One mean-field step: (new Q, the energy, the last term's message), all [N, L]."""
@@ -257,14 +267,15 @@ class DenseCRF:
         return _softmax_over_labels(energy), energy, message
 
     def _run(self, n_iterations: int) -> Tensor:
+        """Q [L, N] after n_iterations steps."""
         q = _softmax_over_labels(-self._unary_or_zero())
         for _ in range(n_iterations):
             q = self._step(q)[0]
-        return q
+        return q.T
 
     def inference(self, niter: int) -> np.ndarray:
         """Q after ``niter`` mean-field steps: float32 [nlabels, nvar]."""
-        return np.ascontiguousarray(self._run(integer_at_least(niter, 0, "niter")).numpy().T)
+        return np.ascontiguousarray(self._run(integer_at_least(niter, 0, "niter")).numpy())
 
     def startInference(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # noqa: N802
         """(Q, tmp1, tmp2) for :meth:`stepInference`, float32 [nlabels, nvar] each: Q = softmax(−U)
@@ -272,7 +283,7 @@ class DenseCRF:
         shape = (self._nlabel, self._nvar)
         q = np.zeros(shape, np.float32)
         if self._unary is not None:
-            q[...] = _softmax_over_labels(-self._unary).numpy().T
+            q[...] = _softmax_over_labels(-self._unary_or_zero()).numpy().T
         return q, np.zeros(shape, np.float32), np.zeros(shape, np.float32)
 
     def _checked_state(self, value: object, name: str) -> np.ndarray:
@@ -301,7 +312,7 @@ class DenseCRF:
         q64 = q.double()
         kl = (q64 * q.clamp_min(1e-20).log().double()).sum()
         if self._unary is not None:
-            kl = kl + (self._unary.double() * q64).sum()
+            kl = kl + (self._unary_or_zero().double() * q64).sum()
         for term in self._terms:
             kl = kl + (q * term.message(q)).sum().double()
         return float(kl)
@@ -333,7 +344,7 @@ class DenseCRF2D(DenseCRF):
         """Adds a Gaussian term on the positions (column / sx, row / sy); sxy is a number or (sx, sy)."""
         sx, sy = _sigmas(sxy, 2, "sxy")
         fused = _FusedPattern("gaussian", sx) if sx == sy else None
-        self._add_term(self._positions(sx, sy), compat, kernel, normalization, fused)
+        self._add_term(lambda: self._positions(sx, sy), compat, kernel, normalization, fused)
 
     def addPairwiseBilateral(  # noqa: N802
         self,
@@ -356,8 +367,11 @@ class DenseCRF2D(DenseCRF):
         if not image.flags.c_contiguous:
             raise ValueError("rgbim must be C-contiguous; pass np.ascontiguousarray(rgbim)")
         rgb = torch.from_numpy(image.copy())
-        colours = rgb.reshape(-1, 3).float() / torch.tensor([sr, sg, sb], dtype=torch.float32)
-        features = torch.cat([self._positions(sx, sy), colours], dim=1)
+
+        def features() -> Tensor:
+            colours = rgb.reshape(-1, 3).float() / torch.tensor([sr, sg, sb], dtype=torch.float32)
+            return torch.cat([self._positions(sx, sy), colours], dim=1)
+
         fused = _FusedPattern("bilateral", sx, sr, rgb) if sx == sy and sr == sg == sb else None
         self._add_term(features, compat, kernel, normalization, fused)
 
@@ -366,7 +380,9 @@ class DenseCRF2D(DenseCRF):
         if kinds != ["gaussian", "bilateral"]:
             return super()._run(n_iterations)
         gaussian, bilateral = (term.fused for term in self._terms)
-        unary = self._unary_or_zero().T.reshape(1, self._nlabel, self._h, self._w)
+        unary = (self._unary if self._unary is not None else torch.zeros(self._nlabel, self._nvar)).reshape(
+            1, self._nlabel, self._h, self._w
+        )
         compatibilities = [term.compatibility for term in self._terms]
         if any(c.potts is None for c in compatibilities):
             if self._nlabel > MAX_FUSED_MATRIX_LABELS:
@@ -378,7 +394,7 @@ class DenseCRF2D(DenseCRF):
             matrices = torch.stack([c.kernel_matrix(self._nlabel) for c in compatibilities])
             q = mean_field(unary, lattices, n_iter=n_iterations, gaussian_compat=1.0, bilateral_compat=1.0,
                            compat_matrices=matrices)
-            return q.reshape(self._nlabel, self._nvar).T
+            return q.reshape(self._nlabel, self._nvar)
         q = ops().dense_crf(
             None,
             bilateral.image[None],
@@ -391,7 +407,7 @@ class DenseCRF2D(DenseCRF):
             bilateral_compat=self._terms[1].compatibility.potts,
             label_mask=None,
         )
-        return q.reshape(self._nlabel, self._nvar).T
+        return q.reshape(self._nlabel, self._nvar)
 
 
 def _sigmas(value: object, count: int, name: str) -> tuple[float, ...]:
