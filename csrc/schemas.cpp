@@ -22,7 +22,7 @@ void define_ops(torch::Library& m) {
       "Tensor gaussian_neighbours, Tensor gaussian_splat_ptr, Tensor gaussian_splat_entries, "
       "Tensor gaussian_splat_weights, Tensor bilateral_offsets, Tensor bilateral_weights, Tensor bilateral_neighbours, "
       "Tensor bilateral_splat_ptr, Tensor bilateral_splat_entries, Tensor bilateral_splat_weights, "
-      "float gaussian_compat, float bilateral_compat, int n_iter) -> Tensor");
+      "float gaussian_compat, float bilateral_compat, int n_iter, Tensor? compat_matrices=None) -> Tensor");
   m.def(
       "dense_crf(Tensor? scores, Tensor image, *, Tensor? unary=None, int n_iter=10, float gaussian_sxy=3.0, "
       "float gaussian_compat=3.0, float bilateral_sxy=80.0, float bilateral_srgb=13.0, float bilateral_compat=10.0, "

@@ -71,6 +71,7 @@ def _dense_crf_meanfield_fake(
     gaussian_compat: float,
     bilateral_compat: float,
     n_iter: int,
+    compat_matrices: Tensor | None = None,
 ) -> Tensor:
     torch._check(unary.dim() == 3, lambda: f"unary must be 3-D [B, L, P], got shape {tuple(unary.shape)}")
     return unary.new_empty(unary.shape, dtype=torch.float32)

@@ -149,6 +149,7 @@ def mean_field(
     gaussian_compat: float = 3.0,
     bilateral_compat: float = 10.0,
     label_mask: Tensor | None = None,
+    compat_matrices: Tensor | None = None,
 ) -> Tensor:
     """Mean-field inference of :func:`dense_crf` on prebuilt lattices.
 
@@ -156,9 +157,16 @@ def mean_field(
         unary: float32 [B, L, H, W] (e.g. :func:`unary_from_scores`), finite.
         lattices: from :func:`crf_lattices` for the same B, H, W.
         n_iter, gaussian_compat, bilateral_compat, label_mask: as in :func:`dense_crf`.
+        compat_matrices: float32 [2, L, L], finite, or None (Potts): label compatibility
+            matrices μ_g, μ_b of the Gaussian and bilateral kernels, scaled by their compat
+            weights: the update's energy of label l is
+            ``−U_l + Σ_m w_g μ_g[l, m] f_g,m + Σ_m w_b μ_b[l, m] f_b,m`` over the present labels m
+            (f_k the normalised filter of Q); the identity is the Potts model. At most 64
+            present labels per image.
 
     Returns:
-        Q float32 [B, L, H, W]; bitwise equal to :func:`dense_crf` with the same parameters.
+        Q float32 [B, L, H, W]; without compat_matrices bitwise equal to :func:`dense_crf` with
+        the same parameters.
     """
     unary = _tensor(unary, "unary")
     if unary.dim() != 4 or unary.shape[2:] != (lattices.height, lattices.width):
@@ -175,5 +183,6 @@ def mean_field(
         float(gaussian_compat),
         float(bilateral_compat),
         int(n_iter),
+        _optional_tensor(compat_matrices, "compat_matrices"),
     )
     return q.reshape(batch, labels, height, width)

@@ -192,13 +192,16 @@ class DenseEnergyLoss(nn.Module):
         gradient: ``"rrm"`` (RRM's ``-2 · weight · A ⊙ roi / N``, no filtering in backward) or
             ``"exact"`` (the true gradient, one transposed filtering in backward).
         gate: False gives the plain dense-CRF loss (gate = 1; rois only; seg_label unused).
+            A call without seg_label, ``forward(images, probs, rois)`` (rloss's ``DenseCRFLoss``
+            call), also gives the plain loss.
         check_values: check input values (probs finite and in [0, 1] within ``PROB_TOLERANCE``,
             rois in [0, 1], images in 0..255 within ``INTENSITY_TOLERANCE``: ``ValueError``
             otherwise; probs summing over K to 1 beyond ``PROB_TOLERANCE``, or images all
             within 0..1: ``UserWarning``, the loss is still computed). None (default) checks CPU
             inputs only, because on CUDA a check is a device-to-host round trip.
 
-    Shapes: images [N, 3, H, W]; probs [N, K, H, W]; rois [N, H, W]; seg_label [N, 1, H, W].
+    Shapes: images [N, 3, H, W]; probs [N, K, H, W]; rois [N, H, W]; seg_label [N, 1, H, W] or
+    None.
     Returns a 0-d tensor. Batch items are independent; the result is the mean over them.
     """
 
@@ -233,7 +236,7 @@ class DenseEnergyLoss(nn.Module):
             sigma_xy=self.sigma_xy,
             scale_factor=self.scale_factor,
             gradient=self.gradient,
-            gate=self.gate,
+            gate=self.gate and seg_label is not None,
             check_values=self.check_values,
         )
 

@@ -173,6 +173,31 @@ def test_dense_crf_meanfield_is_bitwise_the_cpu_mean_field(target, size, labels,
     assert_bitwise_equal(actual, expected)
 
 
+def compat_matrices(labels: int, seed: int) -> torch.Tensor:
+    """float32 [2, L, L]: symmetric label compatibilities with positive (attracting) diagonals
+    and mixed off-diagonal entries, one per kernel."""
+    generator = torch.Generator().manual_seed(seed)
+    matrices = torch.rand(2, labels, labels, generator=generator) * 2 - 1
+    matrices = (matrices + matrices.transpose(1, 2)) * 0.5
+    return matrices + torch.eye(labels) * 2
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("labels, mask", [(2, "all"), (5, "some"), (21, "some"), (5, "none_in_one")])
+def test_dense_crf_meanfield_with_compat_matrices_is_bitwise_the_cpu_mean_field(target, size, labels, mask):
+    images = photos(2, *size)
+    unary = -torch.log(scores(2, labels, *size, seed=labels).clamp_min(1e-5)).flatten(2)
+    label_mask = _label_mask(2, labels, mask)
+    lattices = _crf_lattices(images)
+    matrices = compat_matrices(labels, seed=labels)
+    expected = cpu.dense_crf_meanfield(unary, label_mask, *lattices, 3.0, 10.0, 5, matrices)
+    actual = target.ops.dense_crf_meanfield(target.to(unary), target.to(label_mask), *target.to(lattices), 3.0, 10.0,
+                                            5, target.to(matrices))
+    assert_bitwise_equal(actual, expected)
+    potts = cpu.dense_crf_meanfield(unary, label_mask, *lattices, 3.0, 10.0, 5)
+    assert not torch.equal(expected, potts)
+
+
 # 181 x 183 = 33123 pixels: two CPU stripes (crf.h's pixel_stripes).
 TWO_STRIPES = (181, 183)
 

@@ -298,7 +298,15 @@ def test_mismatched_shapes_are_rejected(argument, bad, message):
 def test_gate_needs_seg_label():
     images, probs, rois, _ = energy_inputs(1, 2, 8, 8)
     with pytest.raises(ValueError, match="seg_label is required when gate=True"):
-        rrm_ops.DenseEnergyLoss()(images, probs, rois)
+        rrm_ops.dense_energy_loss(images, probs, rois, None)
+
+
+def test_module_without_seg_label_is_the_plain_loss_as_rloss_calls_it():
+    images, probs, rois, seg_label = energy_inputs(2, 3, 16, 12)
+    plain = rrm_ops.dense_energy_loss(images, probs, rois, None, gate=False)
+    gated = rrm_ops.dense_energy_loss(images, probs, rois, seg_label)
+    assert torch.equal(rrm_ops.DenseEnergyLoss()(images, probs, rois), plain)
+    assert not torch.equal(plain, gated)
 
 
 def test_bad_types_and_devices_are_rejected():

@@ -63,6 +63,21 @@ COMPARISONS = [
         "test_dense_energy_loss_forward_backward[rrm_ops_no_value_checks]",
         "test_dense_energy_loss_forward_backward[per_image_per_class_loop]",
     ),
+    *[
+        (
+            f"pydensecrf API via rrm_ops.compat, 321², 10 it., L = {labels}, {compat} bilateral compat, "
+            f"vs pydensecrf{' (rrm_ops.dense_crf for comparison)' if ours == 'dense_crf' else ''}",
+            f"test_pydensecrf_api[{labels}-{compat}-{ours}]",
+            f"test_pydensecrf_api[{labels}-{compat}-pydensecrf]",
+        )
+        for labels, compat in ((3, "potts"), (21, "potts"), (21, "matrix"))
+        for ours in ("compat", "dense_crf")
+    ],
+    (
+        "rloss's bilateralfilter_batch via rrm_ops.compat, N = 4, K = 21, 161², vs a call per class",
+        "test_bilateralfilter_batch[one_call]",
+        "test_bilateralfilter_batch[per_class_loop]",
+    ),
     (
         "reliable region mining, 4 × 321², 20 classes (1–3 present), vs numpy + pydensecrf per image",
         "test_mining_batch_of_4[rrm_ops]",

@@ -4,7 +4,9 @@
 // `update_pixel` for every pixel, which slices both lattices at the pixel, forms
 //   energy = -U + ((w_g * a_g) * n_g) * sum_g + ((w_b * a_b) * n_b) * sum_b,
 // (sum_k the barycentric sum of kernel k's blurred values at the pixel, a_k its lattice's slice
-// scale, so that a_k * sum_k is the filtered value), takes the softmax over the image's present
+// scale, so that a_k * sum_k is the filtered value), or, with label compatibility matrices mu_k,
+//   energy_l = -U_l + sum_m mu_g[l, m] f_g,m + sum_m mu_b[l, m] f_b,m   (f_k = ((w_k * a_k) * n_k) * sum_k),
+// summed over the present labels m in ascending order, takes the softmax over the image's present
 // labels (max-subtracted exp times the inverse of its sum, as pydensecrf's expAndNormalize
 // divides by the sum) and writes the pixel's new Q.
 // Slicing inside the update keeps the filtered values in registers. On CUDA the splat gathers
@@ -54,6 +56,9 @@ struct MeanfieldProblem {
   int64_t groups;  // G
   float gaussian_compat;
   float bilateral_compat;
+  // float [2, L, L]: the label compatibility matrices mu_g and mu_b (see the header), which the
+  // compat weights scale; null for Potts (mu = identity). At most kMaxCompatSlots slots.
+  const float* compat_matrices = nullptr;
   // Layout of the Q the last update writes: [G, B, L, P] over labels (absent labels 0), or,
   // when set, [G, B, S, P] over slots, the layout of slot_labels.
   bool q_over_slots = false;
@@ -348,6 +353,45 @@ RRM_HOST_DEVICE inline void write_q(const MeanfieldProblem& problem, float* q_ou
   }
 }
 
+// The slots the matrix compatibility keeps each kernel's filtered values of a pixel for.
+constexpr int64_t kMaxCompatSlots = 64;
+
+// The energies row[0, slots) of group `group` of pixel `pixel` with the compatibility matrices:
+// each kernel's filtered values of every slot first, then per slot -U plus the two
+// matrix-vector products (padding slots contribute nothing and get -U = -inf).
+RRM_HOST_DEVICE inline void matrix_compat_energies(const MeanfieldProblem& problem, const MeanfieldStep& step,
+                                                   int64_t pixel, int64_t first_channel, int64_t slots, float* row) {
+  const int64_t channels = slot_channels(problem);
+  const int64_t labels = problem.labels;
+  const int32_t* slot_labels = problem.slot_labels + (pixel / problem.points) * problem.slots;
+  const float* gaussian_mu = problem.compat_matrices;
+  const float* bilateral_mu = problem.compat_matrices + labels * labels;
+  const float gaussian_scale = kernel_scale(step.gaussian_weight, step.gaussian_norm[pixel]);
+  const float bilateral_scale = kernel_scale(step.bilateral_weight, step.bilateral_norm[pixel]);
+  float gaussian[kMaxCompatSlots];
+  float bilateral[kMaxCompatSlots];
+  for (int64_t t = 0; t < slots; ++t) {
+    const int64_t channel = first_channel + t;
+    gaussian[t] = gaussian_scale * barycentric_sum(step.gaussian, step.gaussian_vertices, channels, pixel, channel);
+    bilateral[t] = bilateral_scale * barycentric_sum(step.bilateral, step.bilateral_vertices, channels, pixel, channel);
+  }
+  for (int64_t s = 0; s < slots; ++s) {
+    float energy = -step.unary_slots[unary_index(pixel, first_channel + s, channels)];
+    const int64_t label = slot_labels[s];
+    if (label >= 0) {
+      float gaussian_sum = 0.f;
+      float bilateral_sum = 0.f;
+      for (int64_t t = 0; t < slots && slot_labels[t] >= 0; ++t) {
+        gaussian_sum = gaussian_sum + gaussian_mu[label * labels + slot_labels[t]] * gaussian[t];
+        bilateral_sum = bilateral_sum + bilateral_mu[label * labels + slot_labels[t]] * bilateral[t];
+      }
+      energy = energy + gaussian_sum;
+      energy = energy + bilateral_sum;
+    }
+    row[s] = energy;
+  }
+}
+
 // One mean-field update of group `group` of pixel `pixel` (a global index b*P + p), in place
 // in the pixel's Q row, which holds the energies first. S as in softmax_in_place.
 template <int S = 0>
@@ -362,6 +406,8 @@ RRM_HOST_DEVICE RRM_INLINE void update_group(const MeanfieldProblem& problem, co
   float* RRM_RESTRICT row = q_row(step, pixel, channels) + first_channel;
   if (step.gaussian_vertices == nullptr) {
     for (int64_t s = 0; s < slots; ++s) row[s] = -unary[unary_index(pixel, first_channel + s, channels)];
+  } else if (problem.compat_matrices != nullptr) {
+    matrix_compat_energies(problem, step, pixel, first_channel, slots, row);
   } else {
     const float gaussian_scale = kernel_scale(step.gaussian_weight, step.gaussian_norm[pixel]);
     const float bilateral_scale = kernel_scale(step.bilateral_weight, step.bilateral_norm[pixel]);

@@ -256,7 +256,8 @@ MeanfieldWorkspace carve_workspace(at::Tensor& workspace, const MeanfieldProblem
 MeanfieldInputs checked_meanfield_inputs(const at::Tensor& unary, const std::optional<at::Tensor>& label_mask,
                                          const lattice::LatticeTuple& gaussian,
                                          const lattice::LatticeTuple& bilateral, double gaussian_compat,
-                                         double bilateral_compat, int64_t n_iter) {
+                                         double bilateral_compat, int64_t n_iter,
+                                         const std::optional<at::Tensor>& compat_matrices) {
   check_dim(unary, 3, "unary", "[B, L, P]");
   check_dtype(unary, at::kFloat, "unary");
   TORCH_CHECK(unary.size(1) >= 1, "unary must have at least one label (L >= 1), got shape ", shape_of(unary));
@@ -273,6 +274,17 @@ MeanfieldInputs checked_meanfield_inputs(const at::Tensor& unary, const std::opt
     check_same_device(mask, "label_mask", unary, "unary");
   }
   const int64_t present = checked_present_labels(unary, label_mask);
+  if (compat_matrices.has_value()) {
+    const at::Tensor& mu = *compat_matrices;
+    check_dtype(mu, at::kFloat, "compat_matrices");
+    TORCH_CHECK(mu.dim() == 3 && mu.size(0) == 2 && mu.size(1) == unary.size(1) && mu.size(2) == unary.size(1),
+                "compat_matrices must be [2, L, L] = [2, ", unary.size(1), ", ", unary.size(1), "], got shape ",
+                shape_of(mu));
+    check_same_device(mu, "compat_matrices", unary, "unary");
+    TORCH_CHECK(padded_slot_count(present) <= kMaxCompatSlots, "compat_matrices supports at most ",
+                kMaxCompatSlots, " present labels per image, got ", present);
+    checked_finite_minimum(mu, "compat_matrices");
+  }
 
   MeanfieldInputs inputs;
   inputs.unary = unary.contiguous();
@@ -285,6 +297,7 @@ MeanfieldInputs checked_meanfield_inputs(const at::Tensor& unary, const std::opt
   }
   inputs.gaussian = lattice::contiguous_lattice(gaussian);
   inputs.bilateral = lattice::contiguous_lattice(bilateral);
+  if (compat_matrices.has_value()) inputs.compat_matrices = compat_matrices->contiguous();
   return inputs;
 }
 
@@ -299,6 +312,7 @@ MeanfieldProblem make_problem(const MeanfieldInputs& inputs, double gaussian_com
   problem.groups = 1;
   problem.gaussian_compat = static_cast<float>(gaussian_compat);
   problem.bilateral_compat = static_cast<float>(bilateral_compat);
+  if (inputs.compat_matrices.defined()) problem.compat_matrices = inputs.compat_matrices.data_ptr<float>();
   return problem;
 }
 
@@ -335,11 +349,13 @@ at::Tensor dense_crf(const std::optional<at::Tensor>& scores, const at::Tensor& 
           .typed<at::Tensor(const at::Tensor&, const std::optional<at::Tensor>&, const at::Tensor&, const at::Tensor&,
                             const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
                             const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                            const at::Tensor&, const at::Tensor&, double, double, int64_t)>();
+                            const at::Tensor&, const at::Tensor&, double, double, int64_t,
+                            const std::optional<at::Tensor>&)>();
   const auto [gaussian, bilateral] = crf_lattices(rgb, gaussian_sxy, bilateral_sxy, bilateral_srgb);
   const at::Tensor q = std::apply(
       [&](const auto&... lattices) {
-        return meanfield.call(energies, label_mask, lattices..., gaussian_compat, bilateral_compat, n_iter);
+        return meanfield.call(energies, label_mask, lattices..., gaussian_compat, bilateral_compat, n_iter,
+                              std::nullopt);
       },
       std::tuple_cat(gaussian, bilateral));
   return q.view({batch, labels, height, width});

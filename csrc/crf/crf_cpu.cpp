@@ -273,7 +273,8 @@ void update_pixels(const MeanfieldProblem& problem_in, const MeanfieldStep& step
   const MeanfieldStep step = step_in;
   with_entry_counts(step, [&](auto gaussian_d1, auto bilateral_d1) {
     int64_t i = begin;
-    if constexpr (S > 0) {
+    // The compatibility matrices run the device-generic body pixel by pixel.
+    if constexpr (S > 0) if (problem.compat_matrices == nullptr) {
       // Vectors of pixels start where unary_slots' blocks do.
       for (; i % kUnaryBlock != 0 && i < end; ++i) update_pixel<S>(problem, step, i);
       for (; i + kPixelLanes <= end; i += kPixelLanes) {
@@ -545,7 +546,8 @@ at::Tensor dense_crf_meanfield_cpu(const at::Tensor& unary, const std::optional<
                                    const at::Tensor& bilateral_offsets, const at::Tensor& bilateral_weights,
                                    const at::Tensor& bilateral_neighbours, const at::Tensor& bilateral_splat_ptr,
                                    const at::Tensor& bilateral_splat_entries, const at::Tensor& bilateral_splat_weights,
-                                   double gaussian_compat, double bilateral_compat, int64_t n_iter) {
+                                   double gaussian_compat, double bilateral_compat, int64_t n_iter,
+                                   const std::optional<at::Tensor>& compat_matrices) {
   at::Tensor q;
   with_team(meanfield_threads(unary.numel(), n_iter), [&] {
     const MeanfieldInputs inputs = checked_meanfield_inputs(
@@ -554,7 +556,7 @@ at::Tensor dense_crf_meanfield_cpu(const at::Tensor& unary, const std::optional<
          gaussian_splat_weights},
         {bilateral_offsets, bilateral_weights, bilateral_neighbours, bilateral_splat_ptr, bilateral_splat_entries,
          bilateral_splat_weights},
-        gaussian_compat, bilateral_compat, n_iter);
+        gaussian_compat, bilateral_compat, n_iter, compat_matrices);
     q = empty_filled_buffer(inputs.unary.sizes(), inputs.unary.options());
     if (q.numel() == 0) return;
     const MeanfieldProblem problem = make_problem(inputs, gaussian_compat, bilateral_compat);

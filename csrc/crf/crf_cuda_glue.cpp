@@ -18,7 +18,8 @@ at::Tensor dense_crf_meanfield_cuda(const at::Tensor& unary, const std::optional
                                     const at::Tensor& bilateral_neighbours, const at::Tensor& bilateral_splat_ptr,
                                     const at::Tensor& bilateral_splat_entries,
                                     const at::Tensor& bilateral_splat_weights, double gaussian_compat,
-                                    double bilateral_compat, int64_t n_iter) {
+                                    double bilateral_compat, int64_t n_iter,
+                                    const std::optional<at::Tensor>& compat_matrices) {
   const c10::cuda::CUDAGuard guard(unary.device());
   const MeanfieldInputs inputs = checked_meanfield_inputs(
       unary, label_mask,
@@ -26,7 +27,7 @@ at::Tensor dense_crf_meanfield_cuda(const at::Tensor& unary, const std::optional
        gaussian_splat_weights},
       {bilateral_offsets, bilateral_weights, bilateral_neighbours, bilateral_splat_ptr, bilateral_splat_entries,
        bilateral_splat_weights},
-      gaussian_compat, bilateral_compat, n_iter);
+      gaussian_compat, bilateral_compat, n_iter, compat_matrices);
   at::Tensor q = at::empty_like(inputs.unary);
   if (q.numel() == 0) return q;
   const MeanfieldProblem problem = make_problem(inputs, gaussian_compat, bilateral_compat);

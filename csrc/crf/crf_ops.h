@@ -25,12 +25,14 @@ struct MeanfieldInputs {
   at::Tensor slot_labels;  // int32 [B, S] (see crf.h); [0, 0] when the batch is empty
   lattice::LatticeTuple gaussian;
   lattice::LatticeTuple bilateral;
+  at::Tensor compat_matrices;  // float32 [2, L, L], or undefined for Potts
 };
 
 MeanfieldInputs checked_meanfield_inputs(const at::Tensor& unary, const std::optional<at::Tensor>& label_mask,
                                          const lattice::LatticeTuple& gaussian,
                                          const lattice::LatticeTuple& bilateral, double gaussian_compat,
-                                         double bilateral_compat, int64_t n_iter);
+                                         double bilateral_compat, int64_t n_iter,
+                                         const std::optional<at::Tensor>& compat_matrices);
 
 MeanfieldProblem make_problem(const MeanfieldInputs& inputs, double gaussian_compat, double bilateral_compat);
 
