@@ -212,6 +212,57 @@ def _op_calls():
     }
 
 
+def _mixed_device_calls():
+    """name -> (op, its arguments, the index of the argument put on the meta device, the start of
+    the error it must give)."""
+    images = photos(1, 5, 6)
+    lattice = emu.lattice_build(lattice_features("bilateral", images), 1)
+    crf = rrm_ops.crf_lattices(images)
+    crf_tensors = crf.gaussian.tensors.as_tuple() + crf.bilateral.tensors.as_tuple()
+    unary = -torch.log(scores(1, 3, 5, 6, seed=1)).flatten(2)
+    mask = torch.tensor([[True, False, True]])
+    cams = smooth_maps(1, 2, 5, 6, seed=2)
+    q = scores(1, 3, 5, 6, seed=3).flatten(2)
+    filter_args = (*lattice, points(scores(1, 3, 5, 6, seed=4)), False)
+    meanfield_args = (unary, mask, *crf_tensors, 3.0, 10.0, 1)
+    prune_args = (cams.flatten(2), q, q, 32.0, 0.6, 0.1, 0.8, 0.8, 255, torch.tensor([[0, 1, 2]], dtype=torch.int32))
+    mining_args = (cams, torch.tensor([[1, 0]]), images, 4.0, 1.0, 32.0, 0.6, 0.1, 0.8, 0.8, 255, None, False)
+    return {
+        "lattice_filter (values)": ("lattice_filter", filter_args, 6, "offsets is on cpu but values is on meta"),
+        "lattice_filter (splat_weights)": ("lattice_filter", filter_args, 5,
+                                           "splat_weights is on meta but values is on cpu"),
+        "dense_crf_meanfield (unary)": ("dense_crf_meanfield", meanfield_args, 0,
+                                        "gaussian_offsets is on cpu but unary is on meta"),
+        "dense_crf_meanfield (label_mask)": ("dense_crf_meanfield", meanfield_args, 1,
+                                             "label_mask is on meta but unary is on cpu"),
+        "dense_crf_meanfield (bilateral_splat_ptr)": ("dense_crf_meanfield", meanfield_args, 11,
+                                                      "bilateral_splat_ptr is on meta but unary is on cpu"),
+        "prune_reliable_labels (q_high)": ("prune_reliable_labels", prune_args, 2,
+                                           "q_high is on meta but cams is on cpu"),
+        "prune_reliable_labels (q_labels)": ("prune_reliable_labels", prune_args, 9,
+                                             "q_labels is on meta but cams is on cpu"),
+        "reliable_region_labels (images)": ("reliable_region_labels", mining_args, 2,
+                                            "images is on meta but cams is on cpu"),
+        "reliable_region_labels (cls_labels)": ("reliable_region_labels", mining_args, 1,
+                                                "cls_labels must be on the CPU or on cpu with cams, got meta"),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_mixed_device_calls()))
+def test_arguments_on_two_devices_are_refused_naming_the_argument(name):
+    """The CUDA glue checks that its arguments share a device before anything else, so that a
+    user mixing devices is told which argument is elsewhere (on a GPU, before the CUDAGuard,
+    which would fail on a CPU tensor naming none). A meta tensor stands for the other device;
+    the call is sent to the emulated glue directly, as the dispatcher would pick the meta kernel."""
+    op_name, args, moved, message = _mixed_device_calls()[name]
+    mixed = list(args)
+    mixed[moved] = mixed[moved].to("meta")
+    op = getattr(emu, op_name).default
+    with emulation.counting() as counts, pytest.raises(RuntimeError, match=re.escape(message)):
+        op.redispatch(torch._C.DispatchKeySet(torch._C.DispatchKey.CPU), *mixed)
+    assert counts.launches == {} and counts.host_reads == 0
+
+
 def _launched_kernels() -> set[str]:
     return {name for path in CSRC.glob("*/*.cu") for name in re.findall(r"__global__\s+void\s+(\w+)", path.read_text())}
 

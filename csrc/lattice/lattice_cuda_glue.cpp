@@ -86,6 +86,13 @@ namespace {
 at::Tensor lattice_filter_cuda(const at::Tensor& offsets, const at::Tensor& weights, const at::Tensor& neighbours,
                                const at::Tensor& splat_ptr, const at::Tensor& splat_entries,
                                const at::Tensor& splat_weights, const at::Tensor& values_in, bool reverse) {
+  check_one_device({{values_in, "values"},
+                    {offsets, "offsets"},
+                    {weights, "weights"},
+                    {neighbours, "neighbours"},
+                    {splat_ptr, "splat_ptr"},
+                    {splat_entries, "splat_entries"},
+                    {splat_weights, "splat_weights"}});
   const LatticeTuple lattice =
       contiguous_lattice({offsets, weights, neighbours, splat_ptr, splat_entries, splat_weights});
   const at::Tensor values = checked_filter_inputs(lattice, values_in);

@@ -2,6 +2,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include "common/checks.h"
 #include "common/library.h"
 #include "prune/prune_cuda.h"
 #include "prune/prune_ops.h"
@@ -15,6 +16,8 @@ std::tuple<at::Tensor, at::Tensor> prune_reliable_labels_cuda(const at::Tensor& 
                                                               double fg_quantile, double cam_floor, double bg_sure,
                                                               double crf_sure, int64_t ignore_index,
                                                               const std::optional<at::Tensor>& q_labels) {
+  check_one_device(
+      {{cams_in, "cams"}, {q_low_in, "q_low"}, {q_high_in, "q_high"}, {q_labels.value_or(at::Tensor()), "q_labels"}});
   const PruneParams params = make_params(cam_alpha, fg_quantile, cam_floor, bg_sure, crf_sure, ignore_index);
   const PruneInputs inputs = checked_prune_inputs(cams_in, q_low_in, q_high_in, q_labels);
   const at::Tensor& cams = inputs.cams;
