@@ -73,36 +73,22 @@ __global__ void label_kernel(const PixelSummary* summaries, const float* thresho
   labels[i] = reliable_label(s, threshold, crf_sure, ignore_index, sure + i);
 }
 
-// Stream-ordered scratch memory released when the launcher returns.
-struct Scratch {
-  cudaStream_t stream;
-  void* memory = nullptr;
-  explicit Scratch(cudaStream_t s) : stream(s) {}
-  ~Scratch() {
-    if (memory) cudaFreeAsync(memory, stream);
-  }
-};
-
 }  // namespace
 
 const char* prune_reliable_labels(const float* cams, const float* q_low, const float* q_high,
                                   const int32_t* row_labels, int32_t rows, int64_t batch, int32_t classes,
                                   int64_t pixels, const PruneParams& params, int64_t* labels, bool* sure,
-                                  cudaStream_t stream) {
+                                  const TempAllocator& temp, cudaStream_t stream) {
   const int64_t n = batch * pixels;
   const int64_t table = batch * (classes + 1);
-  const size_t bytes = sizeof(PixelSummary) * n + 2 * sizeof(uint64_t) * n + sizeof(int64_t) * (batch + 1) +
-                       2 * sizeof(int32_t) * table + sizeof(float) * table;
-  Scratch scratch(stream);
-  RRM_CUDA_RETURN_IF_ERROR(cudaMallocAsync(&scratch.memory, bytes, stream));
-  // Largest alignment first so every array stays aligned.
-  uint64_t* keys = static_cast<uint64_t*>(scratch.memory);
-  uint64_t* sorted_keys = keys + n;
-  int64_t* offsets = reinterpret_cast<int64_t*>(sorted_keys + n);
-  PixelSummary* summaries = reinterpret_cast<PixelSummary*>(offsets + batch + 1);
-  int32_t* occurs_in_low = reinterpret_cast<int32_t*>(summaries + n);
+  uint64_t* keys = temp.take<uint64_t>(n);
+  uint64_t* sorted_keys = temp.take<uint64_t>(n);
+  int64_t* offsets = temp.take<int64_t>(batch + 1);
+  PixelSummary* summaries = temp.take<PixelSummary>(n);
+  // One block for both count tables, so that one memset clears them.
+  int32_t* occurs_in_low = temp.take<int32_t>(2 * table);
   int32_t* candidate_counts = occurs_in_low + table;
-  float* thresholds = reinterpret_cast<float*>(candidate_counts + table);
+  float* thresholds = temp.take<float>(table);
 
   RRM_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(occurs_in_low, 0, 2 * sizeof(int32_t) * table, stream));
   RRM_LAUNCH(summarise_kernel, blocks_for(n), kThreads, stream)(cams, q_low, q_high, row_labels, rows, batch, classes,
@@ -110,8 +96,8 @@ const char* prune_reliable_labels(const float* cams, const float* q_low, const f
                                                                  keys, occurs_in_low, candidate_counts);
   RRM_LAUNCH(segment_offsets_kernel, blocks_for(batch + 1), kThreads, stream)(batch, pixels, offsets);
   RRM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
-  const char* error = with_temp_storage(stream, [&](void* temp, size_t& temp_bytes) {
-    return cub::DeviceSegmentedRadixSort::SortKeys(temp, temp_bytes, keys, sorted_keys, n, batch, offsets,
+  const char* error = with_temp_storage(temp, [&](void* storage, size_t& storage_bytes) {
+    return cub::DeviceSegmentedRadixSort::SortKeys(storage, storage_bytes, keys, sorted_keys, n, batch, offsets,
                                                    offsets + 1, 0, 64, stream);
   });
   if (error) return error;

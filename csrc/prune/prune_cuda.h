@@ -5,6 +5,7 @@
 #include <cuda_runtime_api.h>
 #include <stdint.h>
 
+#include "common/temp_allocator.h"
 #include "prune/prune.h"
 
 namespace rrm {
@@ -13,10 +14,11 @@ namespace cuda {
 
 // cams [B, C, P], q_low/q_high [B, C+1, P] -> labels int64 [B, P], sure bool [B, P].
 // q_low, q_high [B, rows, P] with row_labels [B, rows], or null row_labels and rows = C+1.
+// Temporaries (the sort keys, pixel summaries, count tables, CUB storage) come from `temp`.
 const char* prune_reliable_labels(const float* cams, const float* q_low, const float* q_high,
                                   const int32_t* row_labels, int32_t rows, int64_t batch, int32_t classes,
                                   int64_t pixels, const PruneParams& params, int64_t* labels, bool* sure,
-                                  cudaStream_t stream);
+                                  const TempAllocator& temp, cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace prune

@@ -3,6 +3,7 @@
 #include <c10/cuda/CUDAStream.h>
 
 #include "common/checks.h"
+#include "common/cuda_scratch.h"
 #include "common/library.h"
 #include "prune/prune_cuda.h"
 #include "prune/prune_ops.h"
@@ -27,11 +28,12 @@ std::tuple<at::Tensor, at::Tensor> prune_reliable_labels_cuda(const at::Tensor& 
   at::Tensor labels = at::empty({batch, pixels}, cams.options().dtype(at::kLong));
   at::Tensor sure = at::empty({batch, pixels}, cams.options().dtype(at::kBool));
   if (batch * pixels == 0) return {labels, sure};
+  DeviceScratch scratch(cams.device());
   const char* error = cuda::prune_reliable_labels(
       cams.data_ptr<float>(), inputs.q_low.data_ptr<float>(), inputs.q_high.data_ptr<float>(),
       inputs.row_labels_data(),
       static_cast<int32_t>(inputs.q_low.size(1)), batch, static_cast<int32_t>(cams.size(1)), pixels, params,
-      labels.data_ptr<int64_t>(), sure.data_ptr<bool>(), c10::cuda::getCurrentCUDAStream());
+      labels.data_ptr<int64_t>(), sure.data_ptr<bool>(), scratch.allocator(), c10::cuda::getCurrentCUDAStream());
   TORCH_CHECK(error == nullptr, "prune_reliable_labels failed on the GPU: ", error == nullptr ? "" : error);
   return {labels, sure};
 }
