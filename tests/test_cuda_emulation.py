@@ -170,8 +170,7 @@ def _op_calls():
     build = {"embed_kernel": 1, "insert_kernel": 1, "elect_owner_kernel": 1, "owner_flag_kernel": 1,
              "cub::DeviceScan::ExclusiveSum": 2, "offsets_kernel": 1, "neighbours_kernel": 1, "iota_kernel": 1,
              "cub::DeviceRadixSort::SortPairs": 1, "splat_weights_kernel": 1}
-    prune = {"summarise_kernel": 1, "segment_offsets_kernel": 1, "cub::DeviceSegmentedRadixSort::SortKeys": 1,
-             "threshold_kernel": 1, "label_kernel": 1}
+    prune = {"summarise_kernel": 1, "cub::DeviceRadixSort::SortKeys": 1, "threshold_kernel": 1, "label_kernel": 1}
 
     def meanfield(n_iter: int, gather: bool) -> dict[str, int]:
         # Norms: a filter of ones per lattice (d + 1 = 3 and 6 blurs); per iteration a splat and
@@ -261,6 +260,21 @@ def test_arguments_on_two_devices_are_refused_naming_the_argument(name):
     with emulation.counting() as counts, pytest.raises(RuntimeError, match=re.escape(message)):
         op.redispatch(torch._C.DispatchKeySet(torch._C.DispatchKey.CPU), *mixed)
     assert counts.launches == {} and counts.host_reads == 0
+
+
+@pytest.mark.parametrize(("batch", "classes", "pixels", "message"), [
+    (1, 2, 2**31, "sorts at most 2147483647 pixels per call (B * P), got 1 * 2147483648"),
+    (2**16, 2, 2**15, "sorts at most 2147483647 pixels per call (B * P), got 65536 * 32768"),
+    (2, 2**31 - 1, 1, "needs the bits of B - 1 and of C + 1 to fit in 32 together, got B = 2 and C = 2147483647"),
+])
+def test_prune_refuses_a_batch_beyond_its_sort(batch, classes, pixels, message):
+    """The quantile sort counts items in an int and packs (image, class, score) into 64 bits; a
+    larger batch is refused before anything is allocated (meta tensors, sent to the emulated glue)."""
+    cams = torch.empty(batch, classes, pixels, device="meta")
+    q = torch.empty(batch, classes + 1, pixels, device="meta")
+    with pytest.raises(RuntimeError, match=re.escape(message)):
+        emu.prune_reliable_labels.default.redispatch(torch._C.DispatchKeySet(torch._C.DispatchKey.CPU), cams, q, q,
+                                                     32.0, 0.6, 0.1, 0.8, 0.8, 255, None)
 
 
 def _launched_kernels() -> set[str]:

@@ -1,9 +1,10 @@
 // CUDA launcher of prune_reliable_labels over the bodies of prune.h. The per-class quantile
 // is an exact order statistic found on the device: each pixel gets a 64-bit key
-// (class << 32 | score bits; positive floats order like their bits), a segmented radix sort
-// per item puts every class's candidates in one ascending run, and the run's start and
-// length come from integer counts. No host round trip.
-#include <cub/device/device_segmented_radix_sort.cuh>
+// (image, class, score bits from the most significant down; positive floats order like their
+// bits), one radix sort of the whole batch over the key's used bits puts every (image, class)'s
+// candidates in one ascending run, and the run's start and length come from integer counts.
+// No host round trip.
+#include <cub/device/device_radix_sort.cuh>
 
 #include "common/cuda_launch.cuh"
 #include "prune/prune.h"
@@ -16,8 +17,9 @@ namespace {
 
 __global__ void summarise_kernel(const float* cams, const float* q_low, const float* q_high,
                                  const int32_t* row_labels, int32_t rows, int64_t batch, int32_t classes,
-                                 int64_t pixels, float cam_alpha, float cam_floor, PixelSummary* summaries,
-                                 uint64_t* keys, int32_t* occurs_in_low, int32_t* candidate_counts) {
+                                 int64_t pixels, float cam_alpha, float cam_floor, int class_bits,
+                                 PixelSummary* summaries, uint64_t* keys, int32_t* occurs_in_low,
+                                 int32_t* candidate_counts) {
   const int64_t i = global_index();
   if (i >= batch * pixels) return;
   const int64_t b = i / pixels;
@@ -27,17 +29,13 @@ __global__ void summarise_kernel(const float* cams, const float* q_low, const fl
                       pixels, i % pixels, cam_alpha, row_labels == nullptr ? nullptr : row_labels + b * rows, rows);
   summaries[i] = s;
   occurs_in_low[b * labels + s.low] = 1;  // every writer stores the same value
+  const uint64_t image = static_cast<uint64_t>(b) << (32 + class_bits);
   if (is_quantile_candidate(s, cam_floor)) {
-    keys[i] = (static_cast<uint64_t>(s.cam_arg) << 32) | __float_as_uint(s.cam_score);
+    keys[i] = image | (static_cast<uint64_t>(s.cam_arg) << 32) | __float_as_uint(s.cam_score);
     atomicAdd(candidate_counts + b * labels + s.cam_arg, 1);
   } else {
-    keys[i] = static_cast<uint64_t>(labels) << 32;  // after every candidate of the item
+    keys[i] = image | (static_cast<uint64_t>(labels) << 32);  // after every candidate of the image
   }
-}
-
-__global__ void segment_offsets_kernel(int64_t batch, int64_t pixels, int64_t* offsets) {
-  const int64_t b = global_index();
-  if (b <= batch) offsets[b] = b * pixels;
 }
 
 __global__ void threshold_kernel(const uint64_t* sorted_keys, const int32_t* occurs_in_low,
@@ -83,7 +81,6 @@ const char* prune_reliable_labels(const float* cams, const float* q_low, const f
   const int64_t table = batch * (classes + 1);
   uint64_t* keys = temp.take<uint64_t>(n);
   uint64_t* sorted_keys = temp.take<uint64_t>(n);
-  int64_t* offsets = temp.take<int64_t>(batch + 1);
   PixelSummary* summaries = temp.take<PixelSummary>(n);
   // One block for both count tables, so that one memset clears them.
   int32_t* occurs_in_low = temp.take<int32_t>(2 * table);
@@ -92,13 +89,15 @@ const char* prune_reliable_labels(const float* cams, const float* q_low, const f
 
   RRM_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(occurs_in_low, 0, 2 * sizeof(int32_t) * table, stream));
   RRM_LAUNCH(summarise_kernel, blocks_for(n), kThreads, stream)(cams, q_low, q_high, row_labels, rows, batch, classes,
-                                                                 pixels, params.cam_alpha, params.cam_floor, summaries,
-                                                                 keys, occurs_in_low, candidate_counts);
-  RRM_LAUNCH(segment_offsets_kernel, blocks_for(batch + 1), kThreads, stream)(batch, pixels, offsets);
+                                                                 pixels, params.cam_alpha, params.cam_floor,
+                                                                 bit_width(classes + 1), summaries, keys, occurs_in_low,
+                                                                 candidate_counts);
   RRM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  // Every image holds `pixels` keys and sorts before the next, so image b's run stays at
+  // [b * pixels, (b + 1) * pixels).
   const char* error = with_temp_storage(temp, [&](void* storage, size_t& storage_bytes) {
-    return cub::DeviceSegmentedRadixSort::SortKeys(storage, storage_bytes, keys, sorted_keys, n, batch, offsets,
-                                                   offsets + 1, 0, 64, stream);
+    return cub::DeviceRadixSort::SortKeys(storage, storage_bytes, keys, sorted_keys, static_cast<int>(n), 0,
+                                          sort_key_bits(batch, classes), stream);
   });
   if (error) return error;
   RRM_LAUNCH(threshold_kernel, blocks_for(table), kThreads, stream)(sorted_keys, occurs_in_low, candidate_counts,

@@ -12,6 +12,17 @@ namespace rrm {
 namespace prune {
 namespace {
 
+// Refuses a batch the launcher's one sort cannot take: more items than CUB's int count, or
+// keys wider than 64 bits.
+void check_sortable(int64_t batch, int32_t classes, int64_t pixels) {
+  TORCH_CHECK(batch * pixels <= cuda::kMaxSortedPixels, "prune_reliable_labels on CUDA sorts at most ",
+              cuda::kMaxSortedPixels, " pixels per call (B * P), got ", batch, " * ", pixels, " = ", batch * pixels,
+              "; split the batch");
+  TORCH_CHECK(cuda::sort_key_bits(batch, classes) <= 64,
+              "prune_reliable_labels on CUDA needs the bits of B - 1 and of C + 1 to fit in 32 together, got B = ",
+              batch, " and C = ", classes);
+}
+
 std::tuple<at::Tensor, at::Tensor> prune_reliable_labels_cuda(const at::Tensor& cams_in, const at::Tensor& q_low_in,
                                                               const at::Tensor& q_high_in, double cam_alpha,
                                                               double fg_quantile, double cam_floor, double bg_sure,
@@ -25,6 +36,7 @@ std::tuple<at::Tensor, at::Tensor> prune_reliable_labels_cuda(const at::Tensor& 
   const c10::cuda::CUDAGuard guard(cams.device());
   const int64_t batch = cams.size(0);
   const int64_t pixels = cams.size(2);
+  if (batch * pixels > 0) check_sortable(batch, static_cast<int32_t>(cams.size(1)), pixels);
   at::Tensor labels = at::empty({batch, pixels}, cams.options().dtype(at::kLong));
   at::Tensor sure = at::empty({batch, pixels}, cams.options().dtype(at::kBool));
   if (batch * pixels == 0) return {labels, sure};
