@@ -211,6 +211,12 @@ def _op_calls():
     }
 
 
+def _call_emulated_glue(op_name: str, *args):
+    """Runs op_name's emulated CUDA glue on args whatever their devices: with a meta tensor among
+    them the dispatcher would pick the meta kernel instead."""
+    return getattr(emu, op_name).default.redispatch(torch._C.DispatchKeySet(torch._C.DispatchKey.CPU), *args)
+
+
 def _mixed_device_calls():
     """name -> (op, its arguments, the index of the argument put on the meta device, the start of
     the error it must give)."""
@@ -251,14 +257,12 @@ def _mixed_device_calls():
 def test_arguments_on_two_devices_are_refused_naming_the_argument(name):
     """The CUDA glue checks that its arguments share a device before anything else, so that a
     user mixing devices is told which argument is elsewhere (on a GPU, before the CUDAGuard,
-    which would fail on a CPU tensor naming none). A meta tensor stands for the other device;
-    the call is sent to the emulated glue directly, as the dispatcher would pick the meta kernel."""
+    which would fail on a CPU tensor naming none). A meta tensor stands for the other device."""
     op_name, args, moved, message = _mixed_device_calls()[name]
     mixed = list(args)
     mixed[moved] = mixed[moved].to("meta")
-    op = getattr(emu, op_name).default
     with emulation.counting() as counts, pytest.raises(RuntimeError, match=re.escape(message)):
-        op.redispatch(torch._C.DispatchKeySet(torch._C.DispatchKey.CPU), *mixed)
+        _call_emulated_glue(op_name, *mixed)
     assert counts.launches == {} and counts.host_reads == 0
 
 
@@ -269,12 +273,11 @@ def test_arguments_on_two_devices_are_refused_naming_the_argument(name):
 ])
 def test_prune_refuses_a_batch_beyond_its_sort(batch, classes, pixels, message):
     """The quantile sort counts items in an int and packs (image, class, score) into 64 bits; a
-    larger batch is refused before anything is allocated (meta tensors, sent to the emulated glue)."""
+    larger batch is refused before anything is allocated (meta tensors)."""
     cams = torch.empty(batch, classes, pixels, device="meta")
     q = torch.empty(batch, classes + 1, pixels, device="meta")
     with pytest.raises(RuntimeError, match=re.escape(message)):
-        emu.prune_reliable_labels.default.redispatch(torch._C.DispatchKeySet(torch._C.DispatchKey.CPU), cams, q, q,
-                                                     32.0, 0.6, 0.1, 0.8, 0.8, 255, None)
+        _call_emulated_glue("prune_reliable_labels", cams, q, q, 32.0, 0.6, 0.1, 0.8, 0.8, 255, None)
 
 
 def _launched_kernels() -> set[str]:
