@@ -231,13 +231,13 @@ def _mixed_device_calls():
     filter_args = (*lattice, points(scores(1, 3, 5, 6, seed=4)), False)
     meanfield_args = (unary, mask, *crf_tensors, 3.0, 10.0, 1)
     prune_args = (cams.flatten(2), q, q, 32.0, 0.6, 0.1, 0.8, 0.8, 255, torch.tensor([[0, 1, 2]], dtype=torch.int32))
-    mining_args = (cams, torch.tensor([[1, 0]]), images, 4.0, 1.0, 32.0, 0.6, 0.1, 0.8, 0.8, 255, None, False)
+    mining_args = (cams, torch.tensor([[1, 0]]), images)
     return {
         "lattice_filter (values)": ("lattice_filter", filter_args, 6, "offsets is on cpu but values is on meta"),
         "lattice_filter (splat_weights)": ("lattice_filter", filter_args, 5,
                                            "splat_weights is on meta but values is on cpu"),
         "dense_crf_meanfield (unary)": ("dense_crf_meanfield", meanfield_args, 0,
-                                        "gaussian_offsets is on cpu but unary is on meta"),
+                                        "label_mask is on cpu but unary is on meta"),
         "dense_crf_meanfield (label_mask)": ("dense_crf_meanfield", meanfield_args, 1,
                                              "label_mask is on meta but unary is on cpu"),
         "dense_crf_meanfield (bilateral_splat_ptr)": ("dense_crf_meanfield", meanfield_args, 11,
