@@ -98,41 +98,24 @@ def test_radix_sort_pairs_is_stable_and_orders_by_the_bit_range_only(unsigned_ke
     assert torch.equal(sorted_keys, keys[order]) and torch.equal(sorted_values, values[order])
 
 
-@pytest.mark.parametrize("begin_bit, end_bit", [(0, 64), (32, 64), (0, 16)])
-def test_segmented_radix_sort_sorts_each_segment_and_leaves_the_rest(begin_bit, end_bit):
+@pytest.mark.parametrize("begin_bit, end_bit", [(0, 64), (0, 41), (32, 64), (0, 16)])
+def test_radix_sort_keys_is_stable_and_orders_by_the_bit_range_only(begin_bit, end_bit):
     generator = torch.Generator().manual_seed(end_bit)
     keys = torch.randint(-(2**62), 2**62, (40,), dtype=torch.int64, generator=generator)
     keys[10:14] = keys[10] ^ 0xFFFF  # equal high bits, different low bits
-    begins = torch.tensor([0, 5, 7, 20, 30])
-    ends = torch.tensor([5, 5, 20, 21, 25])  # an empty segment, a gap, one item, an inverted one
-    sentinel = torch.full((40,), -7, dtype=torch.int64)
-    out = probe.segmented_radix_sort_keys(keys, begins, ends, sentinel, begin_bit, end_bit)
     digits = _radix_digits(keys.numpy(), 64, False, begin_bit, end_bit)
-    expected = sentinel.clone()
-    for begin, end in zip(begins.tolist(), ends.tolist()):
-        if end > begin:
-            expected[begin:end] = keys[begin:end][torch.from_numpy(np.argsort(digits[begin:end], kind="stable"))]
-    assert torch.equal(out, expected)
-
-
-def test_segments_outside_the_items_or_overlapping_are_errors():
-    keys = torch.arange(10, dtype=torch.int64)
-    with pytest.raises(RuntimeError, match="segment 1 \\[8, 11\\) lies outside the 10 items"):
-        probe.segmented_radix_sort_keys(keys, torch.tensor([0, 8]), torch.tensor([4, 11]), keys, 0, 64)
-    with pytest.raises(RuntimeError, match="segment 1 overlaps an earlier segment"):
-        probe.segmented_radix_sort_keys(keys, torch.tensor([0, 3]), torch.tensor([4, 6]), keys, 0, 64)
+    expected = keys[torch.from_numpy(np.argsort(digits, kind="stable"))]
+    assert torch.equal(probe.radix_sort_keys(keys, begin_bit, end_bit), expected)
     with pytest.raises(RuntimeError, match="bit range \\[0, 65\\) is not within the 64 bits"):
-        probe.segmented_radix_sort_keys(keys, torch.tensor([0]), torch.tensor([4]), keys, 0, 65)
+        probe.radix_sort_keys(keys, 0, 65)
 
 
 def _cub_calls():
     keys = torch.arange(100, 0, -1, dtype=torch.int32)
-    offsets = torch.tensor([0, 50])
     return {
         "cub::DeviceScan::ExclusiveSum": lambda **extra: probe.exclusive_sum(keys, True, **extra),
         "cub::DeviceRadixSort::SortPairs": lambda **extra: probe.radix_sort_pairs(keys, keys, False, 0, 32, **extra),
-        "cub::DeviceSegmentedRadixSort::SortKeys": lambda **extra: probe.segmented_radix_sort_keys(
-            keys.long(), offsets, offsets + 50, keys.long(), 0, 64, **extra),
+        "cub::DeviceRadixSort::SortKeys": lambda **extra: probe.radix_sort_keys(keys.long(), 0, 64, **extra),
     }
 
 
