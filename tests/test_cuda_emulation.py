@@ -98,41 +98,24 @@ def test_radix_sort_pairs_is_stable_and_orders_by_the_bit_range_only(unsigned_ke
     assert torch.equal(sorted_keys, keys[order]) and torch.equal(sorted_values, values[order])
 
 
-@pytest.mark.parametrize("begin_bit, end_bit", [(0, 64), (32, 64), (0, 16)])
-def test_segmented_radix_sort_sorts_each_segment_and_leaves_the_rest(begin_bit, end_bit):
+@pytest.mark.parametrize("begin_bit, end_bit", [(0, 64), (0, 41), (32, 64), (0, 16)])
+def test_radix_sort_keys_is_stable_and_orders_by_the_bit_range_only(begin_bit, end_bit):
     generator = torch.Generator().manual_seed(end_bit)
     keys = torch.randint(-(2**62), 2**62, (40,), dtype=torch.int64, generator=generator)
     keys[10:14] = keys[10] ^ 0xFFFF  # equal high bits, different low bits
-    begins = torch.tensor([0, 5, 7, 20, 30])
-    ends = torch.tensor([5, 5, 20, 21, 25])  # an empty segment, a gap, one item, an inverted one
-    sentinel = torch.full((40,), -7, dtype=torch.int64)
-    out = probe.segmented_radix_sort_keys(keys, begins, ends, sentinel, begin_bit, end_bit)
     digits = _radix_digits(keys.numpy(), 64, False, begin_bit, end_bit)
-    expected = sentinel.clone()
-    for begin, end in zip(begins.tolist(), ends.tolist()):
-        if end > begin:
-            expected[begin:end] = keys[begin:end][torch.from_numpy(np.argsort(digits[begin:end], kind="stable"))]
-    assert torch.equal(out, expected)
-
-
-def test_segments_outside_the_items_or_overlapping_are_errors():
-    keys = torch.arange(10, dtype=torch.int64)
-    with pytest.raises(RuntimeError, match="segment 1 \\[8, 11\\) lies outside the 10 items"):
-        probe.segmented_radix_sort_keys(keys, torch.tensor([0, 8]), torch.tensor([4, 11]), keys, 0, 64)
-    with pytest.raises(RuntimeError, match="segment 1 overlaps an earlier segment"):
-        probe.segmented_radix_sort_keys(keys, torch.tensor([0, 3]), torch.tensor([4, 6]), keys, 0, 64)
+    expected = keys[torch.from_numpy(np.argsort(digits, kind="stable"))]
+    assert torch.equal(probe.radix_sort_keys(keys, begin_bit, end_bit), expected)
     with pytest.raises(RuntimeError, match="bit range \\[0, 65\\) is not within the 64 bits"):
-        probe.segmented_radix_sort_keys(keys, torch.tensor([0]), torch.tensor([4]), keys, 0, 65)
+        probe.radix_sort_keys(keys, 0, 65)
 
 
 def _cub_calls():
     keys = torch.arange(100, 0, -1, dtype=torch.int32)
-    offsets = torch.tensor([0, 50])
     return {
         "cub::DeviceScan::ExclusiveSum": lambda **extra: probe.exclusive_sum(keys, True, **extra),
         "cub::DeviceRadixSort::SortPairs": lambda **extra: probe.radix_sort_pairs(keys, keys, False, 0, 32, **extra),
-        "cub::DeviceSegmentedRadixSort::SortKeys": lambda **extra: probe.segmented_radix_sort_keys(
-            keys.long(), offsets, offsets + 50, keys.long(), 0, 64, **extra),
+        "cub::DeviceRadixSort::SortKeys": lambda **extra: probe.radix_sort_keys(keys.long(), 0, 64, **extra),
     }
 
 
@@ -170,8 +153,7 @@ def _op_calls():
     build = {"embed_kernel": 1, "insert_kernel": 1, "elect_owner_kernel": 1, "owner_flag_kernel": 1,
              "cub::DeviceScan::ExclusiveSum": 2, "offsets_kernel": 1, "neighbours_kernel": 1, "iota_kernel": 1,
              "cub::DeviceRadixSort::SortPairs": 1, "splat_weights_kernel": 1}
-    prune = {"summarise_kernel": 1, "segment_offsets_kernel": 1, "cub::DeviceSegmentedRadixSort::SortKeys": 1,
-             "threshold_kernel": 1, "label_kernel": 1}
+    prune = {"summarise_kernel": 1, "cub::DeviceRadixSort::SortKeys": 1, "threshold_kernel": 1, "label_kernel": 1}
 
     def meanfield(n_iter: int, gather: bool) -> dict[str, int]:
         # Norms: a filter of ones per lattice (d + 1 = 3 and 6 blurs); per iteration a splat and
@@ -210,6 +192,75 @@ def _op_calls():
                                                                                 compact_labels=True),
                                              plus(twice_build, meanfield(10, False), {"unary_kernel": 1}, prune), 3),
     }
+
+
+def _call_emulated_glue(op_name: str, *args):
+    """Runs op_name's emulated CUDA glue on args whatever their devices: with a meta tensor among
+    them the dispatcher would pick the meta kernel instead."""
+    return getattr(emu, op_name).default.redispatch(torch._C.DispatchKeySet(torch._C.DispatchKey.CPU), *args)
+
+
+def _mixed_device_calls():
+    """name -> (op, its arguments, the index of the argument put on the meta device, the start of
+    the error it must give)."""
+    images = photos(1, 5, 6)
+    lattice = emu.lattice_build(lattice_features("bilateral", images), 1)
+    crf = rrm_ops.crf_lattices(images)
+    crf_tensors = crf.gaussian.tensors.as_tuple() + crf.bilateral.tensors.as_tuple()
+    unary = -torch.log(scores(1, 3, 5, 6, seed=1)).flatten(2)
+    mask = torch.tensor([[True, False, True]])
+    cams = smooth_maps(1, 2, 5, 6, seed=2)
+    q = scores(1, 3, 5, 6, seed=3).flatten(2)
+    filter_args = (*lattice, points(scores(1, 3, 5, 6, seed=4)), False)
+    meanfield_args = (unary, mask, *crf_tensors, 3.0, 10.0, 1)
+    prune_args = (cams.flatten(2), q, q, 32.0, 0.6, 0.1, 0.8, 0.8, 255, torch.tensor([[0, 1, 2]], dtype=torch.int32))
+    mining_args = (cams, torch.tensor([[1, 0]]), images)
+    return {
+        "lattice_filter (values)": ("lattice_filter", filter_args, 6, "offsets is on cpu but values is on meta"),
+        "lattice_filter (splat_weights)": ("lattice_filter", filter_args, 5,
+                                           "splat_weights is on meta but values is on cpu"),
+        "dense_crf_meanfield (unary)": ("dense_crf_meanfield", meanfield_args, 0,
+                                        "label_mask is on cpu but unary is on meta"),
+        "dense_crf_meanfield (label_mask)": ("dense_crf_meanfield", meanfield_args, 1,
+                                             "label_mask is on meta but unary is on cpu"),
+        "dense_crf_meanfield (bilateral_splat_ptr)": ("dense_crf_meanfield", meanfield_args, 11,
+                                                      "bilateral_splat_ptr is on meta but unary is on cpu"),
+        "prune_reliable_labels (q_high)": ("prune_reliable_labels", prune_args, 2,
+                                           "q_high is on meta but cams is on cpu"),
+        "prune_reliable_labels (q_labels)": ("prune_reliable_labels", prune_args, 9,
+                                             "q_labels is on meta but cams is on cpu"),
+        "reliable_region_labels (images)": ("reliable_region_labels", mining_args, 2,
+                                            "images is on meta but cams is on cpu"),
+        "reliable_region_labels (cls_labels)": ("reliable_region_labels", mining_args, 1,
+                                                "cls_labels must be on the CPU or on cpu with cams, got meta"),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_mixed_device_calls()))
+def test_arguments_on_two_devices_are_refused_naming_the_argument(name):
+    """The CUDA glue checks that its arguments share a device before anything else, so that a
+    user mixing devices is told which argument is elsewhere (on a GPU, before the CUDAGuard,
+    which would fail on a CPU tensor naming none). A meta tensor stands for the other device."""
+    op_name, args, moved, message = _mixed_device_calls()[name]
+    mixed = list(args)
+    mixed[moved] = mixed[moved].to("meta")
+    with emulation.counting() as counts, pytest.raises(RuntimeError, match=re.escape(message)):
+        _call_emulated_glue(op_name, *mixed)
+    assert counts.launches == {} and counts.host_reads == 0
+
+
+@pytest.mark.parametrize(("batch", "classes", "pixels", "message"), [
+    (1, 2, 2**31, "sorts at most 2147483647 pixels per call (B * P), got 1 * 2147483648"),
+    (2**16, 2, 2**15, "sorts at most 2147483647 pixels per call (B * P), got 65536 * 32768"),
+    (2, 2**31 - 1, 1, "needs the bits of B - 1 and of C + 1 to fit in 32 together, got B = 2 and C = 2147483647"),
+])
+def test_prune_refuses_a_batch_beyond_its_sort(batch, classes, pixels, message):
+    """The quantile sort counts items in an int and packs (image, class, score) into 64 bits; a
+    larger batch is refused before anything is allocated (meta tensors)."""
+    cams = torch.empty(batch, classes, pixels, device="meta")
+    q = torch.empty(batch, classes + 1, pixels, device="meta")
+    with pytest.raises(RuntimeError, match=re.escape(message)):
+        _call_emulated_glue("prune_reliable_labels", cams, q, q, 32.0, 0.6, 0.1, 0.8, 0.8, 255, None)
 
 
 def _launched_kernels() -> set[str]:

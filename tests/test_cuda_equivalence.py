@@ -18,7 +18,8 @@ GPU, on the GPU; it compares them with the CPU kernels of ``torch.ops.rrm_ops``.
   entries in; with two stripes the CPU adds the stripes' partial sums, a different rounding
   (see test_two_stripe_images_differ_only_by_the_rounding_of_the_stripe_sums).
 - prune_reliable_labels: bitwise equal (the per-class order statistic is exact on both: CUDA
-  sorts 64-bit keys of the class and score bits, the CPU selects with nth_element).
+  sorts the batch's 64-bit keys of the image, class and score bits at once, the CPU selects
+  with nth_element).
 
 The GPU variants assume nvcc does not contract float operations into fused multiply-adds
 (--fmad=false), as the host build does not (-ffp-contract=off); and the mining unary and the
@@ -287,6 +288,19 @@ def test_prune_reliable_labels_over_all_labels_is_bitwise_the_cpu_pruning(target
     cams = smooth_maps(2, classes, *size, seed=classes).flatten(2)
     q_low, q_high = _q_pair(2, classes + 1, *size, seed=7)
     arguments = (32.0, fg_quantile, cam_floor, 0.8, 0.8, 255)
+    expected = cpu.prune_reliable_labels(cams, q_low, q_high, *arguments, None)
+    actual = target.ops.prune_reliable_labels(*target.to((cams, q_low, q_high)), *arguments, None)
+    assert_bitwise_equal(actual, expected)
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+@pytest.mark.parametrize("classes", [3, 7])
+def test_prune_reliable_labels_of_a_batch_is_bitwise_the_cpu_pruning(target, batch, classes):
+    """One sort orders the whole batch: the image and class fields of its keys (C + 1 = 4 and 8
+    labels fill their bit widths exactly) must keep every image's runs apart."""
+    cams = smooth_maps(batch, classes, 29, 31, seed=batch + classes).flatten(2)
+    q_low, q_high = _q_pair(batch, classes + 1, 29, 31, seed=13)
+    arguments = (32.0, 0.6, 0.1, 0.8, 0.8, 255)
     expected = cpu.prune_reliable_labels(cams, q_low, q_high, *arguments, None)
     actual = target.ops.prune_reliable_labels(*target.to((cams, q_low, q_high)), *arguments, None)
     assert_bitwise_equal(actual, expected)

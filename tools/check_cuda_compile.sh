@@ -5,6 +5,10 @@
 # docs/design.md#self-contained-cuda-sources), so each one must compile with `nvcc -c` on any
 # machine with nvcc. This checks exactly that, for sm_80 and sm_90, into a temporary folder that
 # is removed afterwards.
+# It also emits each file's PTX with the same flags and fails if a kernel holds a fused
+# multiply-add (fma.*): the kernels promise the CPU build's bits (docs/design.md), which a
+# contracted a*b+c breaks. The only FMAs allowed are those of CUDA's own libm in the kernels
+# listed in LIBM_KERNELS, which call powf/logf and are documented as not bitwise.
 # No GPU is needed.
 #
 # Usage: tools/check_cuda_compile.sh            (from any directory)
@@ -13,7 +17,8 @@
 #   RRM_NVCC_JOBS        parallel nvcc processes (default: number of cores)
 #   RRM_NVCC_STD         C++ standard (default c++17)
 #   RRM_NVCC_EXTRA_FLAGS extra flags appended to every nvcc command (word-split)
-# Exit codes: 0 all files compiled; 1 at least one file failed; 2 nvcc missing, or no
+# Exit codes: 0 all files compiled and no kernel outside LIBM_KERNELS holds an FMA; 1 at least
+#   one file failed either check; 2 nvcc missing, or no
 #   *_cuda.cu file found (which is treated as a failure: the check would prove nothing).
 set -euo pipefail
 
@@ -56,10 +61,38 @@ if [ -n "${RRM_NVCC_EXTRA_FLAGS:-}" ]; then
   NVCC_FLAGS+=(${RRM_NVCC_EXTRA_FLAGS})
 fi
 
+# Kernels whose FMAs come from CUDA's libm (powf, logf), matched against the demangled names.
+LIBM_KERNELS='mining::cuda::(anonymous namespace)::unary_kernel(|prune::cuda::(anonymous namespace)::summarise_kernel('
+
+# The same flags without object output and architectures: PTX for one virtual architecture.
+PTX_FLAGS=()
+skip=0
+for flag in "${NVCC_FLAGS[@]}"; do
+  if [ "$skip" -eq 1 ]; then skip=0; continue; fi
+  case "$flag" in
+    -c) ;;
+    -gencode) skip=1 ;;
+    *) PTX_FLAGS+=("$flag") ;;
+  esac
+done
+PTX_FLAGS+=(-ptx -arch=compute_80)
+
 log "repo: $ROOT"
 log "nvcc: $(command -v "$NVCC") ($("$NVCC" --version | grep -o 'release [0-9.]*' || echo 'version unknown'))"
 log "flags: ${NVCC_FLAGS[*]}"
 log "${#FILES[@]} file(s), $JOBS parallel job(s)"
+
+# The PTX functions (entries and device functions) of one file that hold an FMA, one per line as
+# "<count> <demangled name>", those of LIBM_KERNELS left out.
+ptx_fma_functions() {
+  local ptx="$1"
+  awk '/^(\.visible |\.weak )?\.(entry|func)/ { name = $0; gsub(/\(\.param[^)]*\)/, "", name); sub(/\(.*$/, "", name); sub(/.* /, "", name) }
+       /^[[:space:]]*fma\./ { count[name]++ }
+       END { for (n in count) print count[n], n }' "$ptx" |
+    while read -r count name; do
+      printf '%s %s\n' "$count" "$(printf '%s' "$name" | c++filt)"
+    done | { grep -vF -e "${LIBM_KERNELS%%|*}" -e "${LIBM_KERNELS#*|}" || true; }
+}
 
 # One file: compile, then print its whole report at once so parallel jobs do not interleave.
 # Status lines go to stdout; the exit status tells xargs whether it failed.
@@ -69,6 +102,17 @@ compile_one() {
   log_file="$TMP/log/${src//\//__}.log"
   start="$(date +%s%N)"
   "$NVCC" "${NVCC_FLAGS[@]}" "$src" -o "$obj" >"$log_file" 2>&1 || status=$?
+  if [ "$status" -eq 0 ]; then
+    "$NVCC" "${PTX_FLAGS[@]}" "$src" -o "$obj.ptx" >>"$log_file" 2>&1 || status=$?
+  fi
+  if [ "$status" -eq 0 ]; then
+    local fused
+    fused="$(ptx_fma_functions "$obj.ptx")"
+    if [ -n "$fused" ]; then
+      printf 'fused multiply-adds in the PTX (count, function); is --fmad=false missing?\n%s\n' "$fused" >>"$log_file"
+      status=3
+    fi
+  fi
   end="$(date +%s%N)"
   secs="$(awk -v d="$((end - start))" 'BEGIN { printf "%.1f", d / 1e9 }')"
   if [ "$status" -eq 0 ]; then
@@ -79,32 +123,33 @@ compile_one() {
     fi
     return 0
   fi
-  printf '  FAIL  %6ss  %s (nvcc exit %s)\n%s\n' "$secs" "$src" "$status" "$(sed 's/^/        | /' "$log_file")"
+  printf '  FAIL  %6ss  %s (exit %s)\n%s\n' "$secs" "$src" "$status" "$(sed 's/^/        | /' "$log_file")"
   printf '%s\n' "$src" >>"$TMP/failed.list"
   return 1
 }
 
 mkdir -p "$TMP/obj" "$TMP/log"
 : >"$TMP/failed.list"
-export NVCC TMP
+export NVCC TMP LIBM_KERNELS
 
 NVCC_FLAGS_STR="$(printf '%q ' "${NVCC_FLAGS[@]}")"
-export NVCC_FLAGS_STR
-export -f compile_one
+PTX_FLAGS_STR="$(printf '%q ' "${PTX_FLAGS[@]}")"
+export NVCC_FLAGS_STR PTX_FLAGS_STR
+export -f compile_one ptx_fma_functions
 
 T0="$(date +%s%N)"
 status=0
 # shellcheck disable=SC2016  # expanded by the inner bash
 printf '%s\0' "${FILES[@]}" |
-  xargs -0 -n 1 -P "$JOBS" bash -c 'eval "NVCC_FLAGS=($NVCC_FLAGS_STR)"; compile_one "$1"' _ || status=$?
+  xargs -0 -n 1 -P "$JOBS" bash -c 'eval "NVCC_FLAGS=($NVCC_FLAGS_STR)"; eval "PTX_FLAGS=($PTX_FLAGS_STR)"; compile_one "$1"' _ || status=$?
 T1="$(date +%s%N)"
 TOTAL="$(awk -v d="$((T1 - T0))" 'BEGIN { printf "%.1f", d / 1e9 }')"
 
 mapfile -t FAILED < <(LC_ALL=C sort "$TMP/failed.list")
 if [ "${#FAILED[@]}" -gt 0 ] || [ "$status" -ne 0 ]; then
-  log "FAILED: ${#FAILED[@]} of ${#FILES[@]} file(s) did not compile (total ${TOTAL}s):" >&2
+  log "FAILED: ${#FAILED[@]} of ${#FILES[@]} file(s) did not compile or hold an FMA (total ${TOTAL}s):" >&2
   for f in "${FAILED[@]}"; do log "  $f" >&2; done
   [ "${#FAILED[@]}" -gt 0 ] || log "  (xargs exited with status $status)" >&2
   exit 1
 fi
-log "OK: ${#FILES[@]} file(s) compiled for sm_80 and sm_90 with warnings as errors (total ${TOTAL}s)"
+log "OK: ${#FILES[@]} file(s) compiled for sm_80 and sm_90 with warnings as errors, no FMA in their PTX outside CUDA's libm (total ${TOTAL}s)"

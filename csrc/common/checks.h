@@ -4,6 +4,7 @@
 #include <ATen/ATen.h>
 
 #include <cmath>
+#include <initializer_list>
 #include <string>
 #include <vector>
 
@@ -36,6 +37,22 @@ inline void check_floating(const at::Tensor& t, const char* name) {
 inline void check_same_device(const at::Tensor& a, const char* a_name, const at::Tensor& b, const char* b_name) {
   TORCH_CHECK(a.device() == b.device(), a_name, " is on ", a.device(), " but ", b_name, " is on ", b.device(),
               "; move them to the same device");
+}
+
+struct NamedTensor {
+  const at::Tensor& tensor;
+  const char* name;
+};
+
+// Refuses arguments on more than one device, naming the first one off the first argument's
+// device (undefined tensors, absent optional arguments, are skipped). The CUDA glue runs it
+// before constructing its CUDAGuard, which on a CPU tensor fails with a message naming no
+// argument.
+inline void check_one_device(std::initializer_list<NamedTensor> tensors) {
+  const NamedTensor& first = *tensors.begin();
+  for (const NamedTensor& t : tensors) {
+    if (t.tensor.defined()) check_same_device(t.tensor, t.name, first.tensor, first.name);
+  }
 }
 
 struct Extremes {

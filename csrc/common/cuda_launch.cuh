@@ -5,6 +5,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/temp_allocator.h"
+
 namespace rrm {
 
 constexpr int kThreads = 256;
@@ -37,18 +39,13 @@ __device__ inline int64_t global_index() {
     }                                               \
   } while (0)
 
-// Runs a CUB-style two-phase call (size query, then work) with stream-ordered temporary
-// storage. `call(void* temp, size_t& bytes)` returns a cudaError_t.
+// Runs a CUB-style two-phase call (size query, then work) with temporary storage from `temp`.
+// `call(void* storage, size_t& bytes)` returns a cudaError_t.
 template <typename Call>
-const char* with_temp_storage(cudaStream_t stream, Call call) {
+const char* with_temp_storage(const TempAllocator& temp, Call call) {
   size_t bytes = 0;
   RRM_CUDA_RETURN_IF_ERROR(call(nullptr, bytes));
-  void* temp = nullptr;
-  RRM_CUDA_RETURN_IF_ERROR(cudaMallocAsync(&temp, bytes > 0 ? bytes : 1, stream));
-  const cudaError_t status = call(temp, bytes);
-  const cudaError_t freed = cudaFreeAsync(temp, stream);
-  RRM_CUDA_RETURN_IF_ERROR(status);
-  RRM_CUDA_RETURN_IF_ERROR(freed);
+  RRM_CUDA_RETURN_IF_ERROR(call(temp.take<char>(bytes), bytes));
   return nullptr;
 }
 

@@ -2,6 +2,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include "common/checks.h"
 #include "common/library.h"
 #include "crf/crf_cuda.h"
 #include "crf/crf_ops.h"
@@ -20,6 +21,21 @@ at::Tensor dense_crf_meanfield_cuda(const at::Tensor& unary, const std::optional
                                     const at::Tensor& bilateral_splat_weights, double gaussian_compat,
                                     double bilateral_compat, int64_t n_iter,
                                     const std::optional<at::Tensor>& compat_matrices) {
+  check_one_device({{unary, "unary"},
+                    {label_mask.value_or(at::Tensor()), "label_mask"},
+                    {gaussian_offsets, "gaussian_offsets"},
+                    {gaussian_weights, "gaussian_weights"},
+                    {gaussian_neighbours, "gaussian_neighbours"},
+                    {gaussian_splat_ptr, "gaussian_splat_ptr"},
+                    {gaussian_splat_entries, "gaussian_splat_entries"},
+                    {gaussian_splat_weights, "gaussian_splat_weights"},
+                    {bilateral_offsets, "bilateral_offsets"},
+                    {bilateral_weights, "bilateral_weights"},
+                    {bilateral_neighbours, "bilateral_neighbours"},
+                    {bilateral_splat_ptr, "bilateral_splat_ptr"},
+                    {bilateral_splat_entries, "bilateral_splat_entries"},
+                    {bilateral_splat_weights, "bilateral_splat_weights"},
+                    {compat_matrices.value_or(at::Tensor()), "compat_matrices"}});
   const c10::cuda::CUDAGuard guard(unary.device());
   const MeanfieldInputs inputs = checked_meanfield_inputs(
       unary, label_mask,

@@ -38,7 +38,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("radix_sort_pairs", &emulation::radix_sort_pairs, py::arg("keys"), py::arg("values"),
         py::arg("unsigned_keys"), py::arg("begin_bit"), py::arg("end_bit"), py::arg("allocated_extra") = 0,
         py::arg("passed_extra") = 0);
-  m.def("segmented_radix_sort_keys", &emulation::segmented_radix_sort_keys, py::arg("keys"), py::arg("begins"),
-        py::arg("ends"), py::arg("out"), py::arg("begin_bit"), py::arg("end_bit"), py::arg("allocated_extra") = 0,
-        py::arg("passed_extra") = 0);
+  m.def("radix_sort_keys", &emulation::radix_sort_keys, py::arg("keys"), py::arg("begin_bit"), py::arg("end_bit"),
+        py::arg("allocated_extra") = 0, py::arg("passed_extra") = 0);
 }

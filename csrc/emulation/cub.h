@@ -1,5 +1,5 @@
 // Host versions of the CUB device-wide algorithms the launchers call (DeviceScan,
-// DeviceRadixSort, DeviceSegmentedRadixSort), with CUB's signatures and documented semantics:
+// DeviceRadixSort), with CUB's signatures and documented semantics:
 //   - the two-phase temporary storage: a call with d_temp_storage null only sets
 //     temp_storage_bytes; the second call returns cudaErrorInvalidValue if temp_storage_bytes is
 //     below that size, raises EmulationError if the storage is a block of this runtime that ends
@@ -7,8 +7,6 @@
 //   - radix sorts are stable and order keys by bits [begin_bit, end_bit) of their radix
 //     representation only (signed integers with the sign bit flipped): keys equal in those bits
 //     keep their input order, and the other bits are written out unchanged;
-//   - a segmented sort sorts each segment [d_begin_offsets[i], d_end_offsets[i]) of num_items
-//     items (empty when end <= begin) and leaves the items outside every segment untouched;
 //   - a scan may run in place (d_in == d_out); other overlaps of the input and output ranges
 //     are errors (EmulationError), as they are undefined for CUB.
 // Integer keys only: CUB's float key ordering (-0.0 == +0.0, NaNs) is not emulated.
@@ -121,50 +119,6 @@ cudaError_t radix_sort(const char* algorithm, void* storage, size_t& storage_byt
   return cudaSuccess;
 }
 
-template <typename Key, typename Value, typename BeginOffsets, typename EndOffsets>
-cudaError_t segmented_radix_sort(const char* algorithm, void* storage, size_t& storage_bytes, const Key* keys_in,
-                                 Key* keys_out, const Value* values_in, Value* values_out, int items, int segments,
-                                 BeginOffsets begin_offsets, EndOffsets end_offsets, int begin_bit, int end_bit) {
-  if (items < 0 || segments < 0) throw EmulationError(std::string(algorithm) + ": negative num_items or num_segments");
-  TemporaryLayout layout(storage);
-  uint64_t* digits = layout.take<uint64_t>(items);
-  int64_t* order = layout.take<int64_t>(items);
-  unsigned char* covered = layout.take<unsigned char>(items);
-  if (storage == nullptr) {
-    storage_bytes = layout.bytes();
-    return cudaSuccess;
-  }
-  const cudaError_t status = check_temporary_storage(algorithm, storage, storage_bytes, layout.bytes());
-  if (status != cudaSuccess) return status;
-  check_bit_range<Key>(algorithm, begin_bit, end_bit);
-  const size_t key_bytes = sizeof(Key) * items;
-  require_disjoint(algorithm, "d_keys_in", keys_in, key_bytes, "d_keys_out", keys_out, key_bytes);
-  if (values_out != nullptr) {
-    const size_t value_bytes = sizeof(Value) * items;
-    require_disjoint(algorithm, "d_values_in", values_in, value_bytes, "d_values_out", values_out, value_bytes);
-    require_disjoint(algorithm, "d_keys_out", keys_out, key_bytes, "d_values_out", values_out, value_bytes);
-  }
-  std::fill(covered, covered + items, 0);
-  for (int segment = 0; segment < segments; ++segment) {
-    const int64_t begin = begin_offsets[segment], end = end_offsets[segment];
-    if (end <= begin) continue;
-    if (begin < 0 || end > items) {
-      throw EmulationError(std::string(algorithm) + ": segment " + std::to_string(segment) + " [" +
-                           std::to_string(begin) + ", " + std::to_string(end) + ") lies outside the " +
-                           std::to_string(items) + " items");
-    }
-    if (std::any_of(covered + begin, covered + end, [](unsigned char c) { return c != 0; })) {
-      throw EmulationError(std::string(algorithm) + ": segment " + std::to_string(segment) +
-                           " overlaps an earlier segment");
-    }
-    std::fill(covered + begin, covered + end, 1);
-    sort_range(keys_in, keys_out, values_in, values_out, begin, end, begin_bit, end_bit, digits, order);
-  }
-  poison(storage, layout.bytes());
-  record_algorithm(algorithm);
-  return cudaSuccess;
-}
-
 // CUB's value type of a scan's running total (cub::detail::it_value_t of the input).
 template <typename Iterator>
 using IteratorValue = typename std::iterator_traits<Iterator>::value_type;
@@ -233,30 +187,6 @@ struct DeviceRadixSort {
     return rrm::emulation::radix_sort<KeyT, NullType>("cub::DeviceRadixSort::SortKeys", d_temp_storage,
                                                       temp_storage_bytes, d_keys_in, d_keys_out, nullptr, nullptr,
                                                       static_cast<int64_t>(num_items), begin_bit, end_bit);
-  }
-};
-
-struct DeviceSegmentedRadixSort {
-  template <typename KeyT, typename ValueT, typename BeginOffsetIteratorT, typename EndOffsetIteratorT>
-  static cudaError_t SortPairs(void* d_temp_storage, size_t& temp_storage_bytes, const KeyT* d_keys_in,
-                               KeyT* d_keys_out, const ValueT* d_values_in, ValueT* d_values_out, int num_items,
-                               int num_segments, BeginOffsetIteratorT d_begin_offsets,
-                               EndOffsetIteratorT d_end_offsets, int begin_bit = 0, int end_bit = sizeof(KeyT) * 8,
-                               cudaStream_t = 0) {
-    return rrm::emulation::segmented_radix_sort("cub::DeviceSegmentedRadixSort::SortPairs", d_temp_storage,
-                                                temp_storage_bytes, d_keys_in, d_keys_out, d_values_in,
-                                                d_values_out, num_items, num_segments, d_begin_offsets,
-                                                d_end_offsets, begin_bit, end_bit);
-  }
-
-  template <typename KeyT, typename BeginOffsetIteratorT, typename EndOffsetIteratorT>
-  static cudaError_t SortKeys(void* d_temp_storage, size_t& temp_storage_bytes, const KeyT* d_keys_in,
-                              KeyT* d_keys_out, int num_items, int num_segments, BeginOffsetIteratorT d_begin_offsets,
-                              EndOffsetIteratorT d_end_offsets, int begin_bit = 0, int end_bit = sizeof(KeyT) * 8,
-                              cudaStream_t = 0) {
-    return rrm::emulation::segmented_radix_sort<KeyT, NullType>(
-        "cub::DeviceSegmentedRadixSort::SortKeys", d_temp_storage, temp_storage_bytes, d_keys_in, d_keys_out, nullptr,
-        nullptr, num_items, num_segments, d_begin_offsets, d_end_offsets, begin_bit, end_bit);
   }
 };
 

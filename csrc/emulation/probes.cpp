@@ -93,24 +93,17 @@ std::tuple<at::Tensor, at::Tensor> radix_sort_pairs(const at::Tensor& keys, cons
   return {keys_out, values_out};
 }
 
-at::Tensor segmented_radix_sort_keys(const at::Tensor& keys, const at::Tensor& begins, const at::Tensor& ends,
-                                     const at::Tensor& out, int64_t begin_bit, int64_t end_bit,
-                                     int64_t allocated_extra, int64_t passed_extra) {
-  for (const auto& [t, name] : {std::pair{&keys, "keys"}, std::pair{&begins, "begins"}, std::pair{&ends, "ends"},
-                                std::pair{&out, "out"}}) {
-    check_dtype(*t, at::kLong, name);
-  }
-  TORCH_CHECK(keys.sizes() == out.sizes() && begins.sizes() == ends.sizes(), "keys and out, begins and ends must match");
-  const at::Tensor keys_in = keys.contiguous(), first = begins.contiguous(), last = ends.contiguous();
-  at::Tensor sorted = out.contiguous().clone();
-  with_probed_storage("cub::DeviceSegmentedRadixSort::SortKeys", allocated_extra, passed_extra,
+at::Tensor radix_sort_keys(const at::Tensor& keys, int64_t begin_bit, int64_t end_bit, int64_t allocated_extra,
+                           int64_t passed_extra) {
+  check_dtype(keys, at::kLong, "keys");
+  const at::Tensor keys_in = keys.contiguous();
+  at::Tensor sorted = at::empty_like(keys_in);
+  with_probed_storage("cub::DeviceRadixSort::SortKeys", allocated_extra, passed_extra,
                       [&](void* storage, size_t& bytes) {
-                        return cub::DeviceSegmentedRadixSort::SortKeys(
+                        return cub::DeviceRadixSort::SortKeys(
                             storage, bytes, reinterpret_cast<const uint64_t*>(keys_in.data_ptr<int64_t>()),
-                            reinterpret_cast<uint64_t*>(sorted.data_ptr<int64_t>()),
-                            static_cast<int>(keys_in.numel()), static_cast<int>(first.numel()),
-                            first.data_ptr<int64_t>(), last.data_ptr<int64_t>(), static_cast<int>(begin_bit),
-                            static_cast<int>(end_bit));
+                            reinterpret_cast<uint64_t*>(sorted.data_ptr<int64_t>()), keys_in.numel(),
+                            static_cast<int>(begin_bit), static_cast<int>(end_bit));
                       });
   return sorted;
 }

@@ -22,11 +22,9 @@ std::tuple<at::Tensor, at::Tensor> radix_sort_pairs(const at::Tensor& keys, cons
                                                     bool unsigned_keys, int64_t begin_bit, int64_t end_bit,
                                                     int64_t allocated_extra, int64_t passed_extra);
 
-// cub::DeviceSegmentedRadixSort::SortKeys of int64 keys (their bits as uint64) over the segments
-// [begins[i], ends[i]) into a copy of `out`.
-at::Tensor segmented_radix_sort_keys(const at::Tensor& keys, const at::Tensor& begins, const at::Tensor& ends,
-                                     const at::Tensor& out, int64_t begin_bit, int64_t end_bit,
-                                     int64_t allocated_extra, int64_t passed_extra);
+// cub::DeviceRadixSort::SortKeys of int64 keys, as the uint64 keys of their bits.
+at::Tensor radix_sort_keys(const at::Tensor& keys, int64_t begin_bit, int64_t end_bit, int64_t allocated_extra,
+                           int64_t passed_extra);
 
 }  // namespace emulation
 }  // namespace rrm

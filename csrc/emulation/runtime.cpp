@@ -65,20 +65,23 @@ cudaError_t allocate(void** pointer, size_t bytes) {
   return cudaSuccess;
 }
 
+// Removes the registered allocation starting at `pointer` (EmulationError if there is none).
+void unregister(void* pointer, const char* function) {
+  State& s = state();
+  const std::lock_guard<std::mutex> lock(s.mutex);
+  const auto found = s.allocations.find(reinterpret_cast<uintptr_t>(pointer));
+  if (found == s.allocations.end()) {
+    throw EmulationError(std::string(function) +
+                         " of a pointer that is not the start of a live cudaMalloc / cudaMallocAsync block or "
+                         "scratch (freed twice, or never allocated)");
+  }
+  s.allocations.erase(found);
+  --s.counters.live_allocations;
+}
+
 cudaError_t release(void* pointer, const char* function) {
   if (pointer == nullptr) return cudaSuccess;
-  State& s = state();
-  {
-    const std::lock_guard<std::mutex> lock(s.mutex);
-    const auto found = s.allocations.find(reinterpret_cast<uintptr_t>(pointer));
-    if (found == s.allocations.end()) {
-      throw EmulationError(std::string(function) +
-                           " of a pointer that is not the start of a live cudaMalloc / cudaMallocAsync block "
-                           "(freed twice, or never allocated)");
-    }
-    s.allocations.erase(found);
-    --s.counters.live_allocations;
-  }
+  unregister(pointer, function);
   free(pointer);
   return cudaSuccess;
 }
@@ -107,6 +110,16 @@ Counters counters() {
   const std::lock_guard<std::mutex> lock(s.mutex);
   return s.counters;
 }
+
+void adopt_scratch(void* pointer, size_t bytes) {
+  State& s = state();
+  const std::lock_guard<std::mutex> lock(s.mutex);
+  std::memset(pointer, s.poison, bytes);
+  s.allocations.emplace(reinterpret_cast<uintptr_t>(pointer), bytes);
+  ++s.counters.live_allocations;
+}
+
+void forget_scratch(void* pointer) { unregister(pointer, "forget_scratch"); }
 
 void record_host_read() {
   State& s = state();

@@ -116,7 +116,7 @@ int bits_for(int64_t max_value) {
 
 const char* build_vertices(const float* features, int64_t batch, int64_t points, int d, int32_t* keys,
                            float* weights, int32_t* table, int64_t* slot, int32_t* vertex_of_owner,
-                           cudaStream_t stream) {
+                           const TempAllocator& temp, cudaStream_t stream) {
   const int64_t per_item = points * (d + 1);
   const int64_t entries = batch * per_item;
   const int64_t capacity = hash_table_capacity(per_item);
@@ -132,15 +132,16 @@ const char* build_vertices(const float* features, int64_t batch, int64_t points,
   // The flags reuse vertex_of_owner's memory; the scan runs in place.
   RRM_LAUNCH(owner_flag_kernel, blocks_for(entries + 1), kThreads, stream)(table, slot, entries, vertex_of_owner);
   RRM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
-  return with_temp_storage(stream, [&](void* temp, size_t& bytes) {
-    return cub::DeviceScan::ExclusiveSum(temp, bytes, vertex_of_owner, vertex_of_owner, entries + 1, stream);
+  return with_temp_storage(temp, [&](void* storage, size_t& bytes) {
+    return cub::DeviceScan::ExclusiveSum(storage, bytes, vertex_of_owner, vertex_of_owner, entries + 1, stream);
   });
 }
 
 const char* build_structure(int64_t batch, int64_t points, int d, int32_t vertices, const int32_t* keys,
                             const int32_t* table, const int64_t* slot, const int32_t* vertex_of_owner,
                             const float* weights, int32_t* offsets, int32_t* owners, int32_t* neighbours,
-                            int32_t* splat_ptr, int32_t* splat_entries, float* splat_weights, cudaStream_t stream) {
+                            int32_t* splat_ptr, int32_t* splat_entries, float* splat_weights,
+                            const TempAllocator& temp, cudaStream_t stream) {
   const int64_t per_item = points * (d + 1);
   const int64_t entries = batch * per_item;
   const int64_t capacity = hash_table_capacity(per_item);
@@ -152,26 +153,22 @@ const char* build_structure(int64_t batch, int64_t points, int d, int32_t vertic
                stream)(owners, vertices, d, per_item, capacity, table, keys, vertex_of_owner, neighbours);
   });
   RRM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
-  const char* error = with_temp_storage(stream, [&](void* temp, size_t& bytes) {
-    return cub::DeviceScan::ExclusiveSum(temp, bytes, splat_ptr, splat_ptr, static_cast<int64_t>(vertices) + 1,
+  const char* error = with_temp_storage(temp, [&](void* storage, size_t& bytes) {
+    return cub::DeviceScan::ExclusiveSum(storage, bytes, splat_ptr, splat_ptr, static_cast<int64_t>(vertices) + 1,
                                          stream);
   });
   if (error) return error;
 
   // A stable radix sort of (vertex, entry) pairs by vertex is the device counting sort:
   // each vertex's entries stay in ascending order.
-  int32_t* scratch = nullptr;
-  RRM_CUDA_RETURN_IF_ERROR(cudaMallocAsync(&scratch, sizeof(int32_t) * 2 * entries, stream));
-  int32_t* entry_ids = scratch;
-  int32_t* sorted_vertices = scratch + entries;
+  int32_t* entry_ids = temp.take<int32_t>(entries);
+  int32_t* sorted_vertices = temp.take<int32_t>(entries);
   RRM_LAUNCH(iota_kernel, blocks_for(entries), kThreads, stream)(entries, entry_ids);
-  error = with_temp_storage(stream, [&](void* temp, size_t& bytes) {
-    return cub::DeviceRadixSort::SortPairs(temp, bytes, offsets, sorted_vertices, entry_ids, splat_entries, entries,
-                                           0, bits_for(vertices), stream);
+  error = with_temp_storage(temp, [&](void* storage, size_t& bytes) {
+    return cub::DeviceRadixSort::SortPairs(storage, bytes, offsets, sorted_vertices, entry_ids, splat_entries,
+                                           entries, 0, bits_for(vertices), stream);
   });
-  const cudaError_t freed = cudaFreeAsync(scratch, stream);
   if (error) return error;
-  RRM_CUDA_RETURN_IF_ERROR(freed);
   RRM_LAUNCH(splat_weights_kernel, blocks_for(entries), kThreads, stream)(splat_entries, weights, entries,
                                                                            splat_weights);
   RRM_CUDA_RETURN_IF_ERROR(cudaGetLastError());

@@ -5,6 +5,7 @@
 #include <cuda_runtime_api.h>
 #include <stdint.h>
 
+#include "common/temp_allocator.h"
 #include "lattice/lattice.h"
 
 namespace rrm {
@@ -18,14 +19,16 @@ namespace cuda {
 // slot int64 [E], vertex_of_owner int32 [E+1].
 const char* build_vertices(const float* features, int64_t batch, int64_t points, int d, int32_t* keys,
                            float* weights, int32_t* table, int64_t* slot, int32_t* vertex_of_owner,
-                           cudaStream_t stream);
+                           const TempAllocator& temp, cudaStream_t stream);
 
 // Stage 2, once M is known: offsets [E], owners [M] (scratch), neighbours [d+1, M, 2],
 // splat_ptr [M+1], splat_entries [E], splat_weights [E] (from the weights of stage 1).
+// Both stages take their temporaries (CUB storage, the sort's buffers) from `temp`.
 const char* build_structure(int64_t batch, int64_t points, int d, int32_t vertices, const int32_t* keys,
                             const int32_t* table, const int64_t* slot, const int32_t* vertex_of_owner,
                             const float* weights, int32_t* offsets, int32_t* owners, int32_t* neighbours,
-                            int32_t* splat_ptr, int32_t* splat_entries, float* splat_weights, cudaStream_t stream);
+                            int32_t* splat_ptr, int32_t* splat_entries, float* splat_weights,
+                            const TempAllocator& temp, cudaStream_t stream);
 
 // values [num_points, C] -> out [num_points, C], with vertex buffers a and b of [M, C].
 // values is read only by the splat kernel, so out may be values itself.

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "common/checks.h"
+#include "common/cuda_scratch.h"
 #include "common/device.h"
 #include "common/library.h"
 #include "lattice/lattice_cuda.h"
@@ -48,9 +49,10 @@ LatticeTuple build_cuda(const at::Tensor& unchecked_features) {
   at::Tensor table = at::empty({batch * hash_table_capacity(points * (d + 1))}, ints);
   at::Tensor slot = at::empty({entries}, ints.dtype(at::kLong));
   at::Tensor vertex_of_owner = at::empty({entries + 1}, ints);
+  DeviceScratch scratch(unchecked_features.device());
   check_launch(cuda::build_vertices(features.data_ptr<float>(), batch, points, d, keys.data_ptr<int32_t>(),
                                     weights.data_ptr<float>(), table.data_ptr<int32_t>(), slot.data_ptr<int64_t>(),
-                                    vertex_of_owner.data_ptr<int32_t>(), stream),
+                                    vertex_of_owner.data_ptr<int32_t>(), scratch.allocator(), stream),
                "lattice_build (vertices)");
   const std::vector<double> read = scalars_on_host({vertex_of_owner[entries], finite.all()});
   TORCH_CHECK(read[1] != 0, "features contains NaN or infinite values");
@@ -64,7 +66,7 @@ LatticeTuple build_cuda(const at::Tensor& unchecked_features) {
                                      weights.data_ptr<float>(), offsets.data_ptr<int32_t>(),
                                      owners.data_ptr<int32_t>(), neighbours.data_ptr<int32_t>(),
                                      splat_ptr.data_ptr<int32_t>(), splat_entries.data_ptr<int32_t>(),
-                                     splat_weights.data_ptr<float>(), stream),
+                                     splat_weights.data_ptr<float>(), scratch.allocator(), stream),
                "lattice_build (structure)");
   return {offsets, weights, neighbours, splat_ptr, splat_entries, splat_weights};
 }
@@ -86,6 +88,13 @@ namespace {
 at::Tensor lattice_filter_cuda(const at::Tensor& offsets, const at::Tensor& weights, const at::Tensor& neighbours,
                                const at::Tensor& splat_ptr, const at::Tensor& splat_entries,
                                const at::Tensor& splat_weights, const at::Tensor& values_in, bool reverse) {
+  check_one_device({{values_in, "values"},
+                    {offsets, "offsets"},
+                    {weights, "weights"},
+                    {neighbours, "neighbours"},
+                    {splat_ptr, "splat_ptr"},
+                    {splat_entries, "splat_entries"},
+                    {splat_weights, "splat_weights"}});
   const LatticeTuple lattice =
       contiguous_lattice({offsets, weights, neighbours, splat_ptr, splat_entries, splat_weights});
   const at::Tensor values = checked_filter_inputs(lattice, values_in);

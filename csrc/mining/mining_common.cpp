@@ -58,6 +58,11 @@ at::Tensor q_over_labels(const at::Tensor& slot_q, const at::Tensor& slot_labels
 
 }  // namespace
 
+void check_cls_labels_device(const at::Tensor& cls_labels, const at::Tensor& cams) {
+  TORCH_CHECK(is_host(cls_labels.device()) || cls_labels.device() == cams.device(),
+              "cls_labels must be on the CPU or on ", cams.device(), " with cams, got ", cls_labels.device());
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor> reliable_region_labels(
     const at::Tensor& cams, const at::Tensor& cls_labels, const at::Tensor& images, double alpha_low,
     double alpha_high, double cam_alpha, double fg_quantile, double cam_floor, double bg_sure, double crf_sure,
@@ -69,8 +74,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> reliable_region_labels(
   TORCH_CHECK(classes >= 1, "cams must have at least one class channel, got shape ", shape_of(cams));
   TORCH_CHECK(cls_labels.dim() == 2 && cls_labels.size(0) == batch && cls_labels.size(1) == classes,
               "cls_labels must be [B, C] = [", batch, ", ", classes, "], got shape ", shape_of(cls_labels));
-  TORCH_CHECK(is_host(cls_labels.device()) || cls_labels.device() == cams.device(),
-              "cls_labels must be on the CPU or on ", cams.device(), " with cams, got ", cls_labels.device());
+  check_cls_labels_device(cls_labels, cams);
   const at::Tensor rgb = crf::image_channels_last(images, cams, "cams");
   check_power(alpha_low, "alpha_low");
   check_power(alpha_high, "alpha_high");

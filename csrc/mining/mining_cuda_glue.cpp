@@ -2,6 +2,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include "common/checks.h"
 #include "common/library.h"
 #include "crf/crf_ops.h"
 #include "mining/mining_cuda.h"
@@ -23,6 +24,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> reliable_region_labels_cuda(
     const at::Tensor& cams, const at::Tensor& cls_labels, const at::Tensor& images, double alpha_low,
     double alpha_high, double cam_alpha, double fg_quantile, double cam_floor, double bg_sure, double crf_sure,
     int64_t ignore_index, std::optional<bool> compact_labels, bool return_q) {
+  check_one_device({{cams, "cams"}, {images, "images"}});
+  check_cls_labels_device(cls_labels, cams);
   const c10::cuda::CUDAGuard guard(cams.device());
   return reliable_region_labels(cams, cls_labels, images, alpha_low, alpha_high, cam_alpha, fg_quantile, cam_floor,
                                 bg_sure, crf_sure, ignore_index, compact_labels, return_q,

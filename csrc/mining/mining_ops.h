@@ -21,6 +21,9 @@ using MeanfieldRunner = void (*)(const MiningUnary& unary, const crf::MeanfieldP
                                  const lattice::LatticeView& gaussian, const lattice::LatticeView& bilateral,
                                  int64_t n_iter, const crf::MeanfieldWorkspace& ws, float* q);
 
+// Refuses cls_labels on neither the CPU nor cams' device.
+void check_cls_labels_device(const at::Tensor& cls_labels, const at::Tensor& cams);
+
 // The op rrm_ops::reliable_region_labels for a device with its mean-field runner. Returns
 // labels int64 [B, H, W], sure bool [B, H, W] and q float32 [2, B, C+1, H, W] (Q_low, Q_high),
 // or [2, B, 0, H, W] without return_q.

@@ -1,9 +1,10 @@
 // CUDA launcher of prune_reliable_labels over the bodies of prune.h. The per-class quantile
 // is an exact order statistic found on the device: each pixel gets a 64-bit key
-// (class << 32 | score bits; positive floats order like their bits), a segmented radix sort
-// per item puts every class's candidates in one ascending run, and the run's start and
-// length come from integer counts. No host round trip.
-#include <cub/device/device_segmented_radix_sort.cuh>
+// (image, class, score bits from the most significant down; positive floats order like their
+// bits), one radix sort of the whole batch over the key's used bits puts every (image, class)'s
+// candidates in one ascending run, and the run's start and length come from integer counts.
+// No host round trip.
+#include <cub/device/device_radix_sort.cuh>
 
 #include "common/cuda_launch.cuh"
 #include "prune/prune.h"
@@ -16,8 +17,9 @@ namespace {
 
 __global__ void summarise_kernel(const float* cams, const float* q_low, const float* q_high,
                                  const int32_t* row_labels, int32_t rows, int64_t batch, int32_t classes,
-                                 int64_t pixels, float cam_alpha, float cam_floor, PixelSummary* summaries,
-                                 uint64_t* keys, int32_t* occurs_in_low, int32_t* candidate_counts) {
+                                 int64_t pixels, float cam_alpha, float cam_floor, int class_bits,
+                                 PixelSummary* summaries, uint64_t* keys, int32_t* occurs_in_low,
+                                 int32_t* candidate_counts) {
   const int64_t i = global_index();
   if (i >= batch * pixels) return;
   const int64_t b = i / pixels;
@@ -27,17 +29,13 @@ __global__ void summarise_kernel(const float* cams, const float* q_low, const fl
                       pixels, i % pixels, cam_alpha, row_labels == nullptr ? nullptr : row_labels + b * rows, rows);
   summaries[i] = s;
   occurs_in_low[b * labels + s.low] = 1;  // every writer stores the same value
+  const uint64_t image = static_cast<uint64_t>(b) << (32 + class_bits);
   if (is_quantile_candidate(s, cam_floor)) {
-    keys[i] = (static_cast<uint64_t>(s.cam_arg) << 32) | __float_as_uint(s.cam_score);
+    keys[i] = image | (static_cast<uint64_t>(s.cam_arg) << 32) | __float_as_uint(s.cam_score);
     atomicAdd(candidate_counts + b * labels + s.cam_arg, 1);
   } else {
-    keys[i] = static_cast<uint64_t>(labels) << 32;  // after every candidate of the item
+    keys[i] = image | (static_cast<uint64_t>(labels) << 32);  // after every candidate of the image
   }
-}
-
-__global__ void segment_offsets_kernel(int64_t batch, int64_t pixels, int64_t* offsets) {
-  const int64_t b = global_index();
-  if (b <= batch) offsets[b] = b * pixels;
 }
 
 __global__ void threshold_kernel(const uint64_t* sorted_keys, const int32_t* occurs_in_low,
@@ -73,46 +71,33 @@ __global__ void label_kernel(const PixelSummary* summaries, const float* thresho
   labels[i] = reliable_label(s, threshold, crf_sure, ignore_index, sure + i);
 }
 
-// Stream-ordered scratch memory released when the launcher returns.
-struct Scratch {
-  cudaStream_t stream;
-  void* memory = nullptr;
-  explicit Scratch(cudaStream_t s) : stream(s) {}
-  ~Scratch() {
-    if (memory) cudaFreeAsync(memory, stream);
-  }
-};
-
 }  // namespace
 
 const char* prune_reliable_labels(const float* cams, const float* q_low, const float* q_high,
                                   const int32_t* row_labels, int32_t rows, int64_t batch, int32_t classes,
                                   int64_t pixels, const PruneParams& params, int64_t* labels, bool* sure,
-                                  cudaStream_t stream) {
+                                  const TempAllocator& temp, cudaStream_t stream) {
   const int64_t n = batch * pixels;
   const int64_t table = batch * (classes + 1);
-  const size_t bytes = sizeof(PixelSummary) * n + 2 * sizeof(uint64_t) * n + sizeof(int64_t) * (batch + 1) +
-                       2 * sizeof(int32_t) * table + sizeof(float) * table;
-  Scratch scratch(stream);
-  RRM_CUDA_RETURN_IF_ERROR(cudaMallocAsync(&scratch.memory, bytes, stream));
-  // Largest alignment first so every array stays aligned.
-  uint64_t* keys = static_cast<uint64_t*>(scratch.memory);
-  uint64_t* sorted_keys = keys + n;
-  int64_t* offsets = reinterpret_cast<int64_t*>(sorted_keys + n);
-  PixelSummary* summaries = reinterpret_cast<PixelSummary*>(offsets + batch + 1);
-  int32_t* occurs_in_low = reinterpret_cast<int32_t*>(summaries + n);
+  uint64_t* keys = temp.take<uint64_t>(n);
+  uint64_t* sorted_keys = temp.take<uint64_t>(n);
+  PixelSummary* summaries = temp.take<PixelSummary>(n);
+  // One block for both count tables, so that one memset clears them.
+  int32_t* occurs_in_low = temp.take<int32_t>(2 * table);
   int32_t* candidate_counts = occurs_in_low + table;
-  float* thresholds = reinterpret_cast<float*>(candidate_counts + table);
+  float* thresholds = temp.take<float>(table);
 
   RRM_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(occurs_in_low, 0, 2 * sizeof(int32_t) * table, stream));
   RRM_LAUNCH(summarise_kernel, blocks_for(n), kThreads, stream)(cams, q_low, q_high, row_labels, rows, batch, classes,
-                                                                 pixels, params.cam_alpha, params.cam_floor, summaries,
-                                                                 keys, occurs_in_low, candidate_counts);
-  RRM_LAUNCH(segment_offsets_kernel, blocks_for(batch + 1), kThreads, stream)(batch, pixels, offsets);
+                                                                 pixels, params.cam_alpha, params.cam_floor,
+                                                                 bit_width(classes + 1), summaries, keys, occurs_in_low,
+                                                                 candidate_counts);
   RRM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
-  const char* error = with_temp_storage(stream, [&](void* temp, size_t& temp_bytes) {
-    return cub::DeviceSegmentedRadixSort::SortKeys(temp, temp_bytes, keys, sorted_keys, n, batch, offsets,
-                                                   offsets + 1, 0, 64, stream);
+  // Every image holds `pixels` keys and sorts before the next, so image b's run stays at
+  // [b * pixels, (b + 1) * pixels).
+  const char* error = with_temp_storage(temp, [&](void* storage, size_t& storage_bytes) {
+    return cub::DeviceRadixSort::SortKeys(storage, storage_bytes, keys, sorted_keys, static_cast<int>(n), 0,
+                                          sort_key_bits(batch, classes), stream);
   });
   if (error) return error;
   RRM_LAUNCH(threshold_kernel, blocks_for(table), kThreads, stream)(sorted_keys, occurs_in_low, candidate_counts,
