@@ -47,13 +47,9 @@ TORCH_VERSION="2.14.1"
 PYTHON="${PYTHON:-python3}"
 INSTALL_MODE="${RRM_TORCH_INSTALL:-lean}"
 
-log() { printf '[check_cuda_build] %s\n' "$*"; }
-die() {
-  local code="$1"
-  shift
-  log "ERROR: $*" >&2
-  exit "$code"
-}
+TOOL_NAME=check_cuda_build
+# shellcheck source=tools/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 now_ns() { date +%s%N; }
 secs_since() { awk -v d="$(($(now_ns) - $1))" 'BEGIN { printf "%.1f", d / 1e9 }'; }
 

@@ -27,13 +27,9 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON="${PYTHON:-python}"
-log() { printf '[check_emulation_sanitizers] %s\n' "$*"; }
-die() {
-  local code="$1"
-  shift
-  log "ERROR: $*" >&2
-  exit "$code"
-}
+TOOL_NAME=check_emulation_sanitizers
+# shellcheck source=tools/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 mapfile -t BUILT < <(find "$ROOT/rrm_ops" -maxdepth 1 -name '_C.*.so' 2>/dev/null)
 [ "${#BUILT[@]}" -eq 1 ] || die 2 "expected one built rrm_ops/_C extension in $ROOT/rrm_ops, found ${#BUILT[@]} (run tools/install.sh)"

@@ -26,13 +26,9 @@ set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON="${PYTHON:-python}"
-log() { printf '[gpu_check] %s\n' "$*"; }
-die() {
-  local code="$1"
-  shift
-  log "ERROR: $*" >&2
-  exit "$code"
-}
+TOOL_NAME=gpu_check
+# shellcheck source=tools/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 ROWS="${RRM_GPU_CHECK_ROWS:-$(mktemp "${TMPDIR:-/tmp}/rrm-gpu-check.XXXXXX")}"
 : >"$ROWS"
