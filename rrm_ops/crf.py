@@ -76,14 +76,14 @@ def dense_crf(
     return ops().dense_crf(
         _optional_tensor(scores, "scores"),
         _tensor(image, "image"),
-        unary=_optional_tensor(unary, "unary"),
-        n_iter=int(n_iter),
-        gaussian_sxy=float(gaussian_sxy),
-        gaussian_compat=float(gaussian_compat),
-        bilateral_sxy=float(bilateral_sxy),
-        bilateral_srgb=float(bilateral_srgb),
-        bilateral_compat=float(bilateral_compat),
-        label_mask=_optional_tensor(label_mask, "label_mask"),
+        _optional_tensor(unary, "unary"),
+        int(n_iter),
+        float(gaussian_sxy),
+        float(gaussian_compat),
+        float(bilateral_sxy),
+        float(bilateral_srgb),
+        float(bilateral_compat),
+        _optional_tensor(label_mask, "label_mask"),
     )
 
 

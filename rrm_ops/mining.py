@@ -96,8 +96,7 @@ def reliable_region_labels(
     """
     _check_inputs(cams, cls_labels, images)
     labels, sure, q = ops().reliable_region_labels(
-        cams.detach(), cls_labels.detach(), images.detach(), alpha_low=float(alpha_low),
-        alpha_high=float(alpha_high), cam_alpha=float(cam_alpha), fg_quantile=float(fg_quantile),
-        cam_floor=float(cam_floor), bg_sure=float(bg_sure), crf_sure=float(crf_sure),
-        ignore_index=int(ignore_index), compact_labels=compact_labels, return_q=bool(return_details))
+        cams.detach(), cls_labels.detach(), images.detach(), float(alpha_low), float(alpha_high), float(cam_alpha),
+        float(fg_quantile), float(cam_floor), float(bg_sure), float(crf_sure), int(ignore_index), compact_labels,
+        bool(return_details))
     return MiningDetails(labels, q[0], q[1], sure) if return_details else labels

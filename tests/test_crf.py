@@ -10,6 +10,7 @@ from skimage import data as sample_images
 from skimage.transform import resize
 
 import rrm_ops
+from op_arguments import DENSE_CRF
 from reference.crf_ref import pydensecrf_inference
 
 TRAINING = dict(gaussian_sxy=3.0, gaussian_compat=3.0, bilateral_sxy=80.0, bilateral_srgb=13.0, bilateral_compat=10.0)
@@ -329,7 +330,7 @@ def test_registered_ops_pass_opcheck():
     images = photo_batch(9, 11)[:2]
     scores = torch.rand(2, 3, 9, 11)
     mask = torch.tensor([[True, False, True], [True, True, True]])
-    torch.library.opcheck(torch.ops.rrm_ops.dense_crf, (scores, images), {"n_iter": 2, "label_mask": mask})
+    torch.library.opcheck(torch.ops.rrm_ops.dense_crf, (scores, images), {**DENSE_CRF, "n_iter": 2, "label_mask": mask})
     lattices = rrm_ops.crf_lattices(images)
     args = (
         rrm_ops.unary_from_scores(scores).flatten(2),
@@ -339,6 +340,7 @@ def test_registered_ops_pass_opcheck():
         3.0,
         10.0,
         2,
+        None,
     )
     torch.library.opcheck(torch.ops.rrm_ops.dense_crf_meanfield, args)
 

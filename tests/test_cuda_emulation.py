@@ -15,6 +15,7 @@ import rrm_ops
 import rrm_ops.emulation as emulation
 from cuda_cases import lattice_features, photos, points, scores, smooth_maps
 from cuda_targets import assert_bitwise_equal, uninitialised_memory_filled  # noqa: F401 (a fixture)
+from op_arguments import DENSE_CRF, MINING
 
 ROOT = Path(__file__).resolve().parents[1]
 CSRC = ROOT / "csrc"
@@ -178,18 +179,18 @@ def _op_calls():
                            {"splat_kernel": 1, "blur_kernel": 6, "slice_kernel": 1}, 0),
         "lattice_filter (float64, reverse)": (lambda: emu.lattice_filter(*lattice, points(cams).double(), True),
                                               {"splat_kernel": 1, "blur_kernel": 6, "slice_kernel": 1}, 0),
-        "dense_crf_meanfield": (lambda: emu.dense_crf_meanfield(unary, None, *crf_tensors, 3.0, 10.0, 10),
+        "dense_crf_meanfield": (lambda: emu.dense_crf_meanfield(unary, None, *crf_tensors, 3.0, 10.0, 10, None),
                                 meanfield(10, True), 1),
-        "dense_crf_meanfield (label mask)": (lambda: emu.dense_crf_meanfield(unary, mask, *crf_tensors, 3.0, 10.0, 3),
+        "dense_crf_meanfield (label mask)": (lambda: emu.dense_crf_meanfield(unary, mask, *crf_tensors, 3.0, 10.0, 3, None),
                                              meanfield(3, True), 1),
-        "dense_crf": (lambda: emu.dense_crf(scores(2, 5, 29, 31, seed=1), images), plus(twice_build, meanfield(10, True)),
+        "dense_crf": (lambda: emu.dense_crf(scores(2, 5, 29, 31, seed=1), images, **DENSE_CRF), plus(twice_build, meanfield(10, True)),
                       4),
         "prune_reliable_labels": (lambda: emu.prune_reliable_labels(cams.flatten(2), q, q, 32.0, 0.6, 0.1, 0.8, 0.8,
                                                                     255, None), prune, 0),
-        "reliable_region_labels": (lambda: emu.reliable_region_labels(cams, cls_labels, images),
+        "reliable_region_labels": (lambda: emu.reliable_region_labels(cams, cls_labels, images, **MINING),
                                    plus(twice_build, meanfield(10, False), {"unary_kernel": 1}, prune), 2),
         "reliable_region_labels (compact)": (lambda: emu.reliable_region_labels(cams, cls_labels, images,
-                                                                                compact_labels=True),
+                                                                                **{**MINING, "compact_labels": True}),
                                              plus(twice_build, meanfield(10, False), {"unary_kernel": 1}, prune), 3),
     }
 
@@ -212,9 +213,9 @@ def _mixed_device_calls():
     cams = smooth_maps(1, 2, 5, 6, seed=2)
     q = scores(1, 3, 5, 6, seed=3).flatten(2)
     filter_args = (*lattice, points(scores(1, 3, 5, 6, seed=4)), False)
-    meanfield_args = (unary, mask, *crf_tensors, 3.0, 10.0, 1)
+    meanfield_args = (unary, mask, *crf_tensors, 3.0, 10.0, 1, None)
     prune_args = (cams.flatten(2), q, q, 32.0, 0.6, 0.1, 0.8, 0.8, 255, torch.tensor([[0, 1, 2]], dtype=torch.int32))
-    mining_args = (cams, torch.tensor([[1, 0]]), images)
+    mining_args = (cams, torch.tensor([[1, 0]]), images, *MINING.values())
     return {
         "lattice_filter (values)": ("lattice_filter", filter_args, 6, "offsets is on cpu but values is on meta"),
         "lattice_filter (splat_weights)": ("lattice_filter", filter_args, 5,
@@ -344,11 +345,11 @@ def _order_cases():
         **{f"lattice_build ({kind})": (lambda f=f: emu.lattice_build(f, 4)) for kind, f in build_features.items()},
         "lattice_filter": lambda: emu.lattice_filter(*lattice, points(values), False),
         "lattice_filter (float64, reverse)": lambda: emu.lattice_filter(*lattice, points(values).double(), True),
-        "dense_crf_meanfield": lambda: emu.dense_crf_meanfield(unary, None, *crf_tensors, 3.0, 10.0, 5),
-        "dense_crf": lambda: emu.dense_crf(scores(2, 3, 37, 43, seed=13), images, n_iter=5),
+        "dense_crf_meanfield": lambda: emu.dense_crf_meanfield(unary, None, *crf_tensors, 3.0, 10.0, 5, None),
+        "dense_crf": lambda: emu.dense_crf(scores(2, 3, 37, 43, seed=13), images, **{**DENSE_CRF, "n_iter": 5}),
         "prune_reliable_labels": lambda: emu.prune_reliable_labels(cams.flatten(2), q_low, q_high, 32.0, 0.6, 0.1,
                                                                    0.8, 0.8, 255, None),
-        "reliable_region_labels": lambda: emu.reliable_region_labels(3 * cams, cls_labels, images),
+        "reliable_region_labels": lambda: emu.reliable_region_labels(3 * cams, cls_labels, images, **MINING),
     }
 
 

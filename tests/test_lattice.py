@@ -168,7 +168,7 @@ def test_bilateral_features_layouts_agree(photo_batch):
 )
 def test_bad_features_raise_clear_errors(features, message):
     with pytest.raises(RuntimeError, match=message):
-        torch.ops.rrm_ops.lattice_build(features)
+        torch.ops.rrm_ops.lattice_build(features, 1)
 
 
 def test_bad_feature_types_raise_clear_errors():
@@ -191,7 +191,7 @@ def test_bad_values_raise_clear_errors():
     with pytest.raises(ValueError, match="normalize"):
         lattice.filter(torch.ones(2, 12, 1), normalize="both")
     with pytest.raises(RuntimeError, match="float32 or float64"):
-        torch.ops.rrm_ops.lattice_filter(*lattice.tensors.as_tuple(), torch.ones(2, 12, 1, dtype=torch.half))
+        torch.ops.rrm_ops.lattice_filter(*lattice.tensors.as_tuple(), torch.ones(2, 12, 1, dtype=torch.half), False)
 
 
 def test_values_on_another_device_raise_clear_error():
@@ -258,9 +258,9 @@ def test_point_block_adds_padding_vertices_and_drops_their_entries(photo_batch, 
     points = features.shape[1]
     padding = -points % point_block
     padded = torch.cat([features, torch.zeros(2, padding, 5)], 1).contiguous()
-    expected = drop_padding_entries(torch.ops.rrm_ops.lattice_build(padded), points, padding)
+    expected = drop_padding_entries(torch.ops.rrm_ops.lattice_build(padded, 1), points, padding)
     built = torch.ops.rrm_ops.lattice_build(features.contiguous(), point_block)
-    assert padding > 0 and built[2].shape[1] > torch.ops.rrm_ops.lattice_build(features.contiguous())[2].shape[1]
+    assert padding > 0 and built[2].shape[1] > torch.ops.rrm_ops.lattice_build(features.contiguous(), 1)[2].shape[1]
     for got, want in zip(built, expected):
         assert torch.equal(got, want)
 

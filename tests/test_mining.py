@@ -6,6 +6,7 @@ import torch
 
 import rrm_ops
 from conftest import photo
+from op_arguments import MINING
 from reference.mining_ref import reliable_region_labels_ref
 
 
@@ -114,24 +115,24 @@ def test_fake_kernel_shapes_and_opcheck():
     cams, labels, images = _small_batch()
     with torch._subclasses.fake_tensor.FakeTensorMode() as mode:
         fake = [mode.from_tensor(t) for t in (cams, labels, images)]
-        out_labels, sure, q = torch.ops.rrm_ops.reliable_region_labels(*fake)
+        out_labels, sure, q = torch.ops.rrm_ops.reliable_region_labels(*fake, **MINING)
     assert (out_labels.shape, out_labels.dtype) == ((2, 14, 17), torch.int64)
     assert (sure.shape, sure.dtype) == ((2, 14, 17), torch.bool)
     assert (q.shape, q.dtype) == ((2, 2, 5, 14, 17), torch.float32)
-    torch.library.opcheck(torch.ops.rrm_ops.reliable_region_labels, (cams, labels, images))
+    torch.library.opcheck(torch.ops.rrm_ops.reliable_region_labels, (cams, labels, images), MINING)
 
 
 def test_without_q_the_labels_are_the_same_and_q_is_empty():
     # Without return_q the op never spreads Q over all C+1 labels; the labels must not change.
     cams, labels, images = _small_batch()
-    full = torch.ops.rrm_ops.reliable_region_labels(cams, labels, images)
-    lean = torch.ops.rrm_ops.reliable_region_labels(cams, labels, images, return_q=False)
+    full = torch.ops.rrm_ops.reliable_region_labels(cams, labels, images, **MINING)
+    lean = torch.ops.rrm_ops.reliable_region_labels(cams, labels, images, **{**MINING, "return_q": False})
     assert torch.equal(lean[0], full[0]) and torch.equal(lean[1], full[1])
     assert lean[2].shape == (2, 2, 0, 14, 17)
     with torch._subclasses.fake_tensor.FakeTensorMode() as mode:
         fake = [mode.from_tensor(t) for t in (cams, labels, images)]
-        assert torch.ops.rrm_ops.reliable_region_labels(*fake, return_q=False)[2].shape == (2, 2, 0, 14, 17)
-    torch.library.opcheck(torch.ops.rrm_ops.reliable_region_labels, (cams, labels, images), {"return_q": False})
+        assert torch.ops.rrm_ops.reliable_region_labels(*fake, **{**MINING, "return_q": False})[2].shape == (2, 2, 0, 14, 17)
+    torch.library.opcheck(torch.ops.rrm_ops.reliable_region_labels, (cams, labels, images), {**MINING, "return_q": False})
 
 
 def test_compacted_labels_equal_masked_labels_bitwise():
