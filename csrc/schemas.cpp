@@ -31,8 +31,9 @@ void define_ops(torch::Library& m) {
       "float bilateral_sxy, float bilateral_srgb, float bilateral_compat, Tensor? label_mask) -> Tensor");
   m.def(
       "reliable_region_labels(Tensor cams, Tensor cls_labels, Tensor images, float alpha_low, float alpha_high, "
-      "float cam_alpha, float fg_quantile, float cam_floor, float bg_sure, float crf_sure, int ignore_index, "
-      "bool? compact_labels, bool return_q) -> (Tensor labels, Tensor sure, Tensor q)");
+      "int n_iter, float gaussian_sxy, float gaussian_compat, float bilateral_sxy, float bilateral_srgb, "
+      "float bilateral_compat, float cam_alpha, float fg_quantile, float cam_floor, float bg_sure, float crf_sure, "
+      "int ignore_index, bool? compact_labels, bool return_q) -> (Tensor labels, Tensor sure, Tensor q)");
 }
 
 }  // namespace rrm

@@ -82,6 +82,18 @@ def test_pixel_counts_off_a_multiple_of_four_match_pydensecrf(name, height, widt
         assert np.abs(mine - theirs).max() <= 1e-4, n_iter
 
 
+def test_presets_are_rrms_two_crf_settings_and_cannot_change():
+    assert rrm_ops.TRAINING_CRF.as_kwargs() == {"n_iter": 10, **TRAINING}
+    assert rrm_ops.INFERENCE_CRF.as_kwargs() == {"n_iter": 10, **INFERENCE}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        rrm_ops.TRAINING_CRF.bilateral_sxy = 60.0
+    image = torch.from_numpy(resized_photo("coffee", 37, 45))[None]
+    scores = torch.from_numpy(smooth_scores(3, 37, 45, seed=5))[None]
+    default = rrm_ops.dense_crf(scores, image)
+    assert torch.equal(default, rrm_ops.dense_crf(scores, image, **rrm_ops.TRAINING_CRF.as_kwargs()))
+    assert not torch.equal(default, rrm_ops.dense_crf(scores, image, **rrm_ops.INFERENCE_CRF.as_kwargs()))
+
+
 def test_the_pairwise_terms_change_the_result():
     image = resized_photo("astronaut", 40, 57)
     scores = smooth_scores(4, 40, 57, seed=3)
