@@ -331,10 +331,18 @@ def test_mean_field_rejects_mismatched_lattices_and_unary():
 
 
 def test_registered_kernels():
+    # The mean field has a kernel per device; dense_crf, a composite, one kernel for all of them.
+    name = "rrm_ops::dense_crf_meanfield"
+    assert torch._C._dispatch_has_kernel_for_dispatch_key(name, "CPU")
+    if torch.cuda.is_available():
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(name, "CUDA")
+    name = "rrm_ops::dense_crf"
+    assert torch._C._dispatch_has_kernel_for_dispatch_key(name, "CompositeExplicitAutograd")
+    assert not torch._C._dispatch_has_kernel_for_dispatch_key(name, "CPU")
+    assert not torch._C._dispatch_has_kernel_for_dispatch_key(name, "CUDA")
+    for key in ("CPU", "CUDA"):
+        assert torch._C._dispatch_has_computed_kernel_for_dispatch_key(name, key)
     for name in ("rrm_ops::dense_crf", "rrm_ops::dense_crf_meanfield"):
-        assert torch._C._dispatch_has_kernel_for_dispatch_key(name, "CPU")
-        if torch.cuda.is_available():
-            assert torch._C._dispatch_has_kernel_for_dispatch_key(name, "CUDA")
         assert torch._C._dispatch_has_kernel_for_dispatch_key(name, "Meta")
 
 

@@ -1,5 +1,6 @@
 // Device-independent parts of the dense CRF op family: argument validation, the slot map of
-// present labels, and the public dense_crf op composed from lattice_build and the mean-field op.
+// present labels, and the public dense_crf op composed from lattice_build and the mean-field op,
+// registered here once for every device.
 #include <ATen/core/dispatch/Dispatcher.h>
 
 #include <algorithm>
@@ -13,6 +14,8 @@
 #include "common/checks.h"
 #include "common/device.h"
 #include "common/library.h"
+#include "common/phase_runner.h"
+#include "crf/crf_cpu.h"
 #include "crf/crf_ops.h"
 
 namespace rrm {
@@ -324,10 +327,12 @@ MeanfieldProblem make_problem(const MeanfieldInputs& inputs, double gaussian_com
   return problem;
 }
 
-at::Tensor dense_crf(const std::optional<at::Tensor>& scores, const at::Tensor& image,
-                     const std::optional<at::Tensor>& unary, int64_t n_iter, double gaussian_sxy,
-                     double gaussian_compat, double bilateral_sxy, double bilateral_srgb, double bilateral_compat,
-                     const std::optional<at::Tensor>& label_mask) {
+namespace {
+
+at::Tensor run_dense_crf(const std::optional<at::Tensor>& scores, const at::Tensor& image,
+                         const std::optional<at::Tensor>& unary, int64_t n_iter, double gaussian_sxy,
+                         double gaussian_compat, double bilateral_sxy, double bilateral_srgb, double bilateral_compat,
+                         const std::optional<at::Tensor>& label_mask) {
   TORCH_CHECK(scores.has_value() != unary.has_value(), "dense_crf takes exactly one of scores and unary, got ",
               scores.has_value() ? "both" : "neither");
   const at::Tensor& input = scores.has_value() ? *scores : *unary;
@@ -366,6 +371,26 @@ at::Tensor dense_crf(const std::optional<at::Tensor>& scores, const at::Tensor& 
       std::tuple_cat(gaussian, bilateral));
   return q.view({batch, labels, height, width});
 }
+
+}  // namespace
+
+at::Tensor dense_crf(const std::optional<at::Tensor>& scores, const at::Tensor& image,
+                     const std::optional<at::Tensor>& unary, int64_t n_iter, double gaussian_sxy,
+                     double gaussian_compat, double bilateral_sxy, double bilateral_srgb, double bilateral_compat,
+                     const std::optional<at::Tensor>& label_mask) {
+  const auto run = [&] {
+    return run_dense_crf(scores, image, unary, n_iter, gaussian_sxy, gaussian_compat, bilateral_sxy, bilateral_srgb,
+                         bilateral_compat, label_mask);
+  };
+  const at::Tensor& input = scores.has_value() ? *scores : (unary.has_value() ? *unary : image);
+  if (!is_host(input.device())) return run();
+  // On the CPU the op's runs and ATen calls share one team (phase_runner.h): one parallel region.
+  at::Tensor q;
+  with_team(meanfield_threads(input.numel(), n_iter), [&] { q = run(); });
+  return q;
+}
+
+RRM_DEVICE_GENERIC_KERNELS(m) { m.impl("dense_crf", &dense_crf); }
 
 }  // namespace crf
 }  // namespace rrm

@@ -571,24 +571,7 @@ at::Tensor dense_crf_meanfield_cpu(const at::Tensor& unary, const std::optional<
   return q;
 }
 
-// As dense_crf_meanfield_cpu, one team per call.
-at::Tensor dense_crf_cpu(const std::optional<at::Tensor>& scores, const at::Tensor& image,
-                         const std::optional<at::Tensor>& unary, int64_t n_iter, double gaussian_sxy,
-                         double gaussian_compat, double bilateral_sxy, double bilateral_srgb, double bilateral_compat,
-                         const std::optional<at::Tensor>& label_mask) {
-  const at::Tensor& input = scores.has_value() ? *scores : (unary.has_value() ? *unary : image);
-  at::Tensor q;
-  with_team(meanfield_threads(input.numel(), n_iter), [&] {
-    q = dense_crf(scores, image, unary, n_iter, gaussian_sxy, gaussian_compat, bilateral_sxy, bilateral_srgb,
-                  bilateral_compat, label_mask);
-  });
-  return q;
-}
-
-RRM_CPU_KERNELS(m) {
-  m.impl("dense_crf_meanfield", &dense_crf_meanfield_cpu);
-  m.impl("dense_crf", &dense_crf_cpu);
-}
+RRM_CPU_KERNELS(m) { m.impl("dense_crf_meanfield", &dense_crf_meanfield_cpu); }
 
 }  // namespace crf
 }  // namespace rrm

@@ -59,10 +59,7 @@ at::Tensor dense_crf_meanfield_cuda(const at::Tensor& unary, const std::optional
 
 }  // namespace
 
-RRM_CUDA_KERNELS(m) {
-  m.impl("dense_crf_meanfield", &dense_crf_meanfield_cuda);
-  m.impl("dense_crf", &dense_crf);
-}
+RRM_CUDA_KERNELS(m) { m.impl("dense_crf_meanfield", &dense_crf_meanfield_cuda); }
 
 }  // namespace crf
 }  // namespace rrm

@@ -73,7 +73,8 @@ std::pair<lattice::LatticeTuple, lattice::LatticeTuple> crf_lattices(const at::T
 void clear_gaussian_lattice_cache();
 
 // The public op: validates scores (or unary) and image, builds both lattices through the
-// dispatcher and runs rrm_ops::dense_crf_meanfield, so one function serves every device.
+// dispatcher and runs rrm_ops::dense_crf_meanfield, so one function serves every device (on the
+// CPU in one team, see phase_runner.h).
 at::Tensor dense_crf(const std::optional<at::Tensor>& scores, const at::Tensor& image,
                      const std::optional<at::Tensor>& unary, int64_t n_iter, double gaussian_sxy,
                      double gaussian_compat, double bilateral_sxy, double bilateral_srgb, double bilateral_compat,
