@@ -13,18 +13,14 @@ void define_ops(torch::Library& m) {
   m.def(
       "lattice_build(Tensor features, int point_block) -> (Tensor offsets, Tensor weights, Tensor neighbours, Tensor splat_ptr, "
       "Tensor splat_entries, Tensor splat_weights)");
-  m.def(
-      "lattice_filter(Tensor offsets, Tensor weights, Tensor neighbours, Tensor splat_ptr, Tensor splat_entries, "
-      "Tensor splat_weights, Tensor values, bool reverse) -> Tensor");
+  // A lattice crosses the boundary as one Tensor[] of lattice_build's six outputs, in their order.
+  m.def("lattice_filter(Tensor[] lattice, Tensor values, bool reverse) -> Tensor");
   m.def(
       "prune_reliable_labels(Tensor cams, Tensor q_low, Tensor q_high, float cam_alpha, float fg_quantile, "
       "float cam_floor, float bg_sure, float crf_sure, int ignore_index, Tensor? q_labels) -> "
       "(Tensor labels, Tensor sure)");
   m.def(
-      "dense_crf_meanfield(Tensor unary, Tensor? label_mask, Tensor gaussian_offsets, Tensor gaussian_weights, "
-      "Tensor gaussian_neighbours, Tensor gaussian_splat_ptr, Tensor gaussian_splat_entries, "
-      "Tensor gaussian_splat_weights, Tensor bilateral_offsets, Tensor bilateral_weights, Tensor bilateral_neighbours, "
-      "Tensor bilateral_splat_ptr, Tensor bilateral_splat_entries, Tensor bilateral_splat_weights, "
+      "dense_crf_meanfield(Tensor unary, Tensor? label_mask, Tensor[] gaussian, Tensor[] bilateral, "
       "float gaussian_compat, float bilateral_compat, int n_iter, Tensor? compat_matrices) -> Tensor");
   m.def(
       "dense_crf(Tensor? scores, Tensor image, Tensor? unary, int n_iter, float gaussian_sxy, float gaussian_compat, "

@@ -26,16 +26,7 @@ def _lattice_build_fake(
 
 
 @torch.library.register_fake("rrm_ops::lattice_filter")
-def _lattice_filter_fake(
-    offsets: Tensor,
-    weights: Tensor,
-    neighbours: Tensor,
-    splat_ptr: Tensor,
-    splat_entries: Tensor,
-    splat_weights: Tensor,
-    values: Tensor,
-    reverse: bool,
-) -> Tensor:
+def _lattice_filter_fake(lattice: list[Tensor], values: Tensor, reverse: bool) -> Tensor:
     return torch.empty_like(values, memory_format=torch.contiguous_format)
 
 
@@ -60,18 +51,8 @@ def _prune_reliable_labels_fake(
 def _dense_crf_meanfield_fake(
     unary: Tensor,
     label_mask: Tensor | None,
-    gaussian_offsets: Tensor,
-    gaussian_weights: Tensor,
-    gaussian_neighbours: Tensor,
-    gaussian_splat_ptr: Tensor,
-    gaussian_splat_entries: Tensor,
-    gaussian_splat_weights: Tensor,
-    bilateral_offsets: Tensor,
-    bilateral_weights: Tensor,
-    bilateral_neighbours: Tensor,
-    bilateral_splat_ptr: Tensor,
-    bilateral_splat_entries: Tensor,
-    bilateral_splat_weights: Tensor,
+    gaussian: list[Tensor],
+    bilateral: list[Tensor],
     gaussian_compat: float,
     bilateral_compat: float,
     n_iter: int,

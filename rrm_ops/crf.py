@@ -230,8 +230,8 @@ def mean_field(
     q = ops().dense_crf_meanfield(
         unary.reshape(batch, labels, height * width),
         _optional_tensor(label_mask, "label_mask"),
-        *lattices.gaussian.tensors.as_tuple(),
-        *lattices.bilateral.tensors.as_tuple(),
+        lattices.gaussian.tensors.as_tuple(),
+        lattices.bilateral.tensors.as_tuple(),
         float(gaussian_compat),
         float(bilateral_compat),
         int(n_iter),

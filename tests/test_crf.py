@@ -355,8 +355,8 @@ def test_registered_ops_pass_opcheck():
     args = (
         rrm_ops.unary_from_scores(scores).flatten(2),
         mask,
-        *lattices.gaussian.tensors.as_tuple(),
-        *lattices.bilateral.tensors.as_tuple(),
+        lattices.gaussian.tensors.as_tuple(),
+        lattices.bilateral.tensors.as_tuple(),
         3.0,
         10.0,
         2,

@@ -148,7 +148,7 @@ def _op_calls():
     features = lattice_features("bilateral", images)
     lattice = emu.lattice_build(features, 1)
     crf = rrm_ops.crf_lattices(images)
-    crf_tensors = crf.gaussian.tensors.as_tuple() + crf.bilateral.tensors.as_tuple()
+    crf_tensors = crf.gaussian.tensors.as_tuple(), crf.bilateral.tensors.as_tuple()
     unary = -torch.log(scores(2, 5, 29, 31, seed=1)).flatten(2)
     mask = torch.tensor([[True, False, True, True, False], [True] * 5])
     cams = smooth_maps(2, 4, 29, 31, seed=2)
@@ -178,9 +178,9 @@ def _op_calls():
         "lattice_build": (lambda: emu.lattice_build(features, 1), build, 1),
         "lattice_build (point blocks)": (lambda: emu.lattice_build(features, 4), build, 1),
         "lattice_build (empty)": (lambda: emu.lattice_build(features[:0], 1), {}, 0),
-        "lattice_filter": (lambda: emu.lattice_filter(*lattice, points(cams), False),
+        "lattice_filter": (lambda: emu.lattice_filter(lattice, points(cams), False),
                            {"splat_kernel": 1, "blur_kernel": 6, "slice_kernel": 1}, 0),
-        "lattice_filter (float64, reverse)": (lambda: emu.lattice_filter(*lattice, points(cams).double(), True),
+        "lattice_filter (float64, reverse)": (lambda: emu.lattice_filter(lattice, points(cams).double(), True),
                                               {"splat_kernel": 1, "blur_kernel": 6, "slice_kernel": 1}, 0),
         "dense_crf_meanfield": (lambda: emu.dense_crf_meanfield(unary, None, *crf_tensors, 3.0, 10.0, 10, None),
                                 meanfield(10, True), 1),
@@ -205,29 +205,29 @@ def _call_emulated_glue(op_name: str, *args):
 
 
 def _mixed_device_calls():
-    """name -> (op, its arguments, the index of the argument put on the meta device, the start of
-    the error it must give)."""
+    """name -> (op, its arguments, the index of the argument put on the meta device (and within a
+    lattice argument, of its tensor), the start of the error it must give)."""
     images = photos(1, 5, 6)
     lattice = emu.lattice_build(lattice_features("bilateral", images), 1)
     crf = rrm_ops.crf_lattices(images)
-    crf_tensors = crf.gaussian.tensors.as_tuple() + crf.bilateral.tensors.as_tuple()
+    crf_tensors = crf.gaussian.tensors.as_tuple(), crf.bilateral.tensors.as_tuple()
     unary = -torch.log(scores(1, 3, 5, 6, seed=1)).flatten(2)
     mask = torch.tensor([[True, False, True]])
     cams = smooth_maps(1, 2, 5, 6, seed=2)
     q = scores(1, 3, 5, 6, seed=3).flatten(2)
-    filter_args = (*lattice, points(scores(1, 3, 5, 6, seed=4)), False)
+    filter_args = (lattice, points(scores(1, 3, 5, 6, seed=4)), False)
     meanfield_args = (unary, mask, *crf_tensors, 3.0, 10.0, 1, None)
     prune_args = (cams.flatten(2), q, q, 32.0, 0.6, 0.1, 0.8, 0.8, 255, torch.tensor([[0, 1, 2]], dtype=torch.int32))
     mining_args = (cams, torch.tensor([[1, 0]]), images, *MINING.values())
     return {
-        "lattice_filter (values)": ("lattice_filter", filter_args, 6, "offsets is on cpu but values is on meta"),
-        "lattice_filter (splat_weights)": ("lattice_filter", filter_args, 5,
+        "lattice_filter (values)": ("lattice_filter", filter_args, 1, "offsets is on cpu but values is on meta"),
+        "lattice_filter (splat_weights)": ("lattice_filter", filter_args, (0, 5),
                                            "splat_weights is on meta but values is on cpu"),
         "dense_crf_meanfield (unary)": ("dense_crf_meanfield", meanfield_args, 0,
                                         "label_mask is on cpu but unary is on meta"),
         "dense_crf_meanfield (label_mask)": ("dense_crf_meanfield", meanfield_args, 1,
                                              "label_mask is on meta but unary is on cpu"),
-        "dense_crf_meanfield (bilateral_splat_ptr)": ("dense_crf_meanfield", meanfield_args, 11,
+        "dense_crf_meanfield (bilateral_splat_ptr)": ("dense_crf_meanfield", meanfield_args, (3, 3),
                                                       "bilateral_splat_ptr is on meta but unary is on cpu"),
         "prune_reliable_labels (q_high)": ("prune_reliable_labels", prune_args, 2,
                                            "q_high is on meta but cams is on cpu"),
@@ -247,7 +247,11 @@ def test_arguments_on_two_devices_are_refused_naming_the_argument(name):
     which would fail on a CPU tensor naming none). A meta tensor stands for the other device."""
     op_name, args, moved, message = _mixed_device_calls()[name]
     mixed = list(args)
-    mixed[moved] = mixed[moved].to("meta")
+    if isinstance(moved, tuple):
+        argument, tensor = moved
+        mixed[argument] = [t.to("meta") if i == tensor else t for i, t in enumerate(mixed[argument])]
+    else:
+        mixed[moved] = mixed[moved].to("meta")
     with emulation.counting() as counts, pytest.raises(RuntimeError, match=re.escape(message)):
         _call_emulated_glue(op_name, *mixed)
     assert counts.launches == {} and counts.host_reads == 0
@@ -336,7 +340,7 @@ def _order_cases():
     build_features = {kind: lattice_features(kind, images) for kind in ("bilateral_fine", "gaussian", "patches")}
     lattice = emu.lattice_build(build_features["bilateral_fine"], 1)
     crf = rrm_ops.crf_lattices(images)
-    crf_tensors = crf.gaussian.tensors.as_tuple() + crf.bilateral.tensors.as_tuple()
+    crf_tensors = crf.gaussian.tensors.as_tuple(), crf.bilateral.tensors.as_tuple()
     unary = -torch.log(scores(2, 21, 37, 43, seed=8)).flatten(2)
     cams = smooth_maps(2, 20, 37, 43, seed=9)
     q_low, q_high = scores(2, 21, 37, 43, seed=10).flatten(2), scores(2, 21, 37, 43, seed=11).flatten(2)
@@ -346,8 +350,8 @@ def _order_cases():
     values = smooth_maps(2, 5, 37, 43, seed=12)
     return {
         **{f"lattice_build ({kind})": (lambda f=f: emu.lattice_build(f, 4)) for kind, f in build_features.items()},
-        "lattice_filter": lambda: emu.lattice_filter(*lattice, points(values), False),
-        "lattice_filter (float64, reverse)": lambda: emu.lattice_filter(*lattice, points(values).double(), True),
+        "lattice_filter": lambda: emu.lattice_filter(lattice, points(values), False),
+        "lattice_filter (float64, reverse)": lambda: emu.lattice_filter(lattice, points(values).double(), True),
         "dense_crf_meanfield": lambda: emu.dense_crf_meanfield(unary, None, *crf_tensors, 3.0, 10.0, 5, None),
         "dense_crf": lambda: emu.dense_crf(scores(2, 3, 37, 43, seed=13), images, **{**DENSE_CRF, "n_iter": 5}),
         "prune_reliable_labels": lambda: emu.prune_reliable_labels(cams.flatten(2), q_low, q_high, 32.0, 0.6, 0.1,

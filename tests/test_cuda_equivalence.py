@@ -99,8 +99,8 @@ def test_lattice_filter_is_bitwise_the_cpu_filter(target, dtype, channels, kind,
     # Points-last [B, P, C], and channel planes ([B, C, H, W] viewed as [B, P, C]), which the CPU
     # reads in place and the CUDA glue makes points-last.
     for layout in (points(values), values.flatten(2).transpose(1, 2)):
-        expected = cpu.lattice_filter(*lattice, layout, reverse)
-        assert_bitwise_equal(target.ops.lattice_filter(*target.to(lattice), target.to(layout), reverse), expected)
+        expected = cpu.lattice_filter(lattice, layout, reverse)
+        assert_bitwise_equal(target.ops.lattice_filter(target.to(lattice), target.to(layout), reverse), expected)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -125,18 +125,18 @@ def test_lattice_filter_reverse_is_the_transpose(target):
     lattice, x = _filter_case("bilateral_fine", (29, 31), 2, torch.float64)
     y = smooth_maps(2, 2, 29, 31, seed=9).double()
     lattice, x, y = target.to(lattice), points(target.to(x)), points(target.to(y))
-    forward = (target.ops.lattice_filter(*lattice, x, False) * y).sum()
-    transposed = (x * target.ops.lattice_filter(*lattice, y, True)).sum()
+    forward = (target.ops.lattice_filter(lattice, x, False) * y).sum()
+    transposed = (x * target.ops.lattice_filter(lattice, y, True)).sum()
     torch.testing.assert_close(forward, transposed, rtol=1e-12, atol=0)
 
 
 def test_lattice_filter_of_empty_values(target):
     lattice, values = _filter_case("gaussian", (2, 3), 0, torch.float32)
     for empty in (points(values), torch.empty(2, 6, 0, dtype=torch.float64)):
-        expected = cpu.lattice_filter(*lattice, empty, False)
-        assert_bitwise_equal(target.ops.lattice_filter(*target.to(lattice), target.to(empty), False), expected)
+        expected = cpu.lattice_filter(lattice, empty, False)
+        assert_bitwise_equal(target.ops.lattice_filter(target.to(lattice), target.to(empty), False), expected)
     no_points = cpu.lattice_build(torch.empty(3, 0, 2), 1)
-    assert_bitwise_equal(target.ops.lattice_filter(*target.to(no_points), torch.empty(3, 0, 4, device=target.device),
+    assert_bitwise_equal(target.ops.lattice_filter(target.to(no_points), torch.empty(3, 0, 4, device=target.device),
                                                    False), torch.empty(3, 0, 4))
 
 
@@ -145,8 +145,9 @@ def test_lattice_filter_of_empty_values(target):
 
 
 def _crf_lattices(images: torch.Tensor):
+    """The Gaussian and the bilateral lattice of images, each as the mean field's Tensor[] argument."""
     lattices = rrm_ops.crf_lattices(images)
-    return lattices.gaussian.tensors.as_tuple() + lattices.bilateral.tensors.as_tuple()
+    return lattices.gaussian.tensors.as_tuple(), lattices.bilateral.tensors.as_tuple()
 
 
 def _label_mask(batch: int, labels: int, pattern: str) -> torch.Tensor | None:

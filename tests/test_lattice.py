@@ -191,7 +191,16 @@ def test_bad_values_raise_clear_errors():
     with pytest.raises(ValueError, match="normalize"):
         lattice.filter(torch.ones(2, 12, 1), normalize="both")
     with pytest.raises(RuntimeError, match="float32 or float64"):
-        torch.ops.rrm_ops.lattice_filter(*lattice.tensors.as_tuple(), torch.ones(2, 12, 1, dtype=torch.half), False)
+        torch.ops.rrm_ops.lattice_filter(lattice.tensors.as_tuple(), torch.ones(2, 12, 1, dtype=torch.half), False)
+
+
+def test_a_lattice_argument_holds_the_six_lattice_tensors():
+    tensors = rrm_ops.Lattice(torch.rand(2, 12, 2)).tensors.as_tuple()
+    with pytest.raises(ValueError, match="lattice must hold the 6 tensors of a lattice .* got 5"):
+        torch.ops.rrm_ops.lattice_filter(tensors[:5], torch.ones(2, 12, 1), False)
+    with pytest.raises(ValueError, match="bilateral must hold the 6 tensors of a lattice .* got 7"):
+        torch.ops.rrm_ops.dense_crf_meanfield(torch.zeros(2, 3, 12), None, tensors, tensors + tensors[:1], 3.0, 10.0,
+                                              1, None)
 
 
 def test_values_on_another_device_raise_clear_error():
@@ -210,7 +219,7 @@ def test_bad_sigmas_raise_clear_errors(photo_batch):
 def test_registered_ops_pass_opcheck(photo_batch):
     lattice = rrm_ops.Lattice(rrm_ops.bilateral_features(photo_batch[:1, :8, :9], 3.0, 10.0))
     values = torch.rand(1, 72, 3, dtype=torch.float64, requires_grad=True)
-    torch.library.opcheck(torch.ops.rrm_ops.lattice_filter, (*lattice.tensors.as_tuple(), values, False))
+    torch.library.opcheck(torch.ops.rrm_ops.lattice_filter, (lattice.tensors.as_tuple(), values, False))
 
 
 def test_compiles_with_torch_compile(photo_batch):
@@ -218,7 +227,7 @@ def test_compiles_with_torch_compile(photo_batch):
     values = torch.rand(1, 30 * 40, 2)
 
     def filtered_sum(v):
-        return torch.ops.rrm_ops.lattice_filter(*lattice.tensors.as_tuple(), v * 2, False).sum(-1)
+        return torch.ops.rrm_ops.lattice_filter(lattice.tensors.as_tuple(), v * 2, False).sum(-1)
 
     compiled = torch.compile(filtered_sum, backend="aot_eager", fullgraph=True)
     torch.testing.assert_close(compiled(values), filtered_sum(values))

@@ -357,18 +357,12 @@ at::Tensor run_dense_crf(const std::optional<at::Tensor>& scores, const at::Tens
   static const auto meanfield =
       c10::Dispatcher::singleton()
           .findSchemaOrThrow(RRM_OP("dense_crf_meanfield"), "")
-          .typed<at::Tensor(const at::Tensor&, const std::optional<at::Tensor>&, const at::Tensor&, const at::Tensor&,
-                            const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                            const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                            const at::Tensor&, const at::Tensor&, double, double, int64_t,
-                            const std::optional<at::Tensor>&)>();
+          .typed<at::Tensor(const at::Tensor&, const std::optional<at::Tensor>&, at::TensorList, at::TensorList,
+                            double, double, int64_t, const std::optional<at::Tensor>&)>();
   const auto [gaussian, bilateral] = crf_lattices(rgb, params);
-  const at::Tensor q = std::apply(
-      [&](const auto&... lattices) {
-        return meanfield.call(energies, label_mask, lattices..., gaussian_compat, bilateral_compat, n_iter,
-                              std::nullopt);
-      },
-      std::tuple_cat(gaussian, bilateral));
+  const at::Tensor q = meanfield.call(energies, label_mask, lattice::as_tensor_list(gaussian),
+                                      lattice::as_tensor_list(bilateral), gaussian_compat, bilateral_compat, n_iter,
+                                      std::nullopt);
   return q.view({batch, labels, height, width});
 }
 
