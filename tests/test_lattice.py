@@ -217,7 +217,11 @@ def test_bad_sigmas_raise_clear_errors(photo_batch):
 
 
 def test_registered_ops_pass_opcheck(photo_batch):
-    lattice = rrm_ops.Lattice(rrm_ops.bilateral_features(photo_batch[:1, :8, :9], 3.0, 10.0))
+    features = rrm_ops.bilateral_features(photo_batch[:1, :8, :9], 3.0, 10.0)
+    for point_block in (1, 4):
+        torch.library.opcheck(torch.ops.rrm_ops.lattice_build, (features.flatten(2).transpose(1, 2).contiguous(),
+                                                                point_block))
+    lattice = rrm_ops.Lattice(features)
     values = torch.rand(1, 72, 3, dtype=torch.float64, requires_grad=True)
     torch.library.opcheck(torch.ops.rrm_ops.lattice_filter, (lattice.tensors.as_tuple(), values, False))
 

@@ -3,6 +3,7 @@
 #include <c10/cuda/CUDAStream.h>
 
 #include "common/checks.h"
+#include "common/cuda_errors.h"
 #include "common/library.h"
 #include "crf/crf_cuda.h"
 #include "crf/crf_ops.h"
@@ -33,7 +34,7 @@ at::Tensor dense_crf_meanfield_cuda(const at::Tensor& unary, const std::optional
   const char* error = cuda::meanfield(problem, gaussian, bilateral, n_iter,
                                       carve_workspace(workspace, problem, gaussian, bilateral), q.data_ptr<float>(),
                                       c10::cuda::getCurrentCUDAStream());
-  TORCH_CHECK(error == nullptr, "dense_crf_meanfield failed on the GPU: ", error == nullptr ? "" : error);
+  check_launch(error, "dense_crf_meanfield");
   return q;
 }
 

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "common/checks.h"
+#include "common/cuda_errors.h"
 #include "common/cuda_scratch.h"
 #include "common/device.h"
 #include "common/library.h"
@@ -14,14 +15,6 @@
 
 namespace rrm {
 namespace lattice {
-namespace {
-
-void check_launch(const char* error, const char* what) {
-  TORCH_CHECK(error == nullptr, what, " failed on the GPU: ", error == nullptr ? "" : error);
-}
-
-}  // namespace
-
 namespace {
 
 // One host read: the vertex count, to size the vertex arrays, with whether the features are

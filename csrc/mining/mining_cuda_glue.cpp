@@ -3,6 +3,7 @@
 #include <c10/cuda/CUDAStream.h>
 
 #include "common/checks.h"
+#include "common/cuda_errors.h"
 #include "common/library.h"
 #include "crf/crf_ops.h"
 #include "mining/mining_cuda.h"
@@ -15,9 +16,8 @@ namespace {
 void meanfield_cuda(const MiningUnary& unary, const crf::MeanfieldProblem& problem,
                     const lattice::LatticeView& gaussian, const lattice::LatticeView& bilateral, int64_t n_iter,
                     const crf::MeanfieldWorkspace& ws, float* q) {
-  const char* error =
-      cuda::meanfield(unary, problem, gaussian, bilateral, n_iter, ws, q, c10::cuda::getCurrentCUDAStream());
-  TORCH_CHECK(error == nullptr, "reliable_region_labels failed on the GPU: ", error == nullptr ? "" : error);
+  check_launch(cuda::meanfield(unary, problem, gaussian, bilateral, n_iter, ws, q, c10::cuda::getCurrentCUDAStream()),
+               "reliable_region_labels");
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> reliable_region_labels_cuda(
