@@ -350,7 +350,8 @@ def test_registered_ops_pass_opcheck():
     images = photo_batch(9, 11)[:2]
     scores = torch.rand(2, 3, 9, 11)
     mask = torch.tensor([[True, False, True], [True, True, True]])
-    torch.library.opcheck(torch.ops.rrm_ops.dense_crf, (scores, images), {**DENSE_CRF, "n_iter": 2, "label_mask": mask})
+    torch.library.opcheck(torch.ops.rrm_ops.dense_crf, (scores, images),
+                          {**DENSE_CRF, "n_iter": 2, "label_mask": mask})
     lattices = rrm_ops.crf_lattices(images)
     args = (
         rrm_ops.unary_from_scores(scores).flatten(2),

@@ -157,13 +157,14 @@ def test_without_q_the_labels_are_the_same_and_q_is_empty():
     # Without return_q the op never spreads Q over all C+1 labels; the labels must not change.
     cams, labels, images = _small_batch()
     full = torch.ops.rrm_ops.reliable_region_labels(cams, labels, images, **MINING)
-    lean = torch.ops.rrm_ops.reliable_region_labels(cams, labels, images, **{**MINING, "return_q": False})
+    without_q = {**MINING, "return_q": False}
+    lean = torch.ops.rrm_ops.reliable_region_labels(cams, labels, images, **without_q)
     assert torch.equal(lean[0], full[0]) and torch.equal(lean[1], full[1])
     assert lean[2].shape == (2, 2, 0, 14, 17)
     with torch._subclasses.fake_tensor.FakeTensorMode() as mode:
         fake = [mode.from_tensor(t) for t in (cams, labels, images)]
-        assert torch.ops.rrm_ops.reliable_region_labels(*fake, **{**MINING, "return_q": False})[2].shape == (2, 2, 0, 14, 17)
-    torch.library.opcheck(torch.ops.rrm_ops.reliable_region_labels, (cams, labels, images), {**MINING, "return_q": False})
+        assert torch.ops.rrm_ops.reliable_region_labels(*fake, **without_q)[2].shape == (2, 2, 0, 14, 17)
+    torch.library.opcheck(torch.ops.rrm_ops.reliable_region_labels, (cams, labels, images), without_q)
 
 
 def test_compacted_labels_equal_masked_labels_bitwise():

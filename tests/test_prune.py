@@ -74,7 +74,8 @@ def test_bad_q_labels_raise_clear_errors():
 
 def test_reliable_pixels_exist_and_are_a_strict_subset():
     cams, q_low, q_high = _random_inputs(2, 4, 3000, seed=7)
-    labels, sure = torch.ops.rrm_ops.prune_reliable_labels(cams, q_low, q_high, **{**PARAMS, "crf_sure": 0.3}, q_labels=None)
+    labels, sure = torch.ops.rrm_ops.prune_reliable_labels(cams, q_low, q_high, **{**PARAMS, "crf_sure": 0.3},
+                                                           q_labels=None)
     kept = labels != 255
     assert 0 < kept.sum() < kept.numel()
     assert not (kept & ~sure).any()
