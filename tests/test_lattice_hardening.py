@@ -30,7 +30,7 @@ emu = emulation.ops
 
 
 def _run(code: str) -> subprocess.CompletedProcess:
-    """Runs `code` (with torch, rrm_ops and the test helpers imported) in a fresh interpreter."""
+    """Runs `code` (with torch, rrm_ops and the shared test inputs imported) in a fresh interpreter."""
     prelude = textwrap.dedent("""\
         import json, resource, sys
         import torch
