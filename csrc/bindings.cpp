@@ -11,4 +11,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "rrm_ops kernels; use torch.ops.rrm_ops.*";
   m.def("clear_gaussian_lattice_cache", &rrm::crf::clear_gaussian_lattice_cache,
         "Forget the CPU Gaussian lattices dense_crf and reliable_region_labels reuse across calls");
+  m.def("max_feature_magnitude", &rrm::lattice::max_feature_magnitude,
+        "The largest |feature| lattice_build accepts at feature dimension d");
 }

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from rrm_ops._library import ops
-from rrm_ops.lattice import Lattice, bilateral_features, gaussian_features
+from rrm_ops.lattice import Lattice, bilateral_features, check_sigma_range, gaussian_features
 
 # pydensecrf's x86 build (its SSE path, the one pip installs) embeds points in blocks of four.
 PYDENSECRF_POINT_BLOCK = 4
@@ -164,6 +164,11 @@ def crf_lattices(
         raise TypeError(f"image must have dtype uint8 (RGB 0..255), got {image.dtype}")
     features = bilateral_features(image, bilateral_sxy, bilateral_srgb)
     batch, _, height, width = features.shape
+    position_reach = max(height, width, 1) - 1
+    image_size = f" for a {height} x {width} image"
+    check_sigma_range(float(gaussian_sxy), "gaussian_sxy", position_reach, 2, image_size)
+    check_sigma_range(float(bilateral_sxy), "bilateral_sxy", position_reach, 5, image_size)
+    check_sigma_range(float(bilateral_srgb), "bilateral_srgb", 255, 5, " for intensities 0..255")
     return CrfLattices(
         gaussian=Lattice(
             gaussian_features(batch, height, width, gaussian_sxy, device=image.device),

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from rrm_ops._library import runs_on_host
-from rrm_ops.lattice import Lattice, bilateral_features
+from rrm_ops.lattice import Lattice, bilateral_features, check_sigma_range
 
 Gradient = Literal["rrm", "exact"]
 
@@ -156,6 +156,7 @@ def dense_energy_loss(
     if gate and seg_label is None:
         raise ValueError("seg_label is required when gate=True (it marks where the gate is 1)")
     _check_shapes(images, probs, rois, seg_label if gate else None, scale_factor)
+    _check_sigma_xy(sigma_xy, scale_factor, probs.shape[2], probs.shape[3])
     if check_values if check_values is not None else runs_on_host(probs.device):
         _check_values(images, probs, rois)
 
@@ -253,6 +254,7 @@ def _check_settings(weight: float, sigma_rgb: float, sigma_xy: float, scale_fact
     for name, sigma in (("sigma_rgb", sigma_rgb), ("sigma_xy", sigma_xy)):
         if not (sigma > 0 and math.isfinite(sigma)):
             raise ValueError(f"{name} must be a positive finite number, got {sigma}")
+    check_sigma_range(float(sigma_rgb), "sigma_rgb", 255, 5, " for intensities 0..255")
     if not 0 < scale_factor <= 1:
         raise ValueError(f"scale_factor must be in (0, 1], got {scale_factor}")
     if gradient not in ("rrm", "exact"):
@@ -287,6 +289,20 @@ def _check_shapes(
             )
     if n > 0 and (math.floor(height * scale_factor) < 1 or math.floor(width * scale_factor) < 1):
         raise ValueError(f"scale_factor {scale_factor} shrinks the {height}x{width} input to nothing")
+
+
+def _check_sigma_xy(sigma_xy: float, scale_factor: float, height: int, width: int) -> None:
+    """Refuses a sigma_xy too small for the downscaled image's positions (see max_feature_magnitude)."""
+    small_height, small_width = math.floor(height * scale_factor), math.floor(width * scale_factor)
+    # The positions x / (sigma_xy * scale_factor) of the downscaled image are its full-resolution
+    # positions x / scale_factor over sigma_xy.
+    check_sigma_range(
+        sigma_xy,
+        "sigma_xy",
+        (max(small_height, small_width, 1) - 1) / scale_factor,
+        5,
+        f" for the {small_height} x {small_width} image downscaled by scale_factor = {scale_factor:g}",
+    )
 
 
 def _check_values(images: Tensor, probs: Tensor, rois: Tensor) -> None:

@@ -8,9 +8,42 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from rrm_ops import _C
 from rrm_ops._library import LIBRARY, ops
 
 Normalize = Literal["none", "symmetric"]
+
+MAX_DIM = 16
+# Lattice indices are int32; a build's entries (points x (d + 1)) stay below this.
+MAX_ENTRIES = 2**30
+# Read from the extension once, so that callers under torch.compile look up a constant.
+_MAX_FEATURE_MAGNITUDE = {dim: _C.max_feature_magnitude(dim) for dim in range(1, MAX_DIM + 1)}
+
+
+def max_feature_magnitude(dim: int) -> float:
+    """The largest feature magnitude ``max |f_i|`` a lattice of feature dimension ``dim`` (1..16)
+    accepts: within it every lattice is exact, beyond it :class:`Lattice` and the ops refuse the
+    features (their lattice coordinates would leave the float and int32 range the embedding
+    computes in; docs/design.md#the-lattices-valid-input-range). Features are positions and
+    colours divided by standard deviations, so this bounds how small a sigma can be for a given
+    image size: ``sigma >= range / max_feature_magnitude(dim)``."""
+    if isinstance(dim, bool) or not isinstance(dim, int):
+        raise TypeError(f"dim must be an int, got {type(dim).__name__}")
+    if dim not in _MAX_FEATURE_MAGNITUDE:
+        raise ValueError(f"dim must be in 1..{MAX_DIM}, got {dim}")
+    return _MAX_FEATURE_MAGNITUDE[dim]
+
+
+def check_sigma_range(sigma: float, name: str, reach: float, dim: int, what: str) -> None:
+    """Refuses (ValueError) a standard deviation ``sigma`` that divides features ranging over
+    0..reach (``what``: e.g. ``" for a 41 x 53 image"``) beyond :func:`max_feature_magnitude`."""
+    limit = max_feature_magnitude(dim)
+    if reach / sigma > limit:
+        raise ValueError(
+            f"{name} = {sigma:g} is too small{what}: the features reach {reach / sigma:g}, beyond the lattice's "
+            f"range {limit:g} at d = {dim} (rrm_ops.lattice.max_feature_magnitude); {name} must be at least "
+            f"{reach / limit:g} here"
+        )
 
 
 @dataclass(frozen=True)
@@ -79,6 +112,15 @@ class Lattice:
         points, self.spatial_size = _points_last(features, "features")
         self.batch, self.num_points, self.dim = points.shape
         self.device = features.device
+        block = int(point_block)
+        if block >= 1:
+            padded = self.num_points + (-self.num_points) % block
+            # Before the features are copied: an expanded tensor of that size would be huge.
+            if self.batch * padded * (self.dim + 1) >= MAX_ENTRIES:
+                raise ValueError(
+                    f"features of shape {tuple(features.shape)} are too many points for int32 lattice indices: "
+                    f"{self.batch * padded * (self.dim + 1)} entries, at most {MAX_ENTRIES - 1}"
+                )
         # The op library that builds the lattice also filters with it.
         self.ops = ops()
         self.tensors = LatticeTensors(*self.ops.lattice_build(points.float().contiguous(), int(point_block)))

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <list>
 #include <mutex>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -61,6 +62,16 @@ void check_positive_number(double value, const char* name) {
   TORCH_CHECK(std::isfinite(value) && value > 0, name, " must be a positive finite number, got ", value);
 }
 
+// Refuses a standard deviation `sigma` that takes features of range 0..reach (`what`) beyond
+// the d-dimensional lattice's range, before anything is built.
+void check_sigma_range(double sigma, const char* name, double reach, const std::string& what, int d) {
+  const double limit = lattice::max_feature_magnitude(d);
+  TORCH_CHECK_VALUE(reach / sigma <= limit, name, " = ", sigma, " is too small", what, ": the features reach ",
+                    reach / sigma, ", beyond the lattice's range ", static_cast<int64_t>(limit), " at d = ", d,
+                    " (rrm_ops.lattice.max_feature_magnitude); ", name, " must be at least ", reach / limit,
+                    " here");
+}
+
 // The lattice of `batch` copies of one feature set, from the lattice of one copy: copy b's
 // vertex ids and entries are copy 0's shifted by b * M and b * E, which is exactly what a
 // batched build assigns (vertices are numbered in entry order), at the cost of one build.
@@ -82,12 +93,14 @@ lattice::LatticeTuple tile_lattice(const lattice::LatticeTuple& one, int64_t bat
   const at::Tensor tiled_ptr =
       at::cat({(splat_ptr.slice(0, 0, vertices).unsqueeze(0) + entry_shift.unsqueeze(1)).flatten(),
                at::full({1}, batch * entries, splat_ptr.options())});
-  return {(offsets + vertex_shift.view({batch, 1, 1})).contiguous(),
-          std::get<1>(one).expand({batch, points, d1}).contiguous(),
-          tiled_neighbours.contiguous(),
-          tiled_ptr,
-          (splat_entries.unsqueeze(0) + entry_shift.unsqueeze(1)).flatten().contiguous(),
-          std::get<5>(one).repeat({batch})};
+  const lattice::LatticeTuple tiled{(offsets + vertex_shift.view({batch, 1, 1})).contiguous(),
+                                    std::get<1>(one).expand({batch, points, d1}).contiguous(),
+                                    tiled_neighbours.contiguous(),
+                                    tiled_ptr,
+                                    (splat_entries.unsqueeze(0) + entry_shift.unsqueeze(1)).flatten().contiguous(),
+                                    std::get<5>(one).repeat({batch})};
+  lattice::record_built_lattice(tiled);
+  return tiled;
 }
 
 // pydensecrf's x86 build (its SSE path, the one pip installs) embeds each image's points in
@@ -341,15 +354,24 @@ at::Tensor run_dense_crf(const std::optional<at::Tensor>& scores, const at::Tens
   check_floating(input, input_name);
   TORCH_CHECK(input.size(1) >= 1, input_name, " must have at least one label (L >= 1), got shape ",
               shape_of(input));
+  const int64_t batch = input.size(0), labels = input.size(1), height = input.size(2), width = input.size(3);
+  const int64_t pixels = height * width;
+  // The bilateral lattice (d = 5) has the most entries; checked before anything is read or allocated.
+  const int64_t bilateral_entries = batch * (pixels + lattice::padding_points(pixels, kPydensecrfPointBlock)) * 6;
+  TORCH_CHECK_VALUE(bilateral_entries < lattice::kMaxEntries, "dense_crf: ", batch, " images of ", height, " x ",
+                    width, " pixels are too many for int32 lattice indices: their bilateral lattice would have ",
+                    bilateral_entries, " entries, at most ", lattice::kMaxEntries - 1);
   const double minimum = checked_finite_minimum(input, input_name);
   TORCH_CHECK(unary.has_value() || minimum >= 0,
               "scores must be non-negative (probabilities in [0, 1]), got a minimum of ", minimum);
   const at::Tensor rgb = image_channels_last(image, input, input_name);
   const Params params{n_iter, gaussian_sxy, gaussian_compat, bilateral_sxy, bilateral_srgb, bilateral_compat};
   check_params(params);
-
-  const int64_t batch = input.size(0), labels = input.size(1), height = input.size(2), width = input.size(3);
-  const int64_t pixels = height * width;
+  const double position_reach = static_cast<double>(std::max<int64_t>(std::max(height, width) - 1, 0));
+  const std::string image_size = " for a " + std::to_string(height) + " x " + std::to_string(width) + " image";
+  check_sigma_range(gaussian_sxy, "gaussian_sxy", position_reach, image_size, 2);
+  check_sigma_range(bilateral_sxy, "bilateral_sxy", position_reach, image_size, 5);
+  check_sigma_range(bilateral_srgb, "bilateral_srgb", 255.0, " for intensities 0..255", 5);
   const at::Tensor energies = (scores.has_value() ? unary_from_scores(input) : input)
                                   .to(at::kFloat)
                                   .reshape({batch, labels, pixels});

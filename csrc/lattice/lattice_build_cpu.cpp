@@ -644,13 +644,15 @@ int build_threads(const at::Tensor& features) {
 }
 
 LatticeTuple build_cpu(const at::Tensor& features_in, int64_t point_block, bool transient) {
-  const at::Tensor features = checked_features(features_in);
+  const at::Tensor features = checked_features(features_in, point_block);
   const int64_t batch = features.size(0);
   const int64_t points = features.size(1);
   const int64_t padding = padding_points(points, point_block);
   const int d = static_cast<int>(features.size(2));
-  return RRM_DISPATCH_FEATURE_DIM(
+  const LatticeTuple lattice = RRM_DISPATCH_FEATURE_DIM(
       d, [&] { return build<FEATURE_DIM>(features.data_ptr<float>(), batch, points, padding, d, transient); });
+  record_built_lattice(lattice);
+  return lattice;
 }
 
 }  // namespace lattice

@@ -1,7 +1,16 @@
-// Device-independent parts of the lattice ops: argument validation, and the padding points of
-// lattice_build's point_block.
+// Device-independent parts of the lattice ops: argument validation, the record of the lattices
+// this library built, and the padding points of lattice_build's point_block.
+#include <c10/core/StorageImpl.h>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <deque>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "common/checks.h"
 #include "common/device.h"
@@ -33,15 +42,202 @@ void check_lattice_device(const LatticeTuple& lattice, const char* name, const a
   }
 }
 
-at::Tensor checked_features(const at::Tensor& features) {
+double max_feature_magnitude(int d) {
+  TORCH_CHECK_VALUE(d >= 1 && d <= kMaxDim, "the feature dimension d must be in 1..", kMaxDim, ", got ", d);
+  // elevated[j] = sum_{k > j} s_k f_k - j s_j f_j (1-based, s the elevation scale) and
+  // elevated[0] = sum_k s_k f_k, so |elevated[j]| <= max|f| times the largest coefficient sum.
+  const ElevationScale scale = elevation_scale(d);
+  double suffix = 0, largest = 0;
+  for (int j = d; j >= 1; --j) {
+    largest = std::max(largest, suffix + j * static_cast<double>(scale.value[j - 1]));
+    suffix += scale.value[j - 1];
+  }
+  largest = std::max(largest, suffix);
+  return std::floor(static_cast<double>(int64_t{1} << 23) / largest);
+}
+
+void check_feature_magnitude(double magnitude, int d) {
+  TORCH_CHECK_VALUE(magnitude <= max_feature_magnitude(d), "features has a coordinate of magnitude ", magnitude,
+                    ", beyond the lattice's range: at d = ", d, " every |feature| must be at most ",
+                    static_cast<int64_t>(max_feature_magnitude(d)),
+                    " (rrm_ops.lattice.max_feature_magnitude); a standard deviation the features were divided by "
+                    "is too small for their range");
+}
+
+at::Tensor checked_features(const at::Tensor& features, int64_t point_block) {
   check_dim(features, 3, "features", "[B, P, d]");
   check_dtype(features, at::kFloat, "features");
   const int64_t d = features.size(2);
   TORCH_CHECK(d >= 1 && d <= kMaxDim, "features must have a feature dimension d in 1..", kMaxDim, ", got d = ", d);
-  TORCH_CHECK(features.size(0) * features.size(1) * (d + 1) < (int64_t{1} << 30),
-              "features has too many points for int32 lattice indices: shape ", shape_of(features));
-  if (is_host(features.device())) check_finite(features, "features");
+  const int64_t padded = features.size(1) + padding_points(features.size(1), point_block);
+  // Vertices are at most entries, so this bounds both.
+  TORCH_CHECK(features.size(0) * padded * (d + 1) < kMaxEntries,
+              "features has too many points for int32 lattice indices: shape ", shape_of(features),
+              (padded > features.size(1) ? " padded to a multiple of point_block" : ""), " makes ",
+              features.size(0) * padded * (d + 1), " entries, at most ", kMaxEntries - 1);
+  if (is_host(features.device()) && features.numel() > 0) {
+    const Extremes extremes = extremes_of(features);
+    TORCH_CHECK(std::isfinite(extremes.minimum) && std::isfinite(extremes.maximum),
+                "features contains NaN or infinite values");
+    check_feature_magnitude(std::max(-extremes.minimum, extremes.maximum), static_cast<int>(d));
+  }
   return features.contiguous();
+}
+
+namespace {
+
+// What identifies one tensor of a built lattice: its storage (held weakly, which keeps the
+// StorageImpl's address from being reused while the record lasts), where it starts, its sizes and
+// its version. Inference tensors have no version counter.
+struct TensorStamp {
+  c10::weak_intrusive_ptr<c10::StorageImpl> storage;
+  const void* data;
+  std::vector<int64_t> sizes;
+  std::optional<uint32_t> version;
+
+  explicit TensorStamp(const at::Tensor& t)
+      : storage(t.storage().getWeakStorageImpl()),
+        data(t.const_data_ptr()),
+        sizes(t.sizes().vec()),
+        version(t.unsafeGetTensorImpl()->version_counter().enabled()
+                    ? std::optional<uint32_t>(t.unsafeGetTensorImpl()->version_counter().current_version())
+                    : std::nullopt) {}
+
+  bool same_storage(const TensorStamp& other) const {
+    return storage._unsafe_get_target() == other.storage._unsafe_get_target();
+  }
+
+  bool matches(const at::Tensor& t) const {
+    if (!t.has_storage() || storage.expired() ||
+        storage._unsafe_get_target() != t.storage().unsafeGetStorageImpl() || data != t.const_data_ptr() ||
+        t.sizes() != at::IntArrayRef(sizes)) {
+      return false;
+    }
+    const c10::VariableVersion& counter = t.unsafeGetTensorImpl()->version_counter();
+    return counter.enabled() ? version == counter.current_version() : !version.has_value();
+  }
+};
+
+using LatticeStamp = std::array<TensorStamp, std::tuple_size_v<LatticeTuple>>;
+
+LatticeStamp stamp_of(const LatticeTuple& lattice) {
+  return std::apply([](const auto&... tensors) { return LatticeStamp{TensorStamp(tensors)...}; }, lattice);
+}
+
+// The stamps of the lattices built most recently, at most kCapacity; a lattice that has fallen
+// out is scanned like any other. A build whose six tensors lie in the storages of an earlier
+// record (a transient build reusing its thread's scratch memory) replaces that record.
+class BuiltLattices {
+ public:
+  void add(const LatticeTuple& lattice) {
+    LatticeStamp stamp = stamp_of(lattice);
+    const std::lock_guard<std::mutex> lock(mutex_);
+    stamps_.erase(std::remove_if(stamps_.begin(), stamps_.end(),
+                                 [&](const LatticeStamp& old) {
+                                   bool expired = false, same = true;
+                                   for (size_t k = 0; k < old.size(); ++k) {
+                                     expired = expired || old[k].storage.expired();
+                                     same = same && old[k].same_storage(stamp[k]);
+                                   }
+                                   return expired || same;
+                                 }),
+                  stamps_.end());
+    stamps_.push_back(std::move(stamp));
+    if (stamps_.size() > kCapacity) stamps_.pop_front();
+  }
+
+  bool contains(const LatticeTuple& lattice) {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    return std::any_of(stamps_.begin(), stamps_.end(), [&](const LatticeStamp& stamp) {
+      return std::apply(
+          [&](const auto&... tensors) {
+            size_t k = 0;
+            return (stamp[k++].matches(tensors) && ...);
+          },
+          lattice);
+    });
+  }
+
+ private:
+  static constexpr size_t kCapacity = 256;
+  std::mutex mutex_;
+  std::deque<LatticeStamp> stamps_;
+};
+
+BuiltLattices& built_lattices() {
+  static BuiltLattices lattices;
+  return lattices;
+}
+
+// The scan of check_lattice_indices: every condition a tensor of bools reduced to one element,
+// all read at once.
+void scan_lattice_indices(const LatticeTuple& lattice) {
+  const auto& [offsets, weights, neighbours, splat_ptr, splat_entries, splat_weights] = lattice;
+  const int64_t batch = offsets.size(0), entries = offsets.numel();
+  const int64_t vertices = splat_ptr.size(0) - 1;
+  const at::Tensor ptr = splat_ptr.reshape({-1});
+  std::vector<std::pair<at::Tensor, const char*>> conditions;
+  conditions.emplace_back(
+      (ptr[0] == 0) & (ptr[vertices] == entries) & (ptr.slice(0, 1) >= ptr.slice(0, 0, vertices)).all(),
+      "splat_ptr must start at 0, never decrease and end at the entry count B*P*(d+1)");
+  if (entries == 0) {
+    conditions.emplace_back(((neighbours >= -1) & (neighbours < vertices)).all(),
+                            "neighbours must hold vertex ids in 0..M-1 or -1");
+  } else {
+    // Item b's vertices are [first[b], end[b]): from the vertex of its first entry to that of
+    // the next item's first entry (see lattice.h).
+    const at::Tensor item_offsets = offsets.reshape({batch, -1});
+    const at::Tensor first = item_offsets.select(1, 0).contiguous();
+    const at::Tensor end = at::cat({first.slice(0, 1), at::full({1}, vertices, first.options())});
+    conditions.emplace_back((first[0] == 0) & (item_offsets >= first.unsqueeze(1)).all() &
+                                (item_offsets < end.unsqueeze(1)).all(),
+                            "offsets must hold vertex ids in 0..M-1, from 0 on, each batch item's a range of its "
+                            "own after the previous item's");
+    const at::Tensor item = (at::searchsorted(first, at::arange(vertices, first.options()), /*out_int32=*/false,
+                                              /*right=*/true) -
+                             1)
+                                .clamp(0, batch - 1);
+    const at::Tensor low = first.index_select(0, item).view({1, vertices, 1});
+    const at::Tensor high = end.index_select(0, item).view({1, vertices, 1});
+    conditions.emplace_back(((neighbours == -1) | ((neighbours >= low) & (neighbours < high))).all(),
+                            "neighbours must hold -1 or vertex ids of the same batch item");
+    const at::Tensor listed = splat_entries.reshape({-1});
+    conditions.emplace_back(((listed >= 0) & (listed < entries)).all(),
+                            "splat_entries must hold entry ids in 0..B*P*(d+1)-1");
+    // The vertex whose list holds position k: how many lists after the first start at or
+    // before k, given splat_ptr as checked above.
+    const at::Tensor starts = ptr.slice(0, 1, std::max<int64_t>(vertices, 1)).clamp(0, entries);
+    const at::Tensor owner = at::zeros({entries + 1}, ptr.options())
+                                 .index_add_(0, starts, at::ones_like(starts))
+                                 .cumsum(0)
+                                 .slice(0, 0, entries);
+    const at::Tensor entry = listed.clamp(0, entries - 1);
+    conditions.emplace_back(
+        (offsets.reshape({-1}).index_select(0, entry) == owner).all() &
+            ((owner.slice(0, 1) != owner.slice(0, 0, entries - 1)) |
+             (listed.slice(0, 1) > listed.slice(0, 0, entries - 1)))
+                .all(),
+        "splat_entries must list each vertex's entries (those whose offset is the vertex) in ascending order");
+    conditions.emplace_back((weights.reshape({-1}).view(at::kInt).index_select(0, entry) ==
+                             splat_weights.reshape({-1}).view(at::kInt))
+                                .all(),
+                            "splat_weights must be the weights of splat_entries' entries");
+  }
+  std::vector<at::Tensor> flags;
+  for (const auto& condition : conditions) flags.push_back(condition.first);
+  const std::vector<double> read = scalars_on_host(flags);
+  for (size_t k = 0; k < read.size(); ++k) {
+    TORCH_CHECK_VALUE(read[k] != 0, "lattice: ", conditions[k].second,
+                      " (a lattice from lattice_build passes; this one was modified or made otherwise)");
+  }
+}
+
+}  // namespace
+
+void record_built_lattice(const LatticeTuple& lattice) { built_lattices().add(lattice); }
+
+void check_lattice_indices(const LatticeTuple& lattice) {
+  if (!built_lattices().contains(lattice)) scan_lattice_indices(lattice);
 }
 
 int64_t padding_points(int64_t points, int64_t point_block) {
@@ -111,6 +307,12 @@ void check_filter_inputs(const LatticeTuple& lattice, const at::Tensor& values) 
     check_same_device(*t, "lattice tensors", offsets, "offsets");
   }
   check_same_device(values, "values", offsets, "the lattice");
+  TORCH_CHECK_VALUE(offsets.size(2) >= 2 && offsets.size(2) <= kMaxDim + 1,
+                    "offsets must be [B, P, d+1] with d in 1..", kMaxDim, ", got shape ", shape_of(offsets));
+  TORCH_CHECK_VALUE(offsets.numel() < kMaxEntries && vertices < kMaxEntries,
+                    "the lattice has too many entries or vertices for int32 indices: offsets ", shape_of(offsets),
+                    ", splat_ptr ", shape_of(splat_ptr));
+  check_lattice_indices(lattice);
 }
 
 LatticeTuple contiguous_lattice(const LatticeTuple& lattice) {

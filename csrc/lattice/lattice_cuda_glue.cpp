@@ -3,6 +3,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include <cmath>
 #include <vector>
 
 #include "common/checks.h"
@@ -17,8 +18,9 @@ namespace rrm {
 namespace lattice {
 namespace {
 
-// One host read: the vertex count, to size the vertex arrays, with whether the features are
-// finite. Non-finite features are built as zeros (their keys would overflow), then refused.
+// One host read: the vertex count, to size the vertex arrays, with the features' largest
+// magnitude (NaN if one is NaN). Features that are not finite or beyond max_feature_magnitude
+// are built as zeros (their keys would overflow), then refused.
 LatticeTuple build_cuda(const at::Tensor& unchecked_features) {
   const c10::cuda::CUDAGuard guard(unchecked_features.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
@@ -36,8 +38,9 @@ LatticeTuple build_cuda(const at::Tensor& unchecked_features) {
   if (entries == 0) {
     return {offsets, weights, at::empty({d + 1, 0, 2}, ints), at::zeros({1}, ints), splat_entries, splat_weights};
   }
-  const at::Tensor finite = at::isfinite(unchecked_features);
-  const at::Tensor features = at::where(finite, unchecked_features, 0.f);
+  const at::Tensor magnitudes = unchecked_features.abs();
+  const at::Tensor features =
+      at::where(magnitudes <= max_feature_magnitude(d), unchecked_features, 0.f);
   at::Tensor keys = at::empty({entries, d}, ints);
   at::Tensor table = at::empty({batch * hash_table_capacity(points * (d + 1))}, ints);
   at::Tensor slot = at::empty({entries}, ints.dtype(at::kLong));
@@ -47,8 +50,9 @@ LatticeTuple build_cuda(const at::Tensor& unchecked_features) {
                                     weights.data_ptr<float>(), table.data_ptr<int32_t>(), slot.data_ptr<int64_t>(),
                                     vertex_of_owner.data_ptr<int32_t>(), scratch.allocator(), stream),
                "lattice_build (vertices)");
-  const std::vector<double> read = scalars_on_host({vertex_of_owner[entries], finite.all()});
-  TORCH_CHECK(read[1] != 0, "features contains NaN or infinite values");
+  const std::vector<double> read = scalars_on_host({vertex_of_owner[entries], magnitudes.amax()});
+  TORCH_CHECK(std::isfinite(read[1]), "features contains NaN or infinite values");
+  check_feature_magnitude(read[1], d);
   const int32_t vertices = static_cast<int32_t>(read[0]);
 
   at::Tensor owners = at::empty({vertices}, ints);
@@ -68,12 +72,19 @@ LatticeTuple build_cuda(const at::Tensor& unchecked_features) {
 
 // The padding points are built as points with zero features, then their entries are dropped.
 LatticeTuple lattice_build_cuda(const at::Tensor& features_in, int64_t point_block) {
-  const at::Tensor features = checked_features(features_in);
+  const at::Tensor features = checked_features(features_in, point_block);
   const int64_t batch = features.size(0), points = features.size(1);
   const int64_t padding = padding_points(points, point_block);
-  if (padding == 0) return build_cuda(features);
-  const at::Tensor padded = at::cat({features, at::zeros({batch, padding, features.size(2)}, features.options())}, 1);
-  return without_padding_entries(build_cuda(padded), points, padding);
+  LatticeTuple lattice;
+  if (padding == 0) {
+    lattice = build_cuda(features);
+  } else {
+    const at::Tensor padded =
+        at::cat({features, at::zeros({batch, padding, features.size(2)}, features.options())}, 1);
+    lattice = without_padding_entries(build_cuda(padded), points, padding);
+  }
+  record_built_lattice(lattice);
+  return lattice;
 }
 
 namespace {

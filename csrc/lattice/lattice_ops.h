@@ -28,11 +28,40 @@ std::array<at::Tensor, kLatticeTensors> as_tensor_list(const LatticeTuple& latti
 void check_lattice_device(const LatticeTuple& lattice, const char* name, const at::Tensor& reference,
                           const char* reference_name);
 
-// Validates features [B, P, d] and returns them contiguous. Their values are checked finite
-// here on the host only: a device build reads that check with its vertex count.
-at::Tensor checked_features(const at::Tensor& features);
+// Lattice indices are int32; entry and vertex counts stay below this, so that sums of two fit.
+constexpr int64_t kMaxEntries = int64_t{1} << 30;
 
-// Validates the six lattice tensors against values [B, P, C].
+// The largest feature magnitude max_i |f_i| the embedding handles exactly at dimension d
+// (1..kMaxDim): the remainder-0 points are float multiples of d+1, exact only while the elevated
+// coordinates stay within 2^24; the limit keeps them within 2^23, which leaves room for the
+// elevation's rounding and keeps every key and blur neighbour far inside int32. An integer, so
+// a float32 feature can equal it. docs/design.md#the-lattices-valid-input-range.
+double max_feature_magnitude(int d);
+
+// Refuses (ValueError) a feature magnitude beyond max_feature_magnitude(d).
+void check_feature_magnitude(double magnitude, int d);
+
+// Validates features [B, P, d], of a build padding each item to a multiple of point_block, and
+// returns them contiguous. The sizes come first, so that nothing is read or allocated for a
+// batch beyond int32 indices. Their values (finite, within max_feature_magnitude) are checked
+// here on the host only: a device build reads that check with its vertex count.
+at::Tensor checked_features(const at::Tensor& features, int64_t point_block);
+
+// Records the tensors of a lattice this library has just built, so that check_lattice_indices
+// trusts them without reading them while each is the same live storage, at the same address,
+// sizes and version (see docs/design.md#trusted-lattices).
+void record_built_lattice(const LatticeTuple& lattice);
+
+// Refuses (ValueError) index tensors that are not a lattice of the layout in lattice.h, unless
+// they are a recorded build: offsets, neighbours, splat_ptr and splat_entries in range, each
+// batch item's vertices a range of their own, splat_ptr non-decreasing from 0 to the entry
+// count, every vertex's list its entries in ascending order, splat_weights the weights of the
+// listed entries. The shapes must have been checked (check_filter_inputs). An unrecorded device
+// lattice costs one host read.
+void check_lattice_indices(const LatticeTuple& lattice);
+
+// Validates the six lattice tensors (shapes, dtypes, devices, then check_lattice_indices)
+// against values [B, P, C].
 void check_filter_inputs(const LatticeTuple& lattice, const at::Tensor& values);
 
 // check_filter_inputs, then values made contiguous.

@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from rrm.utils.errors import ConfigError
+from rrm_ops.lattice import check_sigma_range
 
 # Options that must be > 0 or >= 0, and the intervals of the others that have one.
 _POSITIVE = ("max_steps", "batch_size", "crop_size", "lr", "log_every", "alpha_low", "alpha_high", "cam_alpha",
@@ -112,6 +113,14 @@ class TrainConfig:
             raise ConfigError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
         if 1.0 not in self.cam_scales:
             raise ConfigError(f"cam_scales must include 1.0, got {self.cam_scales}")
+        # The energy loss's lattice spans the downscaled crop's positions and 0..255 intensities.
+        small_crop = math.floor(self.crop_size * self.energy_scale)
+        try:
+            check_sigma_range(self.energy_sigma_rgb, "energy_sigma_rgb", 255, 5, " for intensities 0..255")
+            check_sigma_range(self.energy_sigma_xy, "energy_sigma_xy", (max(small_crop, 1) - 1) / self.energy_scale,
+                              5, f" for crops of {self.crop_size} pixels downscaled by energy_scale")
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
 
     def mining_kwargs(self) -> dict[str, float]:
         """Keyword arguments of ``rrm_ops.reliable_region_labels``."""
