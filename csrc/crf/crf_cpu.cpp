@@ -548,6 +548,8 @@ at::Tensor dense_crf_meanfield_cpu(const at::Tensor& unary, const std::optional<
                                    const at::Tensor& bilateral_splat_entries, const at::Tensor& bilateral_splat_weights,
                                    double gaussian_compat, double bilateral_compat, int64_t n_iter,
                                    const std::optional<at::Tensor>& compat_matrices) {
+  // The team's size grows with n_iter: checked before it is sized.
+  check_iterations(n_iter);
   at::Tensor q;
   with_team(meanfield_threads(unary.numel(), n_iter), [&] {
     const MeanfieldInputs inputs = checked_meanfield_inputs(
@@ -577,6 +579,7 @@ at::Tensor dense_crf_cpu(const std::optional<at::Tensor>& scores, const at::Tens
                          double gaussian_compat, double bilateral_sxy, double bilateral_srgb, double bilateral_compat,
                          const std::optional<at::Tensor>& label_mask) {
   const at::Tensor& input = scores.has_value() ? *scores : (unary.has_value() ? *unary : image);
+  check_iterations(n_iter);
   at::Tensor q;
   with_team(meanfield_threads(input.numel(), n_iter), [&] {
     q = dense_crf(scores, image, unary, n_iter, gaussian_sxy, gaussian_compat, bilateral_sxy, bilateral_srgb,

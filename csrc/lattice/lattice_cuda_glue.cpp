@@ -55,7 +55,7 @@ LatticeTuple build_cuda(const at::Tensor& unchecked_features) {
                                     vertex_of_owner.data_ptr<int32_t>(), scratch.allocator(), stream),
                "lattice_build (vertices)");
   const std::vector<double> read = scalars_on_host({vertex_of_owner[entries], finite.all()});
-  TORCH_CHECK(read[1] != 0, "features contains NaN or infinite values");
+  TORCH_CHECK_VALUE(read[1] != 0, "features contains NaN or infinite values");
   const int32_t vertices = static_cast<int32_t>(read[0]);
 
   at::Tensor owners = at::empty({vertices}, ints);
