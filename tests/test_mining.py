@@ -86,7 +86,7 @@ def test_tiny_images_all_zero_cams_and_no_class(height, width):
         (-torch.ones(1, 2, 4, 4), torch.ones(1, 2), "finite and >= 0"),
         (torch.full((1, 2, 4, 4), float("nan")), torch.ones(1, 2), "finite and >= 0"),
         (torch.ones(1, 2, 4, 4), torch.ones(1, 3), "cls_labels must be"),
-        (torch.ones(1, 2, 4, 5), torch.ones(1, 2), "images must have"),
+        (torch.ones(1, 2, 4, 5), torch.ones(1, 2), r"images must be \[B, H, W, 3\] or \[B, 3, H, W\]"),
         (torch.ones(1, 2, 4, 4), torch.full((1, 2), 0.5), "only 0 and 1"),
     ],
 )
