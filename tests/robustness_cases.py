@@ -481,12 +481,13 @@ def fuzz_call(spec: dict) -> tuple[Callable[[], Any], Callable[[], Any]]:
                 return OPS.dense_crf(ts[ids[0]], ts[ids[1]], n_iter=n_iter)
             return OPS.dense_crf(None, ts[ids[1]], unary=ts[ids[0]], n_iter=n_iter)
     elif op == "dense_crf_meanfield":
-        lattices = rrm_ops.crf_lattices(_values(rng, (size(b), h, w, 3), torch.uint8, "unit"))
-        tensors = lattices.gaussian.tensors.as_tuple() + lattices.bilateral.tensors.as_tuple()
+        image = _values(rng, (size(b), h, w, 3), torch.uint8, "unit")
         ids = [use(t((b, c, h * w))), use(t((b, size(c)), torch.bool, "unit"))]
         n_iter = int(rng.choice([0, 2, -1]))
 
         def run(ts):
+            lattices = rrm_ops.crf_lattices(image)
+            tensors = lattices.gaussian.tensors.as_tuple() + lattices.bilateral.tensors.as_tuple()
             return OPS.dense_crf_meanfield(ts[ids[0]], ts[ids[1]], *tensors, 3.0, 10.0, n_iter)
     elif op == "lattice_build":
         ids = [use(t((b, h * w, max(c, 1)), kind=spec["values"] if spec["values"] != "huge" else "unit"))]

@@ -160,3 +160,65 @@ def test_compiled_dense_energy_loss_with_its_value_checks_equals_eager(gradient)
     assert torch.equal(actual[0], expected[0]) and torch.equal(actual[1], expected[1])
     with pytest.raises(RuntimeError, match="probs must be finite probabilities"):
         run(_compiled(loss), probs.index_fill(1, torch.tensor([0]), float("nan")))
+
+
+# ---------------------------------------------------------------------------------------------
+# The CUDA glue (emulated) runs the same checks, and its value checks cost no host read of their own
+
+
+def _emulated_calls() -> dict[str, tuple]:
+    emu = pytest.importorskip("rrm_ops.emulation").ops
+    cams, images = 2 * smooth_maps(1, 2, 6, 7, seed=1), photos(1, 6, 7)
+    cls_labels = torch.tensor([[1.0, 1.0]])
+    q = scores(1, 3, 6, 7, seed=2).flatten(2)
+    lattices = rrm_ops.crf_lattices(images)
+    tensors = lattices.gaussian.tensors.as_tuple() + lattices.bilateral.tensors.as_tuple()
+    unary = -torch.log(scores(1, 2, 6, 7, seed=3)).flatten(2)
+    return {
+        "dense_crf n_iter 2**31": (lambda: emu.dense_crf(scores(1, 2, 6, 7, 4), images, n_iter=2**31),
+                                   r"n_iter must be in 0\.\.10000, got 2147483648"),
+        "dense_crf_meanfield n_iter -1": (lambda: emu.dense_crf_meanfield(unary, None, *tensors, 3.0, 10.0, -1),
+                                          r"n_iter must be in 0\.\.10000, got -1"),
+        "prune ignore_index 0": (lambda: emu.prune_reliable_labels(cams.flatten(2), q, q, 32.0, 0.6, 0.1, 0.8, 0.8, 0),
+                                 "ignore_index must not be a label"),
+        "mining ignore_index 1": (lambda: emu.reliable_region_labels(cams, cls_labels, images, ignore_index=1),
+                                  "ignore_index must not be a label"),
+        "mining compact, NaN cams": (lambda: emu.reliable_region_labels(_nan(cams), cls_labels, images,
+                                                                        compact_labels=True),
+                                     "cams must be finite and >= 0"),
+        "mining compact, cls_labels 7": (lambda: emu.reliable_region_labels(cams, torch.tensor([[7.0, 1.0]]), images,
+                                                                            compact_labels=True),
+                                         "cls_labels must hold only 0 and 1"),
+    }
+
+
+def _nan(t: torch.Tensor) -> torch.Tensor:
+    t = t.clone()
+    t.view(-1)[3] = float("nan")
+    return t
+
+
+@pytest.mark.parametrize("name", ["dense_crf n_iter 2**31", "dense_crf_meanfield n_iter -1", "prune ignore_index 0",
+                                  "mining ignore_index 1", "mining compact, NaN cams",
+                                  "mining compact, cls_labels 7"])
+def test_the_emulated_cuda_glue_refuses_alike(name):
+    import rrm_ops.emulation as emulation
+
+    call, message = _emulated_calls()[name]
+    with emulation.counting() as counts, pytest.raises(ValueError, match=message):
+        call()
+    # The scalar checks come before any launch; the value checks ride on the one read that
+    # compacting makes anyway.
+    assert counts.host_reads <= (1 if "compact" in name else 0)
+
+
+def test_emulated_mining_without_compaction_reads_nothing_to_check_values():
+    """On a GPU, the CAMs of a call that does not compact are not read (no host synchronisation
+    for a check): the call runs with only its lattice builds' two reads."""
+    import rrm_ops.emulation as emulation
+
+    cams, images = _nan(2 * smooth_maps(1, 2, 6, 7, seed=1)), photos(1, 6, 7)
+    with emulation.counting() as counts:
+        labels, _, _ = emulation.ops.reliable_region_labels(cams, torch.tensor([[1.0, 1.0]]), images,
+                                                            compact_labels=False)
+    assert counts.host_reads == 2 and labels.shape == (1, 6, 7)
