@@ -394,8 +394,9 @@ def run_table(names: list[str]) -> None:
 # ---------------------------------------------------------------------------------------------
 # The fuzz
 
-DTYPES = (torch.float32, torch.float64, torch.float16, torch.int64, torch.uint8, torch.bool)
-VALUE_KINDS = ("unit", "zeros", "nan", "inf", "negative", "huge")
+# Weighted toward the valid dtype and values, so that most examples reach the kernels.
+DTYPES = (torch.float32,) * 4 + (torch.float64, torch.float16, torch.int64, torch.uint8, torch.bool)
+VALUE_KINDS = ("unit",) * 4 + ("zeros", "nan", "inf", "negative", "huge")
 LAYOUT_KINDS = ("contiguous", "transposed", "sliced", "reversed", "expanded")
 FUZZED = ("reliable_region_labels", "prune_reliable_labels", "dense_crf", "dense_crf unary", "dense_crf_meanfield",
           "lattice_build", "lattice_filter", "Lattice.filter", "dense_energy_loss")
@@ -545,7 +546,7 @@ def fuzz(examples: int) -> None:
         "dtype": st.sampled_from(DTYPES),
         "values": st.sampled_from(VALUE_KINDS),
         "layout": st.sampled_from(LAYOUT_KINDS),
-        "shape_off": st.booleans(),
+        "shape_off": st.sampled_from((False, False, False, True)),
         "seed": st.integers(0, 2**32 - 1),
     })
 

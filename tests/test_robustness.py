@@ -21,8 +21,8 @@ from robustness_cases import CASES
 
 TESTS = Path(__file__).resolve().parent
 WORKER = TESTS / "robustness_cases.py"
-# The fuzz's examples: about 10-20 s on one core.
-FUZZ_EXAMPLES = 150
+# The fuzz's examples: about 15 s on an idle core.
+FUZZ_EXAMPLES = 120
 
 
 def _environment() -> dict[str, str]:
@@ -110,9 +110,9 @@ def test_fuzz_of_shapes_dtypes_values_and_layouts_never_crashes():
 # torch.compile(fullgraph=True) of the public functions, with their default checks
 
 
-def _compiled(function):
+def _compiled(function, backend: str = "aot_eager"):
     torch._dynamo.reset()
-    return torch.compile(function, backend="aot_eager", fullgraph=True)
+    return torch.compile(function, backend=backend, fullgraph=True)
 
 
 def test_compiled_reliable_region_labels_equals_eager():
@@ -156,8 +156,12 @@ def test_compiled_dense_energy_loss_with_its_value_checks_equals_eager(gradient)
         return value.detach(), probs.grad
 
     expected = run(loss, probs)
-    actual = run(_compiled(loss), probs)
+    # Dynamo alone calls the eager kernels: the same bits. AOT autograd also traces through
+    # F.interpolate's decomposition, which rounds differently.
+    actual = run(_compiled(loss, "eager"), probs)
     assert torch.equal(actual[0], expected[0]) and torch.equal(actual[1], expected[1])
+    traced = run(_compiled(loss), probs)
+    torch.testing.assert_close(traced, expected, rtol=1e-5, atol=0)
     with pytest.raises(RuntimeError, match="probs must be finite probabilities"):
         run(_compiled(loss), probs.index_fill(1, torch.tensor([0]), float("nan")))
 
