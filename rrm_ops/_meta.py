@@ -1,9 +1,10 @@
 """Fake (meta) kernels so ``torch.compile`` and FakeTensor tracing can follow the ops.
 
-Each fake kernel runs the checks of its C++ op that need no data (dtypes, ranks, the shapes the
-arguments must share, devices, the scalar arguments' ranges) with the same exception and message,
-so a traced call fails where the real call would. The helpers below are the Python twins of
-csrc/common/checks.h; tests/test_robustness.py compares each fake's errors with the op's.
+Each takes exactly the arguments of its schema (csrc/schemas.cpp), without defaults: those live
+in the typed wrappers. Each runs the checks of its C++ op that need no data (dtypes, ranks, the
+shapes the arguments must share, devices, the scalar arguments' ranges) with the same exception
+and message, so a traced call fails where the real call would. The helpers below are the Python
+twins of csrc/common/checks.h; tests/test_robustness.py compares each fake's errors with the op's.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from torch import Tensor
 
 # The most mean-field iterations an op runs (csrc/crf/crf_ops.h: kMaxIterations).
 MAX_ITERATIONS = 10_000
+# The tensors of a lattice, as lattice_build returns them (csrc/lattice/lattice_ops.h: kLatticeTensors).
+LATTICE_TENSORS = 6
 # The largest lattice feature dimension (csrc/lattice/lattice.h: kMaxDim).
 MAX_FEATURE_DIM = 16
 
@@ -90,6 +93,24 @@ def _check_iterations(n_iter: int) -> None:
              lambda: f"n_iter must be in 0..{MAX_ITERATIONS}, got {n_iter}")
 
 
+def _check_crf_params(n_iter: int, gaussian_sxy: float, gaussian_compat: float, bilateral_sxy: float,
+                      bilateral_srgb: float, bilateral_compat: float) -> None:
+    """check_params of csrc/crf/crf_common.cpp."""
+    _check_iterations(n_iter)
+    _check_positive_number(gaussian_sxy, "gaussian_sxy")
+    _check_finite_number(gaussian_compat, "gaussian_compat")
+    _check_positive_number(bilateral_sxy, "bilateral_sxy")
+    _check_positive_number(bilateral_srgb, "bilateral_srgb")
+    _check_finite_number(bilateral_compat, "bilateral_compat")
+
+
+def _check_lattice_count(lattice: list[Tensor], name: str) -> None:
+    """lattice_of of csrc/lattice/lattice_common.cpp."""
+    _require(ValueError, len(lattice) == LATTICE_TENSORS,
+             lambda: f"{name} must hold the {LATTICE_TENSORS} tensors of a lattice (offsets, weights, neighbours, "
+                     f"splat_ptr, splat_entries, splat_weights), as lattice_build returns them, got {len(lattice)}")
+
+
 def _check_ignore_index(ignore_index: int, classes: int) -> None:
     _require(ValueError, ignore_index < 0 or ignore_index > classes,
              lambda: f"ignore_index must not be a label (0..{classes} for C = {classes} classes), got {ignore_index}")
@@ -143,7 +164,7 @@ def _check_prune_params(cam_alpha: float, fg_quantile: float, cam_floor: float, 
 
 @torch.library.register_fake("rrm_ops::lattice_build")
 def _lattice_build_fake(
-    features: Tensor, point_block: int = 1
+    features: Tensor, point_block: int
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     _check_dim(features, 3, "features", "[B, P, d]")
     _check_dtype(features, torch.float32, "features")
@@ -175,17 +196,9 @@ def _check_lattice_and_values(offsets: Tensor, values: Tensor) -> None:
 
 
 @torch.library.register_fake("rrm_ops::lattice_filter")
-def _lattice_filter_fake(
-    offsets: Tensor,
-    weights: Tensor,
-    neighbours: Tensor,
-    splat_ptr: Tensor,
-    splat_entries: Tensor,
-    splat_weights: Tensor,
-    values: Tensor,
-    reverse: bool = False,
-) -> Tensor:
-    _check_lattice_and_values(offsets, values)
+def _lattice_filter_fake(lattice: list[Tensor], values: Tensor, reverse: bool) -> Tensor:
+    _check_lattice_count(lattice, "lattice")
+    _check_lattice_and_values(lattice[0], values)
     return torch.empty_like(values, memory_format=torch.contiguous_format)
 
 
@@ -200,7 +213,7 @@ def _prune_reliable_labels_fake(
     bg_sure: float,
     crf_sure: float,
     ignore_index: int,
-    q_labels: Tensor | None = None,
+    q_labels: Tensor | None,
 ) -> tuple[Tensor, Tensor]:
     # checked_prune_inputs, then make_params (csrc/prune/prune_common.cpp).
     _check_dtype(cams, torch.float32, "cams")
@@ -232,24 +245,16 @@ def _prune_reliable_labels_fake(
 def _dense_crf_meanfield_fake(
     unary: Tensor,
     label_mask: Tensor | None,
-    gaussian_offsets: Tensor,
-    gaussian_weights: Tensor,
-    gaussian_neighbours: Tensor,
-    gaussian_splat_ptr: Tensor,
-    gaussian_splat_entries: Tensor,
-    gaussian_splat_weights: Tensor,
-    bilateral_offsets: Tensor,
-    bilateral_weights: Tensor,
-    bilateral_neighbours: Tensor,
-    bilateral_splat_ptr: Tensor,
-    bilateral_splat_entries: Tensor,
-    bilateral_splat_weights: Tensor,
+    gaussian: list[Tensor],
+    bilateral: list[Tensor],
     gaussian_compat: float,
     bilateral_compat: float,
     n_iter: int,
-    compat_matrices: Tensor | None = None,
+    compat_matrices: Tensor | None,
 ) -> Tensor:
-    # checked_meanfield_inputs (csrc/crf/crf_common.cpp).
+    # lattice_of, then checked_meanfield_inputs (csrc/crf/crf_common.cpp).
+    _check_lattice_count(gaussian, "gaussian")
+    _check_lattice_count(bilateral, "bilateral")
     _check_dtype(unary, torch.float32, "unary")
     _check_label_mask_dtype(label_mask)
     if compat_matrices is not None:
@@ -262,7 +267,7 @@ def _dense_crf_meanfield_fake(
     _check_iterations(n_iter)
     _check_finite_number(gaussian_compat, "gaussian_compat")
     _check_finite_number(bilateral_compat, "bilateral_compat")
-    for offsets, name in ((gaussian_offsets, "gaussian"), (bilateral_offsets, "bilateral")):
+    for offsets, name in ((gaussian[0], "gaussian"), (bilateral[0], "bilateral")):
         _require(ValueError, offsets.dim() == 3 and offsets.shape[0] == batch and offsets.shape[1] == points,
                  lambda: f"{name} lattice must be built over the B = {batch} images of P = {points} pixels of "
                          f"unary, got offsets of shape {_shape(offsets)}")
@@ -278,15 +283,14 @@ def _dense_crf_meanfield_fake(
 def _dense_crf_fake(
     scores: Tensor | None,
     image: Tensor,
-    *,
-    unary: Tensor | None = None,
-    n_iter: int = 10,
-    gaussian_sxy: float = 3.0,
-    gaussian_compat: float = 3.0,
-    bilateral_sxy: float = 80.0,
-    bilateral_srgb: float = 13.0,
-    bilateral_compat: float = 10.0,
-    label_mask: Tensor | None = None,
+    unary: Tensor | None,
+    n_iter: int,
+    gaussian_sxy: float,
+    gaussian_compat: float,
+    bilateral_sxy: float,
+    bilateral_srgb: float,
+    bilateral_compat: float,
+    label_mask: Tensor | None,
 ) -> Tensor:
     # dense_crf (csrc/crf/crf_common.cpp).
     _require(ValueError, (scores is None) != (unary is None),
@@ -301,12 +305,7 @@ def _dense_crf_fake(
              lambda: f"{name} must have at least one label (L >= 1), got shape {_shape(energies)}")
     _check_image(image, "image", energies, name)
     _check_label_mask(label_mask, energies.shape[0], energies.shape[1], energies, name)
-    _check_iterations(n_iter)
-    _check_positive_number(gaussian_sxy, "gaussian_sxy")
-    _check_positive_number(bilateral_sxy, "bilateral_sxy")
-    _check_positive_number(bilateral_srgb, "bilateral_srgb")
-    _check_finite_number(gaussian_compat, "gaussian_compat")
-    _check_finite_number(bilateral_compat, "bilateral_compat")
+    _check_crf_params(n_iter, gaussian_sxy, gaussian_compat, bilateral_sxy, bilateral_srgb, bilateral_compat)
     return energies.new_empty(energies.shape, dtype=torch.float32)
 
 
@@ -315,17 +314,22 @@ def _reliable_region_labels_fake(
     cams: Tensor,
     cls_labels: Tensor,
     images: Tensor,
-    *,
-    alpha_low: float = 4.0,
-    alpha_high: float = 32.0,
-    cam_alpha: float = 32.0,
-    fg_quantile: float = 0.6,
-    cam_floor: float = 0.1,
-    bg_sure: float = 0.8,
-    crf_sure: float = 0.8,
-    ignore_index: int = 255,
-    compact_labels: bool | None = None,
-    return_q: bool = True,
+    alpha_low: float,
+    alpha_high: float,
+    n_iter: int,
+    gaussian_sxy: float,
+    gaussian_compat: float,
+    bilateral_sxy: float,
+    bilateral_srgb: float,
+    bilateral_compat: float,
+    cam_alpha: float,
+    fg_quantile: float,
+    cam_floor: float,
+    bg_sure: float,
+    crf_sure: float,
+    ignore_index: int,
+    compact_labels: bool | None,
+    return_q: bool,
 ) -> tuple[Tensor, Tensor, Tensor]:
     # check_mining_arguments (csrc/mining/mining_common.cpp).
     _check_floating(cams, "cams")
@@ -342,6 +346,7 @@ def _reliable_region_labels_fake(
     _check_image(images, "images", cams, "cams")
     _check_positive_number(alpha_low, "alpha_low")
     _check_positive_number(alpha_high, "alpha_high")
+    _check_crf_params(n_iter, gaussian_sxy, gaussian_compat, bilateral_sxy, bilateral_srgb, bilateral_compat)
     _check_prune_params(cam_alpha, fg_quantile, cam_floor, bg_sure, crf_sure)
     _check_ignore_index(ignore_index, classes)
     return (

@@ -14,6 +14,7 @@ from torch import Tensor
 
 from rrm_ops import _args
 from rrm_ops._library import ops
+from rrm_ops.crf import TRAINING_CRF, CrfParams
 
 
 class MiningDetails(NamedTuple):
@@ -32,6 +33,7 @@ def reliable_region_labels(
     *,
     alpha_low: float = 4.0,
     alpha_high: float = 32.0,
+    crf: CrfParams = TRAINING_CRF,
     cam_alpha: float = 32.0,
     fg_quantile: float = 0.6,
     cam_floor: float = 0.1,
@@ -50,6 +52,7 @@ def reliable_region_labels(
             of cams.
         images: uint8 [B, 3, H, W] or [B, H, W, 3].
         alpha_low, alpha_high: background powers of the two CRFs; cam_alpha: of the CAM argmax.
+        crf: the parameters both CRFs run with; RRM's training CRF by default.
         fg_quantile, cam_floor, bg_sure, crf_sure: pruning thresholds (docs/design.md#reliable-region-mining).
         ignore_index: the label of unreliable pixels; not a label 0..C.
         return_details: also return Q_low, Q_high and the sure-CAM mask.
@@ -69,19 +72,22 @@ def reliable_region_labels(
         background label alone, so every pixel whose background CAM score is sure becomes 0.
         Absent classes have Q = 0 (the CRFs run on the present labels only).
     """
+    if not isinstance(crf, CrfParams):
+        raise TypeError(f"crf must be a CrfParams (e.g. rrm_ops.TRAINING_CRF), got {type(crf).__name__}")
     labels, sure, q = ops().reliable_region_labels(
         _args.tensor(cams, "cams"),
         _args.tensor(cls_labels, "cls_labels"),
         _args.tensor(images, "images"),
-        alpha_low=_args.number(alpha_low, "alpha_low"),
-        alpha_high=_args.number(alpha_high, "alpha_high"),
-        cam_alpha=_args.number(cam_alpha, "cam_alpha"),
-        fg_quantile=_args.number(fg_quantile, "fg_quantile"),
-        cam_floor=_args.number(cam_floor, "cam_floor"),
-        bg_sure=_args.number(bg_sure, "bg_sure"),
-        crf_sure=_args.number(crf_sure, "crf_sure"),
-        ignore_index=_args.integer(ignore_index, "ignore_index"),
-        compact_labels=_args.optional_flag(compact_labels, "compact_labels"),
-        return_q=bool(return_details),
+        _args.number(alpha_low, "alpha_low"),
+        _args.number(alpha_high, "alpha_high"),
+        *crf.as_op_arguments(),
+        _args.number(cam_alpha, "cam_alpha"),
+        _args.number(fg_quantile, "fg_quantile"),
+        _args.number(cam_floor, "cam_floor"),
+        _args.number(bg_sure, "bg_sure"),
+        _args.number(crf_sure, "crf_sure"),
+        _args.integer(ignore_index, "ignore_index"),
+        _args.optional_flag(compact_labels, "compact_labels"),
+        bool(return_details),
     )
     return MiningDetails(labels, q[0], q[1], sure) if return_details else labels

@@ -10,6 +10,7 @@ both and reads the lines.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from collections import Counter
@@ -21,6 +22,7 @@ import torch
 
 import rrm_ops
 from cuda_cases import photos, scores, smooth_maps
+from op_arguments import DENSE_CRF, MINING
 
 OPS = torch.ops.rrm_ops
 Move = Callable[[torch.Tensor], torch.Tensor]
@@ -58,7 +60,7 @@ def _images() -> torch.Tensor:
 
 def _mining(m: Move, cams=None, cls=None, images=None, **kwargs):
     return OPS.reliable_region_labels(m(_cams() if cams is None else cams), m(CLS if cls is None else cls),
-                                      m(_images() if images is None else images), **kwargs)
+                                      m(_images() if images is None else images), **{**MINING, **kwargs})
 
 
 def _prune_inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -82,16 +84,16 @@ def _crf_scores() -> torch.Tensor:
 
 def _crf(m: Move, scores_=None, image=None, **kwargs):
     return OPS.dense_crf(m(_crf_scores() if scores_ is None else scores_), m(_images() if image is None else image),
-                         **kwargs)
+                         **{**DENSE_CRF, **kwargs})
 
 
 def _meanfield(m: Move, unary=None, label_mask=None, n_iter=3, compat_matrices=None, batch=1,
-               gaussian_compat=3.0):
+               gaussian_compat=3.0, gaussian_tensors=6):
     lattices = rrm_ops.crf_lattices(photos(batch, 6, 7))
-    tensors = lattices.gaussian.tensors.as_tuple() + lattices.bilateral.tensors.as_tuple()
     unary = -torch.log(scores(1, 3, 6, 7, seed=6)).flatten(2) if unary is None else unary
-    return OPS.dense_crf_meanfield(m(unary), None if label_mask is None else m(label_mask), *map(m, tensors),
-                                   gaussian_compat, 10.0, n_iter,
+    return OPS.dense_crf_meanfield(m(unary), None if label_mask is None else m(label_mask),
+                                   [*map(m, lattices.gaussian.tensors.as_tuple())][:gaussian_tensors],
+                                   [*map(m, lattices.bilateral.tensors.as_tuple())], gaussian_compat, 10.0, n_iter,
                                    None if compat_matrices is None else m(compat_matrices))
 
 
@@ -170,11 +172,15 @@ def _cases() -> dict[str, Case]:
                                      True),
         "mining op: crf_sure NaN": Case(lambda m: _mining(m, crf_sure=NAN), ValueError,
                                         r"crf_sure must be in \[0, 1\]", True),
+        "mining op: gaussian_sxy 0": Case(lambda m: _mining(m, gaussian_sxy=0.0), ValueError,
+                                          "gaussian_sxy must be a positive finite number", True),
+        "mining op: bilateral_compat inf": Case(lambda m: _mining(m, bilateral_compat=INF), ValueError,
+                                                "bilateral_compat must be a finite number", True),
         "mining op: cls_labels on another device": Case(
-            lambda m: OPS.reliable_region_labels(_cams(), CLS.to("meta"), _images()), ValueError,
+            lambda m: OPS.reliable_region_labels(_cams(), CLS.to("meta"), _images(), **MINING), ValueError,
             "cls_labels must be on the CPU or on cpu with cams, got meta"),
         "mining op: images on another device": Case(
-            lambda m: OPS.reliable_region_labels(_cams(), CLS, _images().to("meta")), ValueError,
+            lambda m: OPS.reliable_region_labels(_cams(), CLS, _images().to("meta"), **MINING), ValueError,
             "images is on meta but cams is on cpu"),
         # reliable_region_labels, the wrapper
         "mining: cams a list": Case(lambda m: rrm_ops.reliable_region_labels([[1.0]], CLS, _images()), TypeError,
@@ -194,6 +200,13 @@ def _cases() -> dict[str, Case]:
         "mining: NaN cams": Case(lambda m: rrm_ops.reliable_region_labels(_with(_cams(), (0, 0, 0, 0), NAN), CLS,
                                                                           _images()),
                                  ValueError, "cams must be finite and >= 0"),
+        "mining: crf a dict": Case(
+            lambda m: rrm_ops.reliable_region_labels(_cams(), CLS, _images(), crf=rrm_ops.TRAINING_CRF.as_kwargs()),
+            TypeError, "crf must be a CrfParams"),
+        "mining: crf n_iter 2.5": Case(
+            lambda m: rrm_ops.reliable_region_labels(_cams(), CLS, _images(),
+                                                     crf=dataclasses.replace(rrm_ops.TRAINING_CRF, n_iter=2.5)),
+            TypeError, "n_iter must be an integer"),
         "mining: compact_labels 1": Case(
             lambda m: rrm_ops.reliable_region_labels(_cams(), CLS, _images(), compact_labels=1), TypeError,
             "compact_labels must be True, False or None"),
@@ -224,15 +237,16 @@ def _cases() -> dict[str, Case]:
                                           r"fg_quantile must be in \[0, 1\)", True),
         "prune op: q_low on another device": Case(
             lambda m: OPS.prune_reliable_labels(_prune_inputs()[0], _prune_inputs()[1].to("meta"),
-                                                _prune_inputs()[2], **PRUNE),
+                                                _prune_inputs()[2], **PRUNE, q_labels=None),
             ValueError, "q_low is on meta but cams is on cpu"),
         # dense_crf
         "dense_crf op: NaN scores": Case(lambda m: _crf(m, scores_=_with(_crf_scores(), (0, 0, 1, 1), NAN)),
                                          ValueError, "scores contains NaN or infinite values"),
         "dense_crf op: negative scores": Case(lambda m: _crf(m, scores_=_crf_scores() - 1), ValueError,
                                               "scores must be non-negative"),
-        "dense_crf op: inf unary": Case(lambda m: OPS.dense_crf(None, m(_images()),
-                                                                unary=m(_with(_crf_scores(), (0, 1, 1, 1), INF))),
+        "dense_crf op: inf unary": Case(
+            lambda m: OPS.dense_crf(None, m(_images()),
+                                    **{**DENSE_CRF, "unary": m(_with(_crf_scores(), (0, 1, 1, 1), INF))}),
                                         ValueError, "unary contains NaN or infinite values"),
         "dense_crf op: int scores": Case(lambda m: _crf(m, scores_=_crf_scores().int()), TypeError,
                                          "scores must be float32 or float64, got Int", True),
@@ -248,7 +262,8 @@ def _cases() -> dict[str, Case]:
                                          "image has batch size 2 but scores has 1", True),
         "dense_crf op: both scores and unary": Case(lambda m: _crf(m, unary=m(_crf_scores())), ValueError,
                                                     "exactly one of scores and unary, got both", True),
-        "dense_crf op: neither scores nor unary": Case(lambda m: OPS.dense_crf(None, m(_images())), ValueError,
+        "dense_crf op: neither scores nor unary": Case(lambda m: OPS.dense_crf(None, m(_images()), **DENSE_CRF),
+                                                       ValueError,
                                                        "exactly one of scores and unary, got neither", True),
         "dense_crf op: float label_mask": Case(lambda m: _crf(m, label_mask=m(torch.ones(1, 3))), TypeError,
                                                "label_mask must have dtype bool", True),
@@ -297,6 +312,8 @@ def _cases() -> dict[str, Case]:
         "meanfield op: NaN unary": Case(
             lambda m: _meanfield(m, unary=_with(torch.zeros(1, 3, 42), (0, 2, 5), NAN)), ValueError,
             "unary contains NaN or infinite values"),
+        "meanfield op: 5 gaussian lattice tensors": Case(lambda m: _meanfield(m, gaussian_tensors=5), ValueError,
+                                                         "gaussian must hold the 6 tensors of a lattice", True),
         "meanfield op: gaussian_compat NaN": Case(lambda m: _meanfield(m, gaussian_compat=NAN), ValueError,
                                                   "gaussian_compat must be a finite number", True),
         "mean_field: n_iter -1": Case(lambda m: rrm_ops.mean_field(torch.zeros(1, 3, 6, 7),
@@ -319,15 +336,18 @@ def _cases() -> dict[str, Case]:
                                                                                    NAN)), 1),
                                                ValueError, "features contains NaN or infinite values"),
         "lattice_filter op: int values": Case(
-            lambda m: OPS.lattice_filter(*map(m, _lattice_tensors()), m(torch.ones(1, 12, 2, dtype=torch.int64)),
+            lambda m: OPS.lattice_filter([*map(m, _lattice_tensors())], m(torch.ones(1, 12, 2, dtype=torch.int64)),
                                          False),
             TypeError, "values must be float32 or float64, got Long", True),
         "lattice_filter op: values of 11 points": Case(
-            lambda m: OPS.lattice_filter(*map(m, _lattice_tensors()), m(torch.ones(1, 11, 2)), False),
+            lambda m: OPS.lattice_filter([*map(m, _lattice_tensors())], m(torch.ones(1, 11, 2)), False),
             RuntimeError, "values must be \\[B, P, C\\] with B and P of the lattice", True),
         "lattice_filter op: 2-D values": Case(
-            lambda m: OPS.lattice_filter(*map(m, _lattice_tensors()), m(torch.ones(12, 2)), False),
+            lambda m: OPS.lattice_filter([*map(m, _lattice_tensors())], m(torch.ones(12, 2)), False),
             ValueError, r"values must be 3-D \[B, P, C\]", True),
+        "lattice_filter op: 5 lattice tensors": Case(
+            lambda m: OPS.lattice_filter([*map(m, _lattice_tensors())][:5], m(torch.ones(1, 12, 2)), False),
+            ValueError, "lattice must hold the 6 tensors of a lattice", True),
         "Lattice: 24 x 32 features, 32 x 24 values": Case(
             lambda m: rrm_ops.Lattice(torch.rand(1, 2, 24, 32)).filter(torch.rand(1, 3, 32, 24)), ValueError,
             "values is 32x24 but the lattice was built on 24x32 features"),
@@ -363,6 +383,12 @@ def _cases() -> dict[str, Case]:
                                                        rf"n_iter must be in 0\.\.10000, got {n_iter}", True)
         cases[f"meanfield op: n_iter {n_iter}"] = Case(lambda m, n=n_iter: _meanfield(m, n_iter=n), ValueError,
                                                        rf"n_iter must be in 0\.\.10000, got {n_iter}", True)
+        cases[f"mining op: n_iter {n_iter}"] = Case(lambda m, n=n_iter: _mining(m, n_iter=n), ValueError,
+                                                    rf"n_iter must be in 0\.\.10000, got {n_iter}", True)
+        cases[f"mining: crf n_iter {n_iter}"] = Case(
+            lambda m, n=n_iter: rrm_ops.reliable_region_labels(
+                _cams(), CLS, _images(), crf=dataclasses.replace(rrm_ops.TRAINING_CRF, n_iter=n)),
+            ValueError, rf"n_iter must be in 0\.\.10000, got {n_iter}")
         cases[f"dense_crf: n_iter {n_iter}"] = Case(
             lambda m, n=n_iter: rrm_ops.dense_crf(_crf_scores(), _images(), n_iter=n), ValueError,
             rf"n_iter must be in 0\.\.10000, got {n_iter}")
@@ -465,22 +491,22 @@ def fuzz_call(spec: dict) -> tuple[Callable[[], Any], Callable[[], Any]]:
                  "compact_labels": [None, True, False][int(rng.integers(3))]}
 
         def run(ts):
-            return OPS.reliable_region_labels(*(ts[i] for i in ids), **extra)
+            return OPS.reliable_region_labels(*(ts[i] for i in ids), **{**MINING, **extra})
     elif op == "prune_reliable_labels":
         ids = [use(t((b, c, h * w))), use(t((b, size(c + 1), h * w), torch.float32, "unit")),
                use(t((b, c + 1, h * w), torch.float32, "unit"))]
         ignore = int(rng.choice([255, -1, 0, c]))
 
         def run(ts):
-            return OPS.prune_reliable_labels(*(ts[i] for i in ids), 32.0, 0.6, 0.1, 0.8, 0.8, ignore)
+            return OPS.prune_reliable_labels(*(ts[i] for i in ids), 32.0, 0.6, 0.1, 0.8, 0.8, ignore, None)
     elif op in ("dense_crf", "dense_crf unary"):
         ids = [use(t((b, c, h, w))), use(t((size(b), h, w, 3), torch.uint8, "unit"))]
         n_iter = int(rng.choice([0, 1, 3, -1, 10_001]))
 
         def run(ts):
             if op == "dense_crf":
-                return OPS.dense_crf(ts[ids[0]], ts[ids[1]], n_iter=n_iter)
-            return OPS.dense_crf(None, ts[ids[1]], unary=ts[ids[0]], n_iter=n_iter)
+                return OPS.dense_crf(ts[ids[0]], ts[ids[1]], **{**DENSE_CRF, "n_iter": n_iter})
+            return OPS.dense_crf(None, ts[ids[1]], **{**DENSE_CRF, "unary": ts[ids[0]], "n_iter": n_iter})
     elif op == "dense_crf_meanfield":
         image = _values(rng, (size(b), h, w, 3), torch.uint8, "unit")
         ids = [use(t((b, c, h * w))), use(t((b, size(c)), torch.bool, "unit"))]
@@ -488,8 +514,8 @@ def fuzz_call(spec: dict) -> tuple[Callable[[], Any], Callable[[], Any]]:
 
         def run(ts):
             lattices = rrm_ops.crf_lattices(image)
-            tensors = lattices.gaussian.tensors.as_tuple() + lattices.bilateral.tensors.as_tuple()
-            return OPS.dense_crf_meanfield(ts[ids[0]], ts[ids[1]], *tensors, 3.0, 10.0, n_iter)
+            return OPS.dense_crf_meanfield(ts[ids[0]], ts[ids[1]], lattices.gaussian.tensors.as_tuple(),
+                                           lattices.bilateral.tensors.as_tuple(), 3.0, 10.0, n_iter, None)
     elif op == "lattice_build":
         ids = [use(t((b, h * w, max(c, 1)), kind=spec["values"] if spec["values"] != "huge" else "unit"))]
         block = int(rng.choice([1, 4, 0]))
@@ -504,7 +530,7 @@ def fuzz_call(spec: dict) -> tuple[Callable[[], Any], Callable[[], Any]]:
         reverse = bool(rng.random() < 0.5)
 
         def run(ts):
-            return OPS.lattice_filter(*tensors, ts[ids[0]], reverse)
+            return OPS.lattice_filter(tensors, ts[ids[0]], reverse)
     elif op == "Lattice.filter":
         ids = [use(t((b, 2, h, w), torch.float32, "unit")), use(t((b, c, size(h), w)))]
 

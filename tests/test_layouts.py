@@ -12,6 +12,7 @@ import torch
 
 import rrm_ops
 from cuda_cases import photos, scores, smooth_maps
+from op_arguments import DENSE_CRF, MINING
 
 LAYOUTS = ("channels_last", "transposed", "reversed", "sliced", "offset", "expanded")
 
@@ -113,34 +114,35 @@ def _energy_loss(images, probs, rois, seg_label):
 
 CASES: dict[str, tuple[Callable[[], dict[str, torch.Tensor]], Callable[..., object]]] = {
     "reliable_region_labels": (lambda: _mining_inputs(torch.float32),
-                               lambda **a: torch.ops.rrm_ops.reliable_region_labels(**a)),
+                               lambda **a: torch.ops.rrm_ops.reliable_region_labels(**a, **MINING)),
     "reliable_region_labels float64": (lambda: _mining_inputs(torch.float64),
-                                       lambda **a: torch.ops.rrm_ops.reliable_region_labels(**a)),
+                                       lambda **a: torch.ops.rrm_ops.reliable_region_labels(**a, **MINING)),
     "reliable_region_labels wrapper": (lambda: _mining_inputs(torch.float32),
                                        lambda **a: rrm_ops.reliable_region_labels(**a, return_details=True)),
     "prune_reliable_labels": (lambda: _prune_inputs(rows=False),
                               lambda **a: torch.ops.rrm_ops.prune_reliable_labels(
-                                  a["cams"], a["q_low"], a["q_high"], 32.0, 0.6, 0.1, 0.8, 0.5, 255)),
+                                  a["cams"], a["q_low"], a["q_high"], 32.0, 0.6, 0.1, 0.8, 0.5, 255, None)),
     "prune_reliable_labels q_labels": (lambda: _prune_inputs(rows=True),
                                        lambda **a: torch.ops.rrm_ops.prune_reliable_labels(
                                            a["cams"], a["q_low"], a["q_high"], 32.0, 0.6, 0.1, 0.8, 0.5, 255,
                                            a["q_labels"])),
     "dense_crf": (lambda: _crf_inputs(torch.float32),
-                  lambda **a: torch.ops.rrm_ops.dense_crf(a["scores"], a["image"], n_iter=3,
-                                                          label_mask=a["label_mask"])),
+                  lambda **a: torch.ops.rrm_ops.dense_crf(a["scores"], a["image"],
+                                                          **{**DENSE_CRF, "n_iter": 3, "label_mask": a["label_mask"]})),
     "dense_crf float64": (lambda: _crf_inputs(torch.float64),
                           lambda **a: rrm_ops.dense_crf(a["scores"], a["image"], n_iter=3)),
     "dense_crf unary": (lambda: {"unary": -torch.log(scores(2, 3, 11, 13, seed=5)), "image": photos(2, 11, 13)},
                         lambda **a: rrm_ops.dense_crf(unary=a["unary"], image=a["image"], n_iter=3)),
     "dense_crf_meanfield": (_meanfield_inputs,
                             lambda **a: torch.ops.rrm_ops.dense_crf_meanfield(
-                                *(a[k] for k in list(a)[:14]), 3.0, 10.0, 3, a["compat_matrices"])),
+                                a["unary"], a["label_mask"], [a[k] for k in list(a)[2:8]],
+                                [a[k] for k in list(a)[8:14]], 3.0, 10.0, 3, a["compat_matrices"])),
     "lattice_build": (lambda: {"features": _lattice_inputs(torch.float32)["values"]},
                       lambda **a: torch.ops.rrm_ops.lattice_build(a["features"], 4)),
     "lattice_filter": (lambda: _lattice_inputs(torch.float32),
-                       lambda **a: torch.ops.rrm_ops.lattice_filter(*a.values(), False)),
+                       lambda **a: torch.ops.rrm_ops.lattice_filter(list(a.values())[:6], a["values"], False)),
     "lattice_filter float64": (lambda: _lattice_inputs(torch.float64),
-                               lambda **a: torch.ops.rrm_ops.lattice_filter(*a.values(), True)),
+                               lambda **a: torch.ops.rrm_ops.lattice_filter(list(a.values())[:6], a["values"], True)),
     "Lattice.filter": (lambda: {"features": rrm_ops.bilateral_features(photos(2, 9, 10), 8.0, 13.0),
                                 "values": scores(2, 4, 9, 10, seed=7)},
                        lambda **a: rrm_ops.Lattice(a["features"]).filter(a["values"], normalize="symmetric")),

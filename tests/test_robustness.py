@@ -17,6 +17,7 @@ import torch
 
 import rrm_ops
 from cuda_cases import photos, scores, smooth_maps
+from op_arguments import DENSE_CRF, MINING
 from robustness_cases import CASES
 
 TESTS = Path(__file__).resolve().parent
@@ -85,13 +86,14 @@ def test_fake_kernels_check_shapes_dtypes_and_n_iter_on_meta():
     meta = torch.device("meta")
     with pytest.raises(ValueError, match="with the H x W = 8 x 8 of scores"):
         torch.ops.rrm_ops.dense_crf(torch.empty(1, 3, 8, 8, device=meta),
-                                    torch.empty(1, 9, 9, 3, dtype=torch.uint8, device=meta))
+                                    torch.empty(1, 9, 9, 3, dtype=torch.uint8, device=meta), **DENSE_CRF)
     with pytest.raises(TypeError, match="scores must be float32 or float64, got Long"):
         torch.ops.rrm_ops.dense_crf(torch.empty(1, 3, 8, 8, dtype=torch.int64, device=meta),
-                                    torch.empty(1, 8, 8, 3, dtype=torch.uint8, device=meta))
+                                    torch.empty(1, 8, 8, 3, dtype=torch.uint8, device=meta), **DENSE_CRF)
     with pytest.raises(ValueError, match=r"n_iter must be in 0\.\.10000, got -1"):
         torch.ops.rrm_ops.dense_crf(torch.empty(1, 3, 8, 8, device=meta),
-                                    torch.empty(1, 8, 8, 3, dtype=torch.uint8, device=meta), n_iter=-1)
+                                    torch.empty(1, 8, 8, 3, dtype=torch.uint8, device=meta),
+                                    **{**DENSE_CRF, "n_iter": -1})
 
 
 def test_fuzz_of_shapes_dtypes_values_and_layouts_never_crashes():
@@ -176,22 +178,26 @@ def _emulated_calls() -> dict[str, tuple]:
     cls_labels = torch.tensor([[1.0, 1.0]])
     q = scores(1, 3, 6, 7, seed=2).flatten(2)
     lattices = rrm_ops.crf_lattices(images)
-    tensors = lattices.gaussian.tensors.as_tuple() + lattices.bilateral.tensors.as_tuple()
+    gaussian, bilateral = lattices.gaussian.tensors.as_tuple(), lattices.bilateral.tensors.as_tuple()
     unary = -torch.log(scores(1, 2, 6, 7, seed=3)).flatten(2)
     return {
-        "dense_crf n_iter 2**31": (lambda: emu.dense_crf(scores(1, 2, 6, 7, 4), images, n_iter=2**31),
+        "dense_crf n_iter 2**31": (lambda: emu.dense_crf(scores(1, 2, 6, 7, 4), images,
+                                                                 **{**DENSE_CRF, "n_iter": 2**31}),
                                    r"n_iter must be in 0\.\.10000, got 2147483648"),
-        "dense_crf_meanfield n_iter -1": (lambda: emu.dense_crf_meanfield(unary, None, *tensors, 3.0, 10.0, -1),
+        "dense_crf_meanfield n_iter -1": (lambda: emu.dense_crf_meanfield(unary, None, gaussian, bilateral, 3.0, 10.0,
+                                                                                  -1, None),
                                           r"n_iter must be in 0\.\.10000, got -1"),
-        "prune ignore_index 0": (lambda: emu.prune_reliable_labels(cams.flatten(2), q, q, 32.0, 0.6, 0.1, 0.8, 0.8, 0),
+        "prune ignore_index 0": (lambda: emu.prune_reliable_labels(cams.flatten(2), q, q, 32.0, 0.6, 0.1, 0.8, 0.8, 0,
+                                                                           None),
                                  "ignore_index must not be a label"),
-        "mining ignore_index 1": (lambda: emu.reliable_region_labels(cams, cls_labels, images, ignore_index=1),
+        "mining ignore_index 1": (lambda: emu.reliable_region_labels(cams, cls_labels, images,
+                                                                       **{**MINING, "ignore_index": 1}),
                                   "ignore_index must not be a label"),
         "mining compact, NaN cams": (lambda: emu.reliable_region_labels(_nan(cams), cls_labels, images,
-                                                                        compact_labels=True),
+                                                                        **{**MINING, "compact_labels": True}),
                                      "cams must be finite and >= 0"),
         "mining compact, cls_labels 7": (lambda: emu.reliable_region_labels(cams, torch.tensor([[7.0, 1.0]]), images,
-                                                                            compact_labels=True),
+                                                                            **{**MINING, "compact_labels": True}),
                                          "cls_labels must hold only 0 and 1"),
     }
 
@@ -224,5 +230,5 @@ def test_emulated_mining_without_compaction_reads_nothing_to_check_values():
     cams, images = _nan(2 * smooth_maps(1, 2, 6, 7, seed=1)), photos(1, 6, 7)
     with emulation.counting() as counts:
         labels, _, _ = emulation.ops.reliable_region_labels(cams, torch.tensor([[1.0, 1.0]]), images,
-                                                            compact_labels=False)
+                                                            **{**MINING, "compact_labels": False})
     assert counts.host_reads == 2 and labels.shape == (1, 6, 7)

@@ -20,14 +20,6 @@ namespace rrm {
 namespace mining {
 namespace {
 
-// RRM's training-time CRF parameters (docs/design.md#mean-field).
-constexpr int64_t kIterations = 10;
-constexpr double kGaussianSxy = 3.0;
-constexpr double kGaussianCompat = 3.0;
-constexpr double kBilateralSxy = 80.0;
-constexpr double kBilateralSrgb = 13.0;
-constexpr double kBilateralCompat = 10.0;
-
 void check_power(double alpha, const char* name) {
   TORCH_CHECK_VALUE(std::isfinite(alpha) && alpha > 0, name, " must be a positive finite number, got ", alpha);
 }
@@ -108,8 +100,9 @@ void check_cls_labels_device(const at::Tensor& cls_labels, const at::Tensor& cam
 }
 
 MiningShape check_mining_arguments(const at::Tensor& cams, const at::Tensor& cls_labels, const at::Tensor& images,
-                                   double alpha_low, double alpha_high, double cam_alpha, double fg_quantile,
-                                   double cam_floor, double bg_sure, double crf_sure, int64_t ignore_index) {
+                                   double alpha_low, double alpha_high, const crf::Params& crf_params,
+                                   double cam_alpha, double fg_quantile, double cam_floor, double bg_sure,
+                                   double crf_sure, int64_t ignore_index) {
   check_floating(cams, "cams");
   TORCH_CHECK_TYPE(!at::isComplexType(cls_labels.scalar_type()), "cls_labels must be a real or bool tensor, got ",
                    cls_labels.scalar_type());
@@ -124,6 +117,7 @@ MiningShape check_mining_arguments(const at::Tensor& cams, const at::Tensor& cls
   crf::image_channels_last(images, "images", cams, "cams");
   check_power(alpha_low, "alpha_low");
   check_power(alpha_high, "alpha_high");
+  crf::check_params(crf_params);
   prune::make_params(cam_alpha, fg_quantile, cam_floor, bg_sure, crf_sure, ignore_index);
   prune::check_ignore_index(ignore_index, shape.classes);
   return shape;
@@ -131,10 +125,12 @@ MiningShape check_mining_arguments(const at::Tensor& cams, const at::Tensor& cls
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> reliable_region_labels(
     const at::Tensor& cams, const at::Tensor& cls_labels, const at::Tensor& images, double alpha_low,
-    double alpha_high, double cam_alpha, double fg_quantile, double cam_floor, double bg_sure, double crf_sure,
-    int64_t ignore_index, std::optional<bool> compact_labels, bool return_q, MeanfieldRunner run) {
-  const MiningShape shape = check_mining_arguments(cams, cls_labels, images, alpha_low, alpha_high, cam_alpha,
-                                                   fg_quantile, cam_floor, bg_sure, crf_sure, ignore_index);
+    double alpha_high, const crf::Params& crf_params, double cam_alpha, double fg_quantile, double cam_floor,
+    double bg_sure, double crf_sure, int64_t ignore_index, std::optional<bool> compact_labels, bool return_q,
+    MeanfieldRunner run) {
+  const MiningShape shape = check_mining_arguments(cams, cls_labels, images, alpha_low, alpha_high, crf_params,
+                                                   cam_alpha, fg_quantile, cam_floor, bg_sure, crf_sure,
+                                                   ignore_index);
   const int64_t batch = shape.batch, classes = shape.classes, height = shape.height, width = shape.width;
   const int64_t pixels = height * width;
   const at::Tensor rgb = crf::image_channels_last(images, "images", cams, "cams");
@@ -161,8 +157,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> reliable_region_labels(
   const at::Tensor normalised = float_cams / denominators;
   const at::Tensor max_cam = normalised.amax(1).contiguous();
 
-  const auto [gaussian_built, bilateral_built] =
-      crf::crf_lattices(rgb, kGaussianSxy, kBilateralSxy, kBilateralSrgb);
+  const auto [gaussian_built, bilateral_built] = crf::crf_lattices(rgb, crf_params);
   const lattice::LatticeTuple gaussian_tensors = lattice::contiguous_lattice(gaussian_built);
   const lattice::LatticeTuple bilateral_tensors = lattice::contiguous_lattice(bilateral_built);
   const lattice::LatticeView gaussian = lattice::make_view(gaussian_tensors);
@@ -176,8 +171,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> reliable_region_labels(
   problem.labels = classes + 1;
   problem.slots = slot_labels.size(1);
   problem.groups = kCrfGroups;
-  problem.gaussian_compat = static_cast<float>(kGaussianCompat);
-  problem.bilateral_compat = static_cast<float>(kBilateralCompat);
+  problem.gaussian_compat = static_cast<float>(crf_params.gaussian_compat);
+  problem.bilateral_compat = static_cast<float>(crf_params.bilateral_compat);
   // Q over the slots: S rows per image instead of C+1 (mostly zero) ones.
   problem.q_over_slots = true;
   const MiningUnary unary{normalised.data_ptr<float>(),
@@ -185,8 +180,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> reliable_region_labels(
                           {static_cast<float>(alpha_low), static_cast<float>(alpha_high)}};
   at::Tensor workspace = crf::allocate_workspace(problem, gaussian, bilateral, floats);
   at::Tensor slot_q = empty_filled_buffer({kCrfGroups, batch, problem.slots, pixels}, floats);
-  run(unary, problem, gaussian, bilateral, kIterations, crf::carve_workspace(workspace, problem, gaussian, bilateral),
-      slot_q.data_ptr<float>());
+  run(unary, problem, gaussian, bilateral, crf_params.n_iter,
+      crf::carve_workspace(workspace, problem, gaussian, bilateral), slot_q.data_ptr<float>());
 
   static const auto prune_op =
       c10::Dispatcher::singleton()
