@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from rrm_ops import _args
 from rrm_ops._library import ops
 from rrm_ops.lattice import Lattice, bilateral_features, check_sigma_range, gaussian_features
 
@@ -27,7 +28,7 @@ PYDENSECRF_POINT_BLOCK = 4
 class CrfParams:
     """The parameters of a dense CRF (see :func:`dense_crf`), named and ordered as the ops take them.
 
-    n_iter: mean-field iterations, >= 0.
+    n_iter: mean-field iterations, 0..10000.
     gaussian_sxy, gaussian_compat: the Gaussian kernel's width in pixels (> 0) and Potts weight.
     bilateral_sxy, bilateral_srgb, bilateral_compat: the bilateral kernel's widths in pixels and
         intensity levels (> 0) and its Potts weight.
@@ -48,9 +49,16 @@ class CrfParams:
         return dataclasses.asdict(self)
 
     def as_op_arguments(self) -> tuple[int, float, float, float, float, float]:
-        """The fields in the schemas' order, ``n_iter`` an int and the rest floats."""
-        return (int(self.n_iter), float(self.gaussian_sxy), float(self.gaussian_compat), float(self.bilateral_sxy),
-                float(self.bilateral_srgb), float(self.bilateral_compat))
+        """The fields in the schemas' order, ``n_iter`` an int and the rest floats (TypeError
+        naming the field for a value of another kind: a float n_iter is refused, not truncated)."""
+        return (
+            _args.integer(self.n_iter, "n_iter"),
+            _args.number(self.gaussian_sxy, "gaussian_sxy"),
+            _args.number(self.gaussian_compat, "gaussian_compat"),
+            _args.number(self.bilateral_sxy, "bilateral_sxy"),
+            _args.number(self.bilateral_srgb, "bilateral_srgb"),
+            _args.number(self.bilateral_compat, "bilateral_compat"),
+        )
 
 
 TRAINING_CRF = CrfParams(
@@ -65,16 +73,6 @@ INFERENCE_CRF = CrfParams(
 )
 """RRM's inference-time CRF (its infer script), which refines test-time predictions: Gaussian
 sxy 3, compat 3; bilateral sxy 83, srgb 5, compat 4; 10 iterations."""
-
-
-def _tensor(value: object, name: str) -> Tensor:
-    if not isinstance(value, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
-    return value.detach()
-
-
-def _optional_tensor(value: object, name: str) -> Tensor | None:
-    return None if value is None else _tensor(value, name)
 
 
 def dense_crf(
@@ -109,7 +107,7 @@ def dense_crf(
             [B, H, W, 3]).
         unary: float32/float64 [B, L, H, W], finite negative log-probabilities, given instead
             of ``scores``.
-        n_iter: mean-field iterations, >= 0 (0 returns the unary softmax).
+        n_iter: mean-field iterations, 0..10,000 (0 returns the unary softmax).
         gaussian_sxy, bilateral_sxy, bilateral_srgb: kernel widths, > 0.
         gaussian_compat, bilateral_compat: Potts weights.
         label_mask: bool [B, L]; a False label is absent: its Q is exactly 0 and the others
@@ -122,16 +120,16 @@ def dense_crf(
     if image is None:
         raise TypeError("dense_crf() needs the image: dense_crf(scores, image) or dense_crf(unary=u, image=image)")
     return ops().dense_crf(
-        _optional_tensor(scores, "scores"),
-        _tensor(image, "image"),
-        _optional_tensor(unary, "unary"),
-        int(n_iter),
-        float(gaussian_sxy),
-        float(gaussian_compat),
-        float(bilateral_sxy),
-        float(bilateral_srgb),
-        float(bilateral_compat),
-        _optional_tensor(label_mask, "label_mask"),
+        _args.optional_tensor(scores, "scores"),
+        _args.tensor(image, "image"),
+        _args.optional_tensor(unary, "unary"),
+        _args.integer(n_iter, "n_iter"),
+        _args.number(gaussian_sxy, "gaussian_sxy"),
+        _args.number(gaussian_compat, "gaussian_compat"),
+        _args.number(bilateral_sxy, "bilateral_sxy"),
+        _args.number(bilateral_srgb, "bilateral_srgb"),
+        _args.number(bilateral_compat, "bilateral_compat"),
+        _args.optional_tensor(label_mask, "label_mask"),
     )
 
 
@@ -159,7 +157,7 @@ def crf_lattices(
 ) -> CrfLattices:
     """Build the Gaussian and bilateral lattices of ``image`` (uint8 [B, H, W, 3] or [B, 3, H, W]),
     as :func:`dense_crf` and pydensecrf do (points in blocks of 4, see :class:`Lattice`)."""
-    image = _tensor(image, "image")
+    image = _args.tensor(image, "image")
     if image.dtype != torch.uint8:
         raise TypeError(f"image must have dtype uint8 (RGB 0..255), got {image.dtype}")
     features = bilateral_features(image, bilateral_sxy, bilateral_srgb)
@@ -186,7 +184,7 @@ def unary_from_scores(scores: Tensor) -> Tensor:
     Args:
         scores: float [B, L, H, W], finite and >= 0.
     """
-    scores = _tensor(scores, "scores")
+    scores = _args.tensor(scores, "scores")
     if not scores.is_floating_point():
         raise TypeError(f"scores must be a floating tensor, got dtype {scores.dtype}")
     if scores.numel() > 0:
@@ -225,7 +223,7 @@ def mean_field(
         Q float32 [B, L, H, W]; without compat_matrices bitwise equal to :func:`dense_crf` with
         the same parameters.
     """
-    unary = _tensor(unary, "unary")
+    unary = _args.tensor(unary, "unary")
     if unary.dim() != 4 or unary.shape[2:] != (lattices.height, lattices.width):
         raise ValueError(
             f"unary must be [B, L, H, W] with H, W = {lattices.height}, {lattices.width} of the lattices, "
@@ -234,12 +232,12 @@ def mean_field(
     batch, labels, height, width = unary.shape
     q = ops().dense_crf_meanfield(
         unary.reshape(batch, labels, height * width),
-        _optional_tensor(label_mask, "label_mask"),
+        _args.optional_tensor(label_mask, "label_mask"),
         lattices.gaussian.tensors.as_tuple(),
         lattices.bilateral.tensors.as_tuple(),
-        float(gaussian_compat),
-        float(bilateral_compat),
-        int(n_iter),
-        _optional_tensor(compat_matrices, "compat_matrices"),
+        _args.number(gaussian_compat, "gaussian_compat"),
+        _args.number(bilateral_compat, "bilateral_compat"),
+        _args.integer(n_iter, "n_iter"),
+        _args.optional_tensor(compat_matrices, "compat_matrices"),
     )
     return q.reshape(batch, labels, height, width)

@@ -158,7 +158,10 @@ def dense_energy_loss(
     _check_shapes(images, probs, rois, seg_label if gate else None, scale_factor)
     _check_sigma_xy(sigma_xy, scale_factor, probs.shape[2], probs.shape[3])
     if check_values if check_values is not None else runs_on_host(probs.device):
-        _check_values(images, probs, rois)
+        if torch.compiler.is_compiling():
+            _assert_values(images, probs, rois)
+        else:
+            _check_values(images, probs, rois)
 
     dtype = torch.float64 if probs.dtype == torch.float64 else torch.float32
     if probs.shape[0] == 0:
@@ -199,7 +202,9 @@ class DenseEnergyLoss(nn.Module):
             rois in [0, 1], images in 0..255 within ``INTENSITY_TOLERANCE``: ``ValueError``
             otherwise; probs summing over K to 1 beyond ``PROB_TOLERANCE``, or images all
             within 0..1: ``UserWarning``, the loss is still computed). None (default) checks CPU
-            inputs only, because on CUDA a check is a device-to-host round trip.
+            inputs only, because on CUDA a check is a device-to-host round trip. Under
+            ``torch.compile`` the refusals are asserts in the graph (``RuntimeError`` with the same
+            wording, raised when the graph runs) and the warnings are not given.
 
     Shapes: images [N, 3, H, W]; probs [N, K, H, W]; rois [N, H, W]; seg_label [N, 1, H, W] or
     None.
@@ -303,6 +308,21 @@ def _check_sigma_xy(sigma_xy: float, scale_factor: float, height: int, width: in
         5,
         f" for the {small_height} x {small_width} image downscaled by scale_factor = {scale_factor:g}",
     )
+
+
+def _assert_values(images: Tensor, probs: Tensor, rois: Tensor) -> None:
+    """The refusals of :func:`_check_values` as asserts inside a compiled graph, which cannot
+    branch on data: each raises RuntimeError with the same wording when the graph runs (on a
+    GPU at the next synchronisation), without the observed range and without the warnings."""
+    if probs.numel() == 0:
+        return
+    for name, values, low, high, wording in (
+        ("probs", probs, -PROB_TOLERANCE, 1 + PROB_TOLERANCE, "finite probabilities in [0, 1] (a softmax over K)"),
+        ("rois", rois, 0.0, 1.0, "in [0, 1] (1 inside the valid crop, 0 outside)"),
+        ("images", images, -INTENSITY_TOLERANCE, 255 + INTENSITY_TOLERANCE, "finite RGB intensities in 0..255"),
+    ):
+        minimum, maximum = torch.aminmax(values.float())
+        torch._assert_async((minimum >= low) & (maximum <= high), f"{name} must be {wording}")
 
 
 def _check_values(images: Tensor, probs: Tensor, rois: Tensor) -> None:

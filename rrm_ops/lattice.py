@@ -154,6 +154,12 @@ class Lattice:
             raise ValueError(
                 f"values has {spatial[0]}x{spatial[1]} pixels but the lattice has {self.num_points} points"
             )
+        # The same number of pixels in another shape would be filtered as the wrong points.
+        if spatial is not None and self.spatial_size is not None and spatial != self.spatial_size:
+            raise ValueError(
+                f"values is {spatial[0]}x{spatial[1]} but the lattice was built on "
+                f"{self.spatial_size[0]}x{self.spatial_size[1]} features"
+            )
         if normalize == "symmetric":
             norm = self.symmetric_norm(flat.dtype)
             out = norm * self._filter_points(norm * flat, reverse)

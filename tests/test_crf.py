@@ -272,47 +272,50 @@ def _inputs(labels: int = 3, height: int = 6, width: int = 7):
 
 
 @pytest.mark.parametrize(
-    "make, message",
+    "make, kind, message",
     [
-        (lambda s, i: (s.index_fill(3, torch.tensor([2]), float("nan")), i), "scores contains NaN or infinite"),
-        (lambda s, i: (s.index_fill(3, torch.tensor([2]), float("inf")), i), "scores contains NaN or infinite"),
-        (lambda s, i: (s - 0.5, i), "scores must be non-negative"),
-        (lambda s, i: (s[:, :0], i), r"at least one label \(L >= 1\)"),
-        (lambda s, i: (s[0], i), r"scores must be 4-D \[B, L, H, W\]"),
-        (lambda s, i: (s.int(), i), "scores must be float32 or float64"),
-        (lambda s, i: (s, i.float()), "image must have dtype uint8"),
-        (lambda s, i: (s, i[0]), r"image must be uint8 \[B, H, W, 3\] or \[B, 3, H, W\]"),
-        (lambda s, i: (s, torch.zeros(2, 6, 7, 4, dtype=torch.uint8)), "with the H x W = 6 x 7 of scores"),
-        (lambda s, i: (s, i[:, :5]), "with the H x W = 6 x 7 of scores"),
-        (lambda s, i: (s, i.transpose(1, 2)), "with the H x W = 6 x 7 of scores"),
-        (lambda s, i: (s, i[:1]), "image has batch size 1 but scores has 2"),
+        (lambda s, i: (s.index_fill(3, torch.tensor([2]), float("nan")), i), ValueError,
+         "scores contains NaN or infinite"),
+        (lambda s, i: (s.index_fill(3, torch.tensor([2]), float("inf")), i), ValueError,
+         "scores contains NaN or infinite"),
+        (lambda s, i: (s - 0.5, i), ValueError, "scores must be non-negative"),
+        (lambda s, i: (s[:, :0], i), ValueError, r"at least one label \(L >= 1\)"),
+        (lambda s, i: (s[0], i), ValueError, r"scores must be 4-D \[B, L, H, W\]"),
+        (lambda s, i: (s.int(), i), TypeError, "scores must be float32 or float64"),
+        (lambda s, i: (s, i.float()), TypeError, "image must have dtype uint8"),
+        (lambda s, i: (s, i[0]), ValueError, r"image must be uint8 \[B, H, W, 3\] or \[B, 3, H, W\]"),
+        (lambda s, i: (s, torch.zeros(2, 6, 7, 4, dtype=torch.uint8)), ValueError,
+         "with the H x W = 6 x 7 of scores"),
+        (lambda s, i: (s, i[:, :5]), ValueError, "with the H x W = 6 x 7 of scores"),
+        (lambda s, i: (s, i.transpose(1, 2)), ValueError, "with the H x W = 6 x 7 of scores"),
+        (lambda s, i: (s, i[:1]), ValueError, "image has batch size 1 but scores has 2"),
     ],
 )
-def test_bad_scores_and_images_raise_clear_errors(make, message):
+def test_bad_scores_and_images_raise_clear_errors(make, kind, message):
     scores, image = make(*_inputs())
-    with pytest.raises(RuntimeError, match=message):
+    with pytest.raises(kind, match=message):
         rrm_ops.dense_crf(scores, image)
 
 
 def test_bad_options_raise_clear_errors():
     scores, image = _inputs()
-    with pytest.raises(RuntimeError, match="n_iter must be >= 0, got -1"):
+    with pytest.raises(ValueError, match=r"n_iter must be in 0\.\.10000, got -1"):
         rrm_ops.dense_crf(scores, image, n_iter=-1)
-    with pytest.raises(RuntimeError, match="gaussian_sxy must be a positive finite number"):
+    with pytest.raises(ValueError, match="gaussian_sxy must be a positive finite number"):
         rrm_ops.dense_crf(scores, image, gaussian_sxy=0.0)
-    with pytest.raises(RuntimeError, match="bilateral_srgb must be a positive finite number"):
+    with pytest.raises(ValueError, match="bilateral_srgb must be a positive finite number"):
         rrm_ops.dense_crf(scores, image, bilateral_srgb=float("nan"))
-    with pytest.raises(RuntimeError, match="bilateral_compat must be a finite number"):
+    with pytest.raises(ValueError, match="bilateral_compat must be a finite number"):
         rrm_ops.dense_crf(scores, image, bilateral_compat=float("inf"))
-    with pytest.raises(RuntimeError, match=r"label_mask must be \[B, L\] = \[2, 3\]"):
+    with pytest.raises(ValueError, match=r"label_mask must be \[B, L\] = \[2, 3\]"):
         rrm_ops.dense_crf(scores, image, label_mask=torch.ones(2, 4, dtype=torch.bool))
-    with pytest.raises(RuntimeError, match="label_mask must have dtype bool"):
+    with pytest.raises(TypeError, match="label_mask must have dtype bool"):
         rrm_ops.dense_crf(scores, image, label_mask=torch.ones(2, 3))
-    with pytest.raises(RuntimeError, match="exactly one of scores and unary, got both"):
+    with pytest.raises(ValueError, match="exactly one of scores and unary, got both"):
         rrm_ops.dense_crf(scores, image, unary=scores)
-    with pytest.raises(RuntimeError, match="exactly one of scores and unary, got neither"):
+    with pytest.raises(ValueError, match="exactly one of scores and unary, got neither"):
         rrm_ops.dense_crf(None, image)
-    with pytest.raises(RuntimeError, match="unary contains NaN or infinite"):
+    with pytest.raises(ValueError, match="unary contains NaN or infinite"):
         rrm_ops.dense_crf(None, image, unary=torch.full_like(scores, float("inf")))
     with pytest.raises(TypeError, match="scores must be a torch.Tensor"):
         rrm_ops.dense_crf(scores.numpy(), image)
@@ -322,9 +325,9 @@ def test_mean_field_rejects_mismatched_lattices_and_unary():
     lattices = rrm_ops.crf_lattices(torch.zeros(2, 6, 7, 3, dtype=torch.uint8))
     with pytest.raises(ValueError, match="H, W = 6, 7 of the lattices"):
         rrm_ops.mean_field(torch.zeros(2, 3, 7, 6), lattices)
-    with pytest.raises(RuntimeError, match="gaussian lattice must be built over the B = 1 images"):
+    with pytest.raises(ValueError, match="gaussian lattice must be built over the B = 1 images"):
         rrm_ops.mean_field(torch.zeros(1, 3, 6, 7), lattices)
-    with pytest.raises(RuntimeError, match="unary must have dtype Float"):
+    with pytest.raises(TypeError, match="unary must have dtype Float"):
         rrm_ops.mean_field(torch.zeros(2, 3, 6, 7, dtype=torch.float64), lattices)
     with pytest.raises(TypeError, match="image must have dtype uint8"):
         rrm_ops.crf_lattices(torch.zeros(1, 6, 7, 3))

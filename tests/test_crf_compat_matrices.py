@@ -112,25 +112,25 @@ def test_batched_equals_per_image_bitwise():
 
 
 @pytest.mark.parametrize(
-    "matrices, message",
+    "matrices, kind, message",
     [
-        (torch.zeros(2, 3, 3, dtype=torch.float64), "compat_matrices must have dtype Float"),
-        (torch.zeros(1, 3, 3), r"compat_matrices must be \[2, L, L\] = \[2, 3, 3\]"),
-        (torch.zeros(2, 4, 3), r"compat_matrices must be \[2, L, L\]"),
-        (torch.full((2, 3, 3), float("nan")), "compat_matrices contains NaN or infinite values"),
+        (torch.zeros(2, 3, 3, dtype=torch.float64), TypeError, "compat_matrices must have dtype Float"),
+        (torch.zeros(1, 3, 3), ValueError, r"compat_matrices must be \[2, L, L\] = \[2, 3, 3\]"),
+        (torch.zeros(2, 4, 3), ValueError, r"compat_matrices must be \[2, L, L\]"),
+        (torch.full((2, 3, 3), float("nan")), ValueError, "compat_matrices contains NaN or infinite values"),
     ],
 )
-def test_bad_compat_matrices_raise_clear_errors(matrices, message):
+def test_bad_compat_matrices_raise_clear_errors(matrices, kind, message):
     images = photo_batch(6, 7)[:1]
     lattices = rrm_ops.crf_lattices(images)
-    with pytest.raises(RuntimeError, match=message):
+    with pytest.raises(kind, match=message):
         rrm_ops.mean_field(torch.zeros(1, 3, 6, 7), lattices, compat_matrices=matrices)
 
 
 def test_more_present_labels_than_the_matrix_slots_raise_a_clear_error():
     images = photo_batch(6, 7)[:1]
     lattices = rrm_ops.crf_lattices(images)
-    with pytest.raises(RuntimeError, match="compat_matrices supports at most 64 present labels per image, got 65"):
+    with pytest.raises(ValueError, match="compat_matrices supports at most 64 present labels per image, got 65"):
         rrm_ops.mean_field(torch.zeros(1, 65, 6, 7), lattices, compat_matrices=torch.zeros(2, 65, 65))
 
 

@@ -255,7 +255,7 @@ def test_arguments_on_two_devices_are_refused_naming_the_argument(name):
         mixed[argument] = [t.to("meta") if i == tensor else t for i, t in enumerate(mixed[argument])]
     else:
         mixed[moved] = mixed[moved].to("meta")
-    with emulation.counting() as counts, pytest.raises(RuntimeError, match=re.escape(message)):
+    with emulation.counting() as counts, pytest.raises(ValueError, match=re.escape(message)):
         _call_emulated_glue(op_name, *mixed)
     assert counts.launches == {} and counts.host_reads == 0
 
@@ -270,8 +270,9 @@ def test_prune_refuses_a_batch_beyond_its_sort(batch, classes, pixels, message):
     larger batch is refused before anything is allocated (meta tensors)."""
     cams = torch.empty(batch, classes, pixels, device="meta")
     q = torch.empty(batch, classes + 1, pixels, device="meta")
-    with pytest.raises(RuntimeError, match=re.escape(message)):
-        _call_emulated_glue("prune_reliable_labels", cams, q, q, 32.0, 0.6, 0.1, 0.8, 0.8, 255, None)
+    # ignore_index -1 is no label whatever C is, so the sort's limits are what refuses.
+    with pytest.raises(ValueError, match=re.escape(message)):
+        _call_emulated_glue("prune_reliable_labels", cams, q, q, 32.0, 0.6, 0.1, 0.8, 0.8, -1, None)
 
 
 def _launched_kernels() -> set[str]:

@@ -137,7 +137,7 @@ def _mining_inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     "position, value, message",
     [
         (0, [[1.0]], "cams must be a torch.Tensor"),
-        (0, torch.ones(1, 2, 4, 4, dtype=torch.int64), "cams must be a floating tensor"),
+        (0, torch.ones(1, 2, 4, 4, dtype=torch.int64), "cams must be float32 or float64"),
         (1, np.ones((1, 2)), "cls_labels must be a torch.Tensor"),
         (2, torch.zeros(1, 4, 4, 3), "images must have dtype uint8"),
     ],
@@ -152,7 +152,7 @@ def test_mining_wrong_types_raise_type_error(position, value, message):
 @pytest.mark.parametrize(
     "position, value, message",
     [
-        (0, torch.ones(2, 4, 4), "cams must be a float \\[B, C, H, W\\] tensor"),
+        (0, torch.ones(2, 4, 4), "cams must be 4-D \\[B, C, H, W\\]"),
         (2, torch.zeros(4, 4, 3, dtype=torch.uint8), "images must be uint8"),
     ],
 )

@@ -157,17 +157,17 @@ def test_bilateral_features_layouts_agree(photo_batch):
 
 
 @pytest.mark.parametrize(
-    "features, message",
+    "features, kind, message",
     [
-        (torch.rand(2, 10), "3-D"),
-        (torch.rand(1, 10, 0), "feature dimension d in 1..16"),
-        (torch.rand(1, 10, 17), "feature dimension d in 1..16"),
-        (torch.tensor([[[0.0, float("nan")]]]), "NaN or infinite"),
-        (torch.tensor([[[0.0, float("inf")]]]), "NaN or infinite"),
+        (torch.rand(2, 10), ValueError, "3-D"),
+        (torch.rand(1, 10, 0), RuntimeError, "feature dimension d in 1..16"),
+        (torch.rand(1, 10, 17), RuntimeError, "feature dimension d in 1..16"),
+        (torch.tensor([[[0.0, float("nan")]]]), ValueError, "NaN or infinite"),
+        (torch.tensor([[[0.0, float("inf")]]]), ValueError, "NaN or infinite"),
     ],
 )
-def test_bad_features_raise_clear_errors(features, message):
-    with pytest.raises(RuntimeError, match=message):
+def test_bad_features_raise_clear_errors(features, kind, message):
+    with pytest.raises(kind, match=message):
         torch.ops.rrm_ops.lattice_build(features, 1)
 
 
@@ -190,7 +190,7 @@ def test_bad_values_raise_clear_errors():
         lattice.filter(torch.ones(2, 1, 3, 5))
     with pytest.raises(ValueError, match="normalize"):
         lattice.filter(torch.ones(2, 12, 1), normalize="both")
-    with pytest.raises(RuntimeError, match="float32 or float64"):
+    with pytest.raises(TypeError, match="float32 or float64"):
         torch.ops.rrm_ops.lattice_filter(lattice.tensors.as_tuple(), torch.ones(2, 12, 1, dtype=torch.half), False)
 
 

@@ -64,9 +64,9 @@ def test_q_over_present_label_rows_equals_q_over_all_labels(present):
 
 def test_bad_q_labels_raise_clear_errors():
     cams, q_low, q_high = _random_inputs(2, 3, 50, seed=1)
-    with pytest.raises(RuntimeError, match="q_labels must have dtype Int"):
+    with pytest.raises(TypeError, match="q_labels must have dtype Int"):
         torch.ops.rrm_ops.prune_reliable_labels(cams, q_low, q_high, **PARAMS, q_labels=torch.zeros(2, 4))
-    with pytest.raises(RuntimeError, match=r"q_low must be \[B, R, P\]"):
+    with pytest.raises(ValueError, match=r"q_low must be \[B, R, P\]"):
         torch.ops.rrm_ops.prune_reliable_labels(
             cams, q_low, q_high, **PARAMS, q_labels=torch.zeros(2, 2, dtype=torch.int32)
         )
@@ -105,15 +105,15 @@ def test_thread_count_does_not_change_results():
 )
 def test_bad_parameters_raise_clear_errors(change, message):
     cams, q_low, q_high = _random_inputs(1, 2, 10, seed=0)
-    with pytest.raises(RuntimeError, match=message):
+    with pytest.raises(ValueError, match=message):
         torch.ops.rrm_ops.prune_reliable_labels(cams, q_low, q_high, **{**PARAMS, **change}, q_labels=None)
 
 
 def test_bad_shapes_raise_clear_errors():
     cams, q_low, q_high = _random_inputs(1, 2, 10, seed=0)
-    with pytest.raises(RuntimeError, match=r"q_low must be \[B, C\+1, P\]"):
+    with pytest.raises(ValueError, match=r"q_low must be \[B, C\+1, P\]"):
         torch.ops.rrm_ops.prune_reliable_labels(cams, q_low[:, :2], q_high, **PARAMS, q_labels=None)
-    with pytest.raises(RuntimeError, match="cams must have dtype"):
+    with pytest.raises(TypeError, match="cams must have dtype"):
         torch.ops.rrm_ops.prune_reliable_labels(cams.double(), q_low, q_high, **PARAMS, q_labels=None)
 
 

@@ -1,4 +1,9 @@
 // Argument validation shared by the CPU launchers and the CUDA glue (ATen side only).
+//
+// Every check names the argument at fault and raises what docs/error-policy.md asks for: a wrong
+// dtype is a TypeError in Python (TORCH_CHECK_TYPE), a wrong shape, device or value a ValueError
+// (TORCH_CHECK_VALUE). The fake kernels in rrm_ops/_meta.py give the same messages for the
+// checks that need no data.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -22,20 +27,20 @@ inline std::string shape_of(const at::Tensor& t) {
 }
 
 inline void check_dim(const at::Tensor& t, int64_t dim, const char* name, const char* layout) {
-  TORCH_CHECK(t.dim() == dim, name, " must be ", dim, "-D ", layout, ", got shape ", shape_of(t));
+  TORCH_CHECK_VALUE(t.dim() == dim, name, " must be ", dim, "-D ", layout, ", got shape ", shape_of(t));
 }
 
 inline void check_dtype(const at::Tensor& t, at::ScalarType dtype, const char* name) {
-  TORCH_CHECK(t.scalar_type() == dtype, name, " must have dtype ", dtype, ", got ", t.scalar_type());
+  TORCH_CHECK_TYPE(t.scalar_type() == dtype, name, " must have dtype ", dtype, ", got ", t.scalar_type());
 }
 
 inline void check_floating(const at::Tensor& t, const char* name) {
-  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, name,
+  TORCH_CHECK_TYPE(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, name,
               " must be float32 or float64, got ", t.scalar_type());
 }
 
 inline void check_same_device(const at::Tensor& a, const char* a_name, const at::Tensor& b, const char* b_name) {
-  TORCH_CHECK(a.device() == b.device(), a_name, " is on ", a.device(), " but ", b_name, " is on ", b.device(),
+  TORCH_CHECK_VALUE(a.device() == b.device(), a_name, " is on ", a.device(), " but ", b_name, " is on ", b.device(),
               "; move them to the same device");
 }
 
@@ -72,8 +77,8 @@ inline Extremes extremes_of(const at::Tensor& t) {
 inline void check_finite(const at::Tensor& t, const char* name) {
   if (t.numel() == 0) return;
   const Extremes extremes = extremes_of(t);
-  TORCH_CHECK(std::isfinite(extremes.minimum) && std::isfinite(extremes.maximum), name,
-              " contains NaN or infinite values");
+  TORCH_CHECK_VALUE(std::isfinite(extremes.minimum) && std::isfinite(extremes.maximum), name,
+                    " contains NaN or infinite values");
 }
 
 }  // namespace rrm

@@ -25,9 +25,9 @@ namespace {
 
 void check_lattice(const lattice::LatticeTuple& lat, const char* name, const at::Tensor& unary) {
   const at::Tensor& offsets = std::get<0>(lat);
-  TORCH_CHECK(offsets.dim() == 3 && offsets.size(0) == unary.size(0) && offsets.size(1) == unary.size(2), name,
-              " lattice must be built over the B = ", unary.size(0), " images of P = ", unary.size(2),
-              " pixels of unary, got offsets of shape ", shape_of(offsets));
+  TORCH_CHECK_VALUE(offsets.dim() == 3 && offsets.size(0) == unary.size(0) && offsets.size(1) == unary.size(2),
+                    name, " lattice must be built over the B = ", unary.size(0), " images of P = ", unary.size(2),
+                    " pixels of unary, got offsets of shape ", shape_of(offsets));
   // An empty [B, P, 0] stand-in for values runs the lattice family's structural checks.
   lattice::checked_filter_inputs(lat, at::empty({unary.size(0), unary.size(2), 0}, unary.options()));
 }
@@ -37,8 +37,8 @@ void check_lattice(const lattice::LatticeTuple& lat, const char* name, const at:
 double checked_finite_minimum(const at::Tensor& t, const char* name) {
   if (t.numel() == 0) return 0;
   const Extremes extremes = extremes_of(t);
-  TORCH_CHECK(std::isfinite(extremes.minimum) && std::isfinite(extremes.maximum), name,
-              " contains NaN or infinite values");
+  TORCH_CHECK_VALUE(std::isfinite(extremes.minimum) && std::isfinite(extremes.maximum), name,
+                    " contains NaN or infinite values");
   return extremes.minimum;
 }
 
@@ -50,16 +50,16 @@ int64_t checked_present_labels(const at::Tensor& unary, const std::optional<at::
   std::vector<at::Tensor> wanted{minimum, maximum};
   if (label_mask.has_value()) wanted.push_back(label_mask->sum(1).max());
   const std::vector<double> read = scalars_on_host(wanted);
-  TORCH_CHECK(std::isfinite(read[0]) && std::isfinite(read[1]), "unary contains NaN or infinite values");
+  TORCH_CHECK_VALUE(std::isfinite(read[0]) && std::isfinite(read[1]), "unary contains NaN or infinite values");
   return label_mask.has_value() ? static_cast<int64_t>(read[2]) : unary.size(1);
 }
 
 void check_finite_number(double value, const char* name) {
-  TORCH_CHECK(std::isfinite(value), name, " must be a finite number, got ", value);
+  TORCH_CHECK_VALUE(std::isfinite(value), name, " must be a finite number, got ", value);
 }
 
 void check_positive_number(double value, const char* name) {
-  TORCH_CHECK(std::isfinite(value) && value > 0, name, " must be a positive finite number, got ", value);
+  TORCH_CHECK_VALUE(std::isfinite(value) && value > 0, name, " must be a positive finite number, got ", value);
 }
 
 // Refuses a standard deviation `sigma` that takes features of range 0..reach (`what`) beyond
@@ -180,7 +180,7 @@ at::Tensor unary_from_scores(const at::Tensor& scores) {
 }  // namespace
 
 void check_params(const Params& params) {
-  TORCH_CHECK(params.n_iter >= 0, "n_iter must be >= 0, got ", params.n_iter);
+  check_iterations(params.n_iter);
   check_positive_number(params.gaussian_sxy, "gaussian_sxy");
   check_finite_number(params.gaussian_compat, "gaussian_compat");
   check_positive_number(params.bilateral_sxy, "bilateral_sxy");
@@ -204,16 +204,45 @@ at::Tensor slot_labels_of(const at::Tensor& label_mask, int64_t slots) {
   return at::where(used, padded, -1).to(at::kInt).contiguous();
 }
 
-at::Tensor image_channels_last(const at::Tensor& image, const at::Tensor& input, const char* input_name) {
+void check_iterations(int64_t n_iter) {
+  TORCH_CHECK_VALUE(n_iter >= 0 && n_iter <= kMaxIterations, "n_iter must be in 0..", kMaxIterations, ", got ",
+                    n_iter);
+}
+
+void check_label_mask_dtype(const std::optional<at::Tensor>& label_mask) {
+  if (!label_mask.has_value()) return;
+  TORCH_CHECK_TYPE(label_mask->scalar_type() == at::kBool, "label_mask must have dtype bool, got ",
+                   label_mask->scalar_type());
+}
+
+void check_label_mask(const std::optional<at::Tensor>& label_mask, int64_t batch, int64_t labels,
+                      const at::Tensor& input, const char* input_name) {
+  check_label_mask_dtype(label_mask);
+  if (!label_mask.has_value()) return;
+  const at::Tensor& mask = *label_mask;
+  TORCH_CHECK_VALUE(mask.dim() == 2 && mask.size(0) == batch && mask.size(1) == labels,
+                    "label_mask must be [B, L] = [", batch, ", ", labels, "], got shape ", shape_of(mask));
+  check_same_device(mask, "label_mask", input, input_name);
+}
+
+void check_image_dtype(const at::Tensor& image, const char* image_name) {
+  TORCH_CHECK_TYPE(image.scalar_type() == at::kByte, image_name, " must have dtype uint8 (RGB 0..255), got ",
+                   image.scalar_type());
+}
+
+at::Tensor image_channels_last(const at::Tensor& image, const char* image_name, const at::Tensor& input,
+                               const char* input_name) {
   const int64_t batch = input.size(0), height = input.size(2), width = input.size(3);
-  TORCH_CHECK(image.dim() == 4, "image must be uint8 [B, H, W, 3] or [B, 3, H, W], got shape ", shape_of(image));
-  TORCH_CHECK(image.scalar_type() == at::kByte, "image must have dtype uint8 (RGB 0..255), got ", image.scalar_type());
-  check_same_device(image, "image", input, input_name);
-  TORCH_CHECK(image.size(0) == batch, "image has batch size ", image.size(0), " but ", input_name, " has ", batch);
+  check_image_dtype(image, image_name);
+  TORCH_CHECK_VALUE(image.dim() == 4, image_name, " must be uint8 [B, H, W, 3] or [B, 3, H, W], got shape ",
+                    shape_of(image));
+  check_same_device(image, image_name, input, input_name);
+  TORCH_CHECK_VALUE(image.size(0) == batch, image_name, " has batch size ", image.size(0), " but ", input_name,
+                    " has ", batch);
   if (image.size(1) == height && image.size(2) == width && image.size(3) == 3) return image;
-  TORCH_CHECK(image.size(1) == 3 && image.size(2) == height && image.size(3) == width,
-              "image must be [B, H, W, 3] or [B, 3, H, W] with the H x W = ", height, " x ", width, " of ",
-              input_name, ", got shape ", shape_of(image));
+  TORCH_CHECK_VALUE(image.size(1) == 3 && image.size(2) == height && image.size(3) == width, image_name,
+                    " must be [B, H, W, 3] or [B, 3, H, W] with the H x W = ", height, " x ", width, " of ",
+                    input_name, ", got shape ", shape_of(image));
   return image.permute({0, 2, 3, 1});
 }
 
@@ -282,32 +311,29 @@ MeanfieldInputs checked_meanfield_inputs(const at::Tensor& unary, const std::opt
                                          const lattice::LatticeTuple& bilateral, double gaussian_compat,
                                          double bilateral_compat, int64_t n_iter,
                                          const std::optional<at::Tensor>& compat_matrices) {
-  check_dim(unary, 3, "unary", "[B, L, P]");
   check_dtype(unary, at::kFloat, "unary");
-  TORCH_CHECK(unary.size(1) >= 1, "unary must have at least one label (L >= 1), got shape ", shape_of(unary));
-  TORCH_CHECK(n_iter >= 0, "n_iter must be >= 0, got ", n_iter);
+  check_label_mask_dtype(label_mask);
+  if (compat_matrices.has_value()) check_dtype(*compat_matrices, at::kFloat, "compat_matrices");
+  check_dim(unary, 3, "unary", "[B, L, P]");
+  TORCH_CHECK_VALUE(unary.size(1) >= 1, "unary must have at least one label (L >= 1), got shape ", shape_of(unary));
+  check_label_mask(label_mask, unary.size(0), unary.size(1), unary, "unary");
+  check_iterations(n_iter);
   check_finite_number(gaussian_compat, "gaussian_compat");
   check_finite_number(bilateral_compat, "bilateral_compat");
   check_lattice(gaussian, "gaussian", unary);
   check_lattice(bilateral, "bilateral", unary);
-  if (label_mask.has_value()) {
-    const at::Tensor& mask = *label_mask;
-    TORCH_CHECK(mask.scalar_type() == at::kBool, "label_mask must have dtype bool, got ", mask.scalar_type());
-    TORCH_CHECK(mask.dim() == 2 && mask.size(0) == unary.size(0) && mask.size(1) == unary.size(1),
-                "label_mask must be [B, L] = [", unary.size(0), ", ", unary.size(1), "], got shape ", shape_of(mask));
-    check_same_device(mask, "label_mask", unary, "unary");
+  if (compat_matrices.has_value()) {
+    const at::Tensor& mu = *compat_matrices;
+    TORCH_CHECK_VALUE(mu.dim() == 3 && mu.size(0) == 2 && mu.size(1) == unary.size(1) && mu.size(2) == unary.size(1),
+                      "compat_matrices must be [2, L, L] = [2, ", unary.size(1), ", ", unary.size(1),
+                      "], got shape ", shape_of(mu));
+    check_same_device(mu, "compat_matrices", unary, "unary");
   }
   const int64_t present = checked_present_labels(unary, label_mask);
   if (compat_matrices.has_value()) {
-    const at::Tensor& mu = *compat_matrices;
-    check_dtype(mu, at::kFloat, "compat_matrices");
-    TORCH_CHECK(mu.dim() == 3 && mu.size(0) == 2 && mu.size(1) == unary.size(1) && mu.size(2) == unary.size(1),
-                "compat_matrices must be [2, L, L] = [2, ", unary.size(1), ", ", unary.size(1), "], got shape ",
-                shape_of(mu));
-    check_same_device(mu, "compat_matrices", unary, "unary");
-    TORCH_CHECK(padded_slot_count(present) <= kMaxCompatSlots, "compat_matrices supports at most ",
-                kMaxCompatSlots, " present labels per image, got ", present);
-    checked_finite_minimum(mu, "compat_matrices");
+    TORCH_CHECK_VALUE(padded_slot_count(present) <= kMaxCompatSlots, "compat_matrices supports at most ",
+                      kMaxCompatSlots, " present labels per image, got ", present);
+    checked_finite_minimum(*compat_matrices, "compat_matrices");
   }
 
   MeanfieldInputs inputs;
@@ -346,14 +372,16 @@ at::Tensor run_dense_crf(const std::optional<at::Tensor>& scores, const at::Tens
                          const std::optional<at::Tensor>& unary, int64_t n_iter, double gaussian_sxy,
                          double gaussian_compat, double bilateral_sxy, double bilateral_srgb, double bilateral_compat,
                          const std::optional<at::Tensor>& label_mask) {
-  TORCH_CHECK(scores.has_value() != unary.has_value(), "dense_crf takes exactly one of scores and unary, got ",
-              scores.has_value() ? "both" : "neither");
+  TORCH_CHECK_VALUE(scores.has_value() != unary.has_value(), "dense_crf takes exactly one of scores and unary, got ",
+                    scores.has_value() ? "both" : "neither");
   const at::Tensor& input = scores.has_value() ? *scores : *unary;
   const char* input_name = scores.has_value() ? "scores" : "unary";
-  check_dim(input, 4, input_name, "[B, L, H, W]");
   check_floating(input, input_name);
-  TORCH_CHECK(input.size(1) >= 1, input_name, " must have at least one label (L >= 1), got shape ",
-              shape_of(input));
+  check_image_dtype(image, "image");
+  check_label_mask_dtype(label_mask);
+  check_dim(input, 4, input_name, "[B, L, H, W]");
+  TORCH_CHECK_VALUE(input.size(1) >= 1, input_name, " must have at least one label (L >= 1), got shape ",
+                    shape_of(input));
   const int64_t batch = input.size(0), labels = input.size(1), height = input.size(2), width = input.size(3);
   const int64_t pixels = height * width;
   // The bilateral lattice (d = 5) has the most entries; checked before anything is read or allocated.
@@ -361,10 +389,8 @@ at::Tensor run_dense_crf(const std::optional<at::Tensor>& scores, const at::Tens
   TORCH_CHECK_VALUE(bilateral_entries < lattice::kMaxEntries, "dense_crf: ", batch, " images of ", height, " x ",
                     width, " pixels are too many for int32 lattice indices: their bilateral lattice would have ",
                     bilateral_entries, " entries, at most ", lattice::kMaxEntries - 1);
-  const double minimum = checked_finite_minimum(input, input_name);
-  TORCH_CHECK(unary.has_value() || minimum >= 0,
-              "scores must be non-negative (probabilities in [0, 1]), got a minimum of ", minimum);
-  const at::Tensor rgb = image_channels_last(image, input, input_name);
+  const at::Tensor rgb = image_channels_last(image, "image", input, input_name);
+  check_label_mask(label_mask, input.size(0), input.size(1), input, input_name);
   const Params params{n_iter, gaussian_sxy, gaussian_compat, bilateral_sxy, bilateral_srgb, bilateral_compat};
   check_params(params);
   const double position_reach = static_cast<double>(std::max<int64_t>(std::max(height, width) - 1, 0));
@@ -372,6 +398,9 @@ at::Tensor run_dense_crf(const std::optional<at::Tensor>& scores, const at::Tens
   check_sigma_range(gaussian_sxy, "gaussian_sxy", position_reach, image_size, 2);
   check_sigma_range(bilateral_sxy, "bilateral_sxy", position_reach, image_size, 5);
   check_sigma_range(bilateral_srgb, "bilateral_srgb", 255.0, " for intensities 0..255", 5);
+  const double minimum = checked_finite_minimum(input, input_name);
+  TORCH_CHECK_VALUE(unary.has_value() || minimum >= 0,
+                    "scores must be non-negative (probabilities in [0, 1]), got a minimum of ", minimum);
   const at::Tensor energies = (scores.has_value() ? unary_from_scores(input) : input)
                                   .to(at::kFloat)
                                   .reshape({batch, labels, pixels});
@@ -400,6 +429,8 @@ at::Tensor dense_crf(const std::optional<at::Tensor>& scores, const at::Tensor& 
   };
   const at::Tensor& input = scores.has_value() ? *scores : (unary.has_value() ? *unary : image);
   if (!is_host(input.device())) return run();
+  // The team's size grows with n_iter: checked before it is sized.
+  check_iterations(n_iter);
   // On the CPU the op's runs and ATen calls share one team (phase_runner.h): one parallel region.
   at::Tensor q;
   with_team(meanfield_threads(input.numel(), n_iter), [&] { q = run(); });

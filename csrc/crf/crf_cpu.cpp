@@ -543,6 +543,8 @@ at::Tensor dense_crf_meanfield_cpu(const at::Tensor& unary, const std::optional<
                                    at::TensorList gaussian_lattice, at::TensorList bilateral_lattice,
                                    double gaussian_compat, double bilateral_compat, int64_t n_iter,
                                    const std::optional<at::Tensor>& compat_matrices) {
+  // The team's size grows with n_iter: checked before it is sized.
+  check_iterations(n_iter);
   const lattice::LatticeTuple gaussian_tensors = lattice::lattice_of(gaussian_lattice, "gaussian");
   const lattice::LatticeTuple bilateral_tensors = lattice::lattice_of(bilateral_lattice, "bilateral");
   at::Tensor q;

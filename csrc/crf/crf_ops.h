@@ -12,6 +12,20 @@
 namespace rrm {
 namespace crf {
 
+// The most mean-field iterations an op runs: far beyond convergence (RRM runs 10), and small
+// enough that a mistyped count fails at once instead of running for hours.
+constexpr int64_t kMaxIterations = 10000;
+
+// Refuses n_iter outside 0..kMaxIterations.
+void check_iterations(int64_t n_iter);
+
+// Refuses a label_mask whose dtype is not bool (checked with the other dtypes, before shapes).
+void check_label_mask_dtype(const std::optional<at::Tensor>& label_mask);
+
+// Refuses a label_mask that is not bool [batch, labels] on the device of `input`.
+void check_label_mask(const std::optional<at::Tensor>& label_mask, int64_t batch, int64_t labels,
+                      const at::Tensor& input, const char* input_name);
+
 // A dense CRF's parameters, as the ops take them (rrm_ops.CrfParams).
 struct Params {
   int64_t n_iter;
@@ -22,8 +36,8 @@ struct Params {
   double bilateral_compat;
 };
 
-// Refuses a negative iteration count, widths that are not positive and finite, and weights
-// that are not finite.
+// Refuses n_iter outside 0..kMaxIterations (check_iterations), widths that are not positive and
+// finite, and weights that are not finite, in the order of the struct's fields.
 void check_params(const Params& params);
 
 // The slot count for `present` labels (at least 1) rounded up to a multiple of kSlotLanes.
@@ -59,8 +73,12 @@ MeanfieldWorkspace carve_workspace(at::Tensor& workspace, const MeanfieldProblem
 
 // uint8 [B, H, W, 3] or [B, 3, H, W] -> uint8 [B, H, W, 3] (a view) of an image whose batch
 // and size must match those of `input` [B, *, H, W]. A [B, 3, 3, 3] image of a 3 x 3 problem is
-// read as [B, H, W, 3].
-at::Tensor image_channels_last(const at::Tensor& image, const at::Tensor& input, const char* input_name);
+// read as [B, H, W, 3]. Errors name the image `image_name`.
+at::Tensor image_channels_last(const at::Tensor& image, const char* image_name, const at::Tensor& input,
+                               const char* input_name);
+
+// Refuses an image (named image_name) whose dtype is not uint8.
+void check_image_dtype(const at::Tensor& image, const char* image_name);
 
 // The Gaussian lattice (on (x, y) / gaussian_sxy, built once and tiled over the batch; on the CPU
 // reused from the last calls with the same batch, size and sxy) and the bilateral lattice (on

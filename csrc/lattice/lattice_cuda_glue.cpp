@@ -51,7 +51,7 @@ LatticeTuple build_cuda(const at::Tensor& unchecked_features) {
                                     vertex_of_owner.data_ptr<int32_t>(), scratch.allocator(), stream),
                "lattice_build (vertices)");
   const std::vector<double> read = scalars_on_host({vertex_of_owner[entries], magnitudes.amax()});
-  TORCH_CHECK(std::isfinite(read[1]), "features contains NaN or infinite values");
+  TORCH_CHECK_VALUE(std::isfinite(read[1]), "features contains NaN or infinite values");
   check_feature_magnitude(read[1], d);
   const int32_t vertices = static_cast<int32_t>(read[0]);
 

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <limits>
+#include <vector>
 
 #include "common/buffers.h"
 #include "common/checks.h"
@@ -20,7 +21,51 @@ namespace mining {
 namespace {
 
 void check_power(double alpha, const char* name) {
-  TORCH_CHECK(std::isfinite(alpha) && alpha > 0, name, " must be a positive finite number, got ", alpha);
+  TORCH_CHECK_VALUE(std::isfinite(alpha) && alpha > 0, name, " must be a positive finite number, got ", alpha);
+}
+
+// cams as float32 [B, C, P], contiguous: the unary body reads it through a raw pointer, so a
+// channels_last, transposed, sliced or expanded cams must be copied first (a reshape alone can
+// return a strided view).
+at::Tensor contiguous_float_cams(const at::Tensor& cams) {
+  const at::Tensor floats = cams.to(cams.options().dtype(at::kFloat), /*non_blocking=*/false, /*copy=*/false,
+                                    at::MemoryFormat::Contiguous);
+  return floats.reshape({cams.size(0), cams.size(1), cams.size(2) * cams.size(3)});
+}
+
+// The data checks of cams (finite and >= 0 once in float32) and cls_labels (only 0 and 1), with
+// the slot count of the label table (the batch's largest present count when compacting) in the
+// same host read. Data on the host is always checked; data on a device only when the count is
+// read from that device anyway (compacting with cls_labels beside cams): a check must not add a
+// host synchronisation per call (docs/error-policy.md#value-checks-on-cuda).
+int64_t checked_slot_count(const at::Tensor& float_cams, const at::Tensor& cls_labels, const at::Tensor& label_mask,
+                           bool compact) {
+  const bool cls_on_host = is_host(cls_labels.device());
+  // When the cams are checked, cls_labels share their device (check_cls_labels_device), so
+  // every scalar below is read in one go.
+  const bool check_cams = (is_host(float_cams.device()) || (compact && !cls_on_host)) && float_cams.numel() > 0;
+  const bool check_cls = cls_on_host || compact;
+  std::vector<at::Tensor> wanted;
+  if (compact) wanted.push_back(label_mask.sum(1).max());
+  if (check_cls) wanted.push_back(cls_labels.ne(0).logical_and(cls_labels.ne(1)).any());
+  if (check_cams) {
+    const auto [minimum, maximum] = at::aminmax(float_cams);
+    wanted.push_back(minimum);
+    wanted.push_back(maximum);
+  }
+  if (wanted.empty()) return label_mask.size(1);
+  const std::vector<double> read = scalars_on_host(wanted);
+  size_t next = compact ? 1 : 0;
+  if (check_cls) {
+    TORCH_CHECK_VALUE(read[next] == 0, "cls_labels must hold only 0 and 1");
+    ++next;
+  }
+  if (check_cams) {
+    const double minimum = read[next], maximum = read[next + 1];
+    TORCH_CHECK_VALUE(std::isfinite(minimum) && std::isfinite(maximum) && minimum >= 0,
+                      "cams must be finite and >= 0 (in float32), got range [", minimum, ", ", maximum, "]");
+  }
+  return compact ? static_cast<int64_t>(read[0]) : label_mask.size(1);
 }
 
 // bool [B, C+1] on cls_labels' device: the background, then the present classes.
@@ -29,13 +74,12 @@ at::Tensor label_mask_of(const at::Tensor& cls_labels) {
   return at::cat({at::ones({present.size(0), 1}, present.options()), present}, 1);
 }
 
-// int32 [B, S] slot table on `device`. Compact: S is the batch's largest present count, read
-// on the host (free when cls_labels is a CPU tensor). Otherwise S covers all C+1 labels and
-// absent ones are masked: no host synchronisation. Both give the same Q (padding slots have
-// Q = 0 and add exact zeros to every sum).
-at::Tensor slot_table(const at::Tensor& label_mask, bool compact, const at::Device& device) {
-  const int64_t needed =
-      compact ? static_cast<int64_t>(scalars_on_host({label_mask.sum(1).max()})[0]) : label_mask.size(1);
+// int32 [B, S] slot table on `device`, with S the padded `needed` slots. Compact: S covers the
+// batch's largest present count (checked_slot_count reads it on the host, free when cls_labels
+// is a CPU tensor). Otherwise S covers all C+1 labels and absent ones are masked: no host
+// synchronisation. Both give the same Q (padding slots have Q = 0 and add exact zeros to every
+// sum).
+at::Tensor slot_table(const at::Tensor& label_mask, int64_t needed, const at::Device& device) {
   return crf::slot_labels_of(label_mask, crf::padded_slot_count(needed)).to(device);
 }
 
@@ -51,8 +95,32 @@ at::Tensor q_over_labels(const at::Tensor& slot_q, const at::Tensor& slot_labels
 }  // namespace
 
 void check_cls_labels_device(const at::Tensor& cls_labels, const at::Tensor& cams) {
-  TORCH_CHECK(is_host(cls_labels.device()) || cls_labels.device() == cams.device(),
-              "cls_labels must be on the CPU or on ", cams.device(), " with cams, got ", cls_labels.device());
+  TORCH_CHECK_VALUE(is_host(cls_labels.device()) || cls_labels.device() == cams.device(),
+                    "cls_labels must be on the CPU or on ", cams.device(), " with cams, got ", cls_labels.device());
+}
+
+MiningShape check_mining_arguments(const at::Tensor& cams, const at::Tensor& cls_labels, const at::Tensor& images,
+                                   double alpha_low, double alpha_high, const crf::Params& crf_params,
+                                   double cam_alpha, double fg_quantile, double cam_floor, double bg_sure,
+                                   double crf_sure, int64_t ignore_index) {
+  check_floating(cams, "cams");
+  TORCH_CHECK_TYPE(!at::isComplexType(cls_labels.scalar_type()), "cls_labels must be a real or bool tensor, got ",
+                   cls_labels.scalar_type());
+  crf::check_image_dtype(images, "images");
+  check_dim(cams, 4, "cams", "[B, C, H, W]");
+  const MiningShape shape{cams.size(0), cams.size(1), cams.size(2), cams.size(3)};
+  TORCH_CHECK_VALUE(shape.classes >= 1, "cams must have at least one class channel, got shape ", shape_of(cams));
+  TORCH_CHECK_VALUE(cls_labels.dim() == 2 && cls_labels.size(0) == shape.batch && cls_labels.size(1) == shape.classes,
+                    "cls_labels must be [B, C] = [", shape.batch, ", ", shape.classes, "], got shape ",
+                    shape_of(cls_labels));
+  check_cls_labels_device(cls_labels, cams);
+  crf::image_channels_last(images, "images", cams, "cams");
+  check_power(alpha_low, "alpha_low");
+  check_power(alpha_high, "alpha_high");
+  crf::check_params(crf_params);
+  prune::make_params(cam_alpha, fg_quantile, cam_floor, bg_sure, crf_sure, ignore_index);
+  prune::check_ignore_index(ignore_index, shape.classes);
+  return shape;
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> reliable_region_labels(
@@ -60,40 +128,35 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> reliable_region_labels(
     double alpha_high, const crf::Params& crf_params, double cam_alpha, double fg_quantile, double cam_floor,
     double bg_sure, double crf_sure, int64_t ignore_index, std::optional<bool> compact_labels, bool return_q,
     MeanfieldRunner run) {
-  check_dim(cams, 4, "cams", "[B, C, H, W]");
-  check_floating(cams, "cams");
-  const int64_t batch = cams.size(0), classes = cams.size(1), height = cams.size(2), width = cams.size(3);
+  const MiningShape shape = check_mining_arguments(cams, cls_labels, images, alpha_low, alpha_high, crf_params,
+                                                   cam_alpha, fg_quantile, cam_floor, bg_sure, crf_sure,
+                                                   ignore_index);
+  const int64_t batch = shape.batch, classes = shape.classes, height = shape.height, width = shape.width;
   const int64_t pixels = height * width;
-  TORCH_CHECK(classes >= 1, "cams must have at least one class channel, got shape ", shape_of(cams));
-  TORCH_CHECK(cls_labels.dim() == 2 && cls_labels.size(0) == batch && cls_labels.size(1) == classes,
-              "cls_labels must be [B, C] = [", batch, ", ", classes, "], got shape ", shape_of(cls_labels));
-  check_cls_labels_device(cls_labels, cams);
-  const at::Tensor rgb = crf::image_channels_last(images, cams, "cams");
-  check_power(alpha_low, "alpha_low");
-  check_power(alpha_high, "alpha_high");
-  crf::check_params(crf_params);
-  // Validates the pruning parameters before the CRFs run (the pruning op checks them again).
-  prune::make_params(cam_alpha, fg_quantile, cam_floor, bg_sure, crf_sure, ignore_index);
+  const at::Tensor rgb = crf::image_channels_last(images, "images", cams, "cams");
+  const bool compact = compact_labels.value_or(is_host(cls_labels.device()));
 
   const at::TensorOptions floats = cams.options().dtype(at::kFloat);
   if (batch * pixels == 0) {
+    if (is_host(cls_labels.device())) checked_slot_count(cams, cls_labels, label_mask_of(cls_labels), false);
     return {at::empty({batch, height, width}, floats.dtype(at::kLong)),
             at::empty({batch, height, width}, floats.dtype(at::kBool)),
             at::empty({kCrfGroups, batch, return_q ? classes + 1 : 0, height, width}, floats)};
   }
 
+  const at::Tensor float_cams = contiguous_float_cams(cams);
+  const at::Tensor label_mask = label_mask_of(cls_labels);
+  const at::Tensor slot_labels =
+      slot_table(label_mask, checked_slot_count(float_cams, cls_labels, label_mask, compact), cams.device());
+
   // Step 1: absent classes zeroed, each map divided by (its max + 1e-5), in float32. Dividing
   // an absent class by +inf zeroes it (CAMs are finite and >= 0) in the same pass.
   const at::Tensor present = cls_labels.to(cams.device()).ne(0).unsqueeze(2);
-  const at::Tensor float_cams = cams.reshape({batch, classes, pixels}).to(at::kFloat);
   const at::Tensor denominators =
       at::where(present, float_cams.amax(2, /*keepdim=*/true).add_(1e-5), std::numeric_limits<float>::infinity());
   const at::Tensor normalised = float_cams / denominators;
   const at::Tensor max_cam = normalised.amax(1).contiguous();
 
-  const at::Tensor label_mask = label_mask_of(cls_labels);
-  const at::Tensor slot_labels = slot_table(label_mask, compact_labels.value_or(is_host(cls_labels.device())),
-                                            cams.device());
   const auto [gaussian_built, bilateral_built] = crf::crf_lattices(rgb, crf_params);
   const lattice::LatticeTuple gaussian_tensors = lattice::contiguous_lattice(gaussian_built);
   const lattice::LatticeTuple bilateral_tensors = lattice::contiguous_lattice(bilateral_built);

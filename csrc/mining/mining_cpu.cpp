@@ -27,6 +27,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> reliable_region_labels_cpu(
     double bilateral_srgb, double bilateral_compat, double cam_alpha, double fg_quantile, double cam_floor,
     double bg_sure, double crf_sure, int64_t ignore_index, std::optional<bool> compact_labels, bool return_q) {
   const crf::Params crf_params{n_iter, gaussian_sxy, gaussian_compat, bilateral_sxy, bilateral_srgb, bilateral_compat};
+  // The team's size grows with n_iter: checked before it is sized.
+  crf::check_iterations(n_iter);
   std::tuple<at::Tensor, at::Tensor, at::Tensor> result;
   // One team (phase_runner.h) for the op's runs and ATen calls: one parallel region. The mean
   // field's size: every class of every pixel in both groups.

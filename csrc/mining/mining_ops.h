@@ -25,6 +25,20 @@ using MeanfieldRunner = void (*)(const MiningUnary& unary, const crf::MeanfieldP
 // Refuses cls_labels on neither the CPU nor cams' device.
 void check_cls_labels_device(const at::Tensor& cls_labels, const at::Tensor& cams);
 
+struct MiningShape {
+  int64_t batch;
+  int64_t classes;
+  int64_t height;
+  int64_t width;
+};
+
+// The op's checks that need no data: dtypes first, then shapes and devices, then the scalar
+// arguments (the value checks of cams and cls_labels run with the op, see mining_common.cpp).
+MiningShape check_mining_arguments(const at::Tensor& cams, const at::Tensor& cls_labels, const at::Tensor& images,
+                                   double alpha_low, double alpha_high, const crf::Params& crf_params,
+                                   double cam_alpha, double fg_quantile, double cam_floor, double bg_sure,
+                                   double crf_sure, int64_t ignore_index);
+
 // The op rrm_ops::reliable_region_labels for a device with its mean-field runner; both CRFs
 // run with the parameters `crf_params`. Returns labels int64 [B, H, W], sure bool [B, H, W] and q
 // float32 [2, B, C+1, H, W] (Q_low, Q_high), or [2, B, 0, H, W] without return_q.

@@ -111,8 +111,9 @@ std::tuple<at::Tensor, at::Tensor> prune(const at::Tensor& cams_in, const at::Te
                                                              double fg_quantile, double cam_floor, double bg_sure,
                                                              double crf_sure, int64_t ignore_index,
                                                              const std::optional<at::Tensor>& q_labels) {
+  const PruneInputs inputs = checked_prune_inputs(cams_in, q_low_in, q_high_in, q_labels, ignore_index);
   const PruneParams params = make_params(cam_alpha, fg_quantile, cam_floor, bg_sure, crf_sure, ignore_index);
-  const PruneInputs inputs = checked_prune_inputs(cams_in, q_low_in, q_high_in, q_labels);
+  check_cams_values(inputs.cams);
   const at::Tensor& cams = inputs.cams;
   const int64_t batch = cams.size(0);
   const int32_t classes = static_cast<int32_t>(cams.size(1));

@@ -16,12 +16,13 @@ namespace {
 // Refuses a batch the launcher's one sort cannot take: more items than CUB's int count, or
 // keys wider than 64 bits.
 void check_sortable(int64_t batch, int32_t classes, int64_t pixels) {
-  TORCH_CHECK(batch * pixels <= cuda::kMaxSortedPixels, "prune_reliable_labels on CUDA sorts at most ",
-              cuda::kMaxSortedPixels, " pixels per call (B * P), got ", batch, " * ", pixels, " = ", batch * pixels,
-              "; split the batch");
-  TORCH_CHECK(cuda::sort_key_bits(batch, classes) <= 64,
-              "prune_reliable_labels on CUDA needs the bits of B - 1 and of C + 1 to fit in 32 together, got B = ",
-              batch, " and C = ", classes);
+  TORCH_CHECK_VALUE(batch * pixels <= cuda::kMaxSortedPixels, "prune_reliable_labels on CUDA sorts at most ",
+                    cuda::kMaxSortedPixels, " pixels per call (B * P), got ", batch, " * ", pixels, " = ",
+                    batch * pixels, "; split the batch");
+  TORCH_CHECK_VALUE(
+      cuda::sort_key_bits(batch, classes) <= 64,
+      "prune_reliable_labels on CUDA needs the bits of B - 1 and of C + 1 to fit in 32 together, got B = ", batch,
+      " and C = ", classes);
 }
 
 std::tuple<at::Tensor, at::Tensor> prune_reliable_labels_cuda(const at::Tensor& cams_in, const at::Tensor& q_low_in,
@@ -31,8 +32,9 @@ std::tuple<at::Tensor, at::Tensor> prune_reliable_labels_cuda(const at::Tensor& 
                                                               const std::optional<at::Tensor>& q_labels) {
   check_one_device(
       {{cams_in, "cams"}, {q_low_in, "q_low"}, {q_high_in, "q_high"}, {q_labels.value_or(at::Tensor()), "q_labels"}});
+  const PruneInputs inputs = checked_prune_inputs(cams_in, q_low_in, q_high_in, q_labels, ignore_index);
   const PruneParams params = make_params(cam_alpha, fg_quantile, cam_floor, bg_sure, crf_sure, ignore_index);
-  const PruneInputs inputs = checked_prune_inputs(cams_in, q_low_in, q_high_in, q_labels);
+  check_cams_values(inputs.cams);
   const at::Tensor& cams = inputs.cams;
   const c10::cuda::CUDAGuard guard(cams.device());
   const int64_t batch = cams.size(0);
