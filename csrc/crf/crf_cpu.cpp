@@ -320,8 +320,10 @@ void update_pixels(const MeanfieldProblem& problem_in, const MeanfieldStep& step
 // pixels. A stripe's chunks add to the same partial sums in pixel order, so they run one at a
 // time and in order (StripeChunks); a thread starts from a stripe of its own, so that with as
 // many threads as stripes each keeps its stripe's partial sums in its cache, and takes chunks of
-// another stripe once its own is done, so a late thread holds up the others for at most the
-// chunk it is running. With more threads than stripes, the updates are shared at any chunking,
+// another stripe once its own is done, unless a thread holds it: a helper that comes late finds
+// its stripe partly or wholly done by the others, but a thread the scheduler parks while it holds
+// a stripe runs the rest of that stripe's chunks of the phase itself once it is back, as the
+// others leave them to it rather than wait. With more threads than stripes, the updates are shared at any chunking,
 // with every Q row in memory, and a splat phase follows, a chunk per stripe and lattice. Both
 // give the same bits: every pixel's update and every vertex's sums are the same operations.
 template <int S>
@@ -440,7 +442,9 @@ class MeanfieldPlan {
     StripeChunks(int64_t images, int64_t stripes)
         : stripes_(stripes), images_(new Image[images]), stripe_state_(new Stripe[images * stripes]) {}
 
-    void set_chunks(int64_t image, int64_t stripe, int64_t chunks) { stripe_state_[image * stripes_ + stripe].chunks = chunks; }
+    void set_chunks(int64_t image, int64_t stripe, int64_t chunks) {
+      stripe_state_[image * stripes_ + stripe].chunks = chunks;
+    }
 
     template <typename Body>
     void run(int64_t image, int64_t home, const Body& body) {
@@ -500,18 +504,17 @@ class MeanfieldPlan {
 
   // The blur's chunks per lattice (see the top). Whole lattices where there are as many images
   // as threads, or where the larger lattice's blur (vertices times axes) is at most twice the
-  // smaller's, so that the threads' shares stay within a third of each other: a lattice on one
-  // thread adds its stripes' sums as it reads them and blurs its rows in place, whereas threads
+  // smaller's, so that a thread idles for at most a third of the blur: a lattice on one thread
+  // adds its stripes' sums as it reads them and blurs its rows in place, whereas threads
   // blurring ranges of channels of the same rows copy them to and from scratch and write the
-  // same cache lines (at 321 x 321 and 21 labels, 11 % more CPU time per call at 2 threads).
+  // same cache lines (at 321 x 321 and 21 labels, 11 % more CPU samples per call at 2 threads).
   // Channel ranges otherwise (161 x 161: the bilateral lattice's blur is 3 times the gaussian's).
   static int64_t blur_parts(const MeanfieldProblem& problem, const lattice::LatticeView& gaussian,
                             const lattice::LatticeView& bilateral, int threads) {
     const int64_t gaussian_work = int64_t{gaussian.num_vertices} * gaussian.d1;
     const int64_t bilateral_work = int64_t{bilateral.num_vertices} * bilateral.d1;
-    if (problem.batch >= threads || std::max(gaussian_work, bilateral_work) <= 2 * std::min(gaussian_work, bilateral_work)) {
-      return 1;
-    }
+    const bool balanced = std::max(gaussian_work, bilateral_work) <= 2 * std::min(gaussian_work, bilateral_work);
+    if (problem.batch >= threads || balanced) return 1;
     return lattice::channel_parts(slot_channels(problem), threads);
   }
 
