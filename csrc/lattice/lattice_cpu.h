@@ -48,8 +48,8 @@ void filter_ones(const LatticeView& lat, const ItemSpan& span, int64_t stride, f
 // Channels `range` of the span's rows of `stride` floats in buffer_a: the sum of the `partials`
 // arrays [partials, M, stride] at partial_sums, added in array order to zero, blurred as the
 // filter blurs (using buffer_b, or for part of the channels the calling thread's scratch). Array
-// k is read over its `ranges[k]` only (it must be zero outside), and reset to zero there for the
-// next splat.
+// k is read over its `ranges[k]` only (it must be zero outside) and left as it is: the caller
+// zeroes it before the next splat.
 void sum_and_blur(const LatticeView& lat, const ItemSpan& span, float* partial_sums, const VertexRange* ranges,
                   int64_t partials, int64_t stride, ChannelRange range, float* buffer_a, float* buffer_b);
 

@@ -170,9 +170,17 @@ void blur_compact(const LatticeView& lat, const ItemSpan& span, ChannelRange ran
   scalar_t* start = blur_start(lat.d1, rows_a, rows_b);
   for (int32_t v = span.vertex_begin; v < span.vertex_end; ++v) load(v, start + v * width);
   blur_range(lat, span.vertex_begin, span.vertex_end, width, {0, width}, reverse, rows_a, rows_b);
-  for (int32_t v = span.vertex_begin; v < span.vertex_end; ++v) {
-    std::copy(rows_a + v * width, rows_a + (v + 1) * width, out + v * stride + range.begin);
-  }
+  // A row is a few vectors: copied inline, as a call to memmove per row cost more than the copy.
+  with_constant<4, 8, 12, 16, 20, 24>(width, [&](auto constant_width) {
+    constexpr int W = decltype(constant_width)::value;
+    const int64_t row_width = W > 0 ? W : width;
+    for (int32_t v = span.vertex_begin; v < span.vertex_end; ++v) {
+      const scalar_t* RRM_RESTRICT from = rows_a + v * row_width;
+      scalar_t* RRM_RESTRICT to = out + v * stride + range.begin;
+      RRM_SIMD
+      for (int64_t c = 0; c < row_width; ++c) to[c] = from[c];
+    }
+  });
 }
 
 // The phases of a filter's stream (one batch item).
@@ -341,26 +349,21 @@ void sum_and_blur(const LatticeView& lat, const ItemSpan& span, float* partial_s
   const int64_t width = range.end - range.begin;
   const int64_t partial_stride = static_cast<int64_t>(lat.num_vertices) * stride;
   // The arrays are added in order to zero: the first as it is read, rather than to a row zeroed
-  // first (the same sums: 0 + x, also for x = -0), and each reset to zero once read.
+  // first (the same sums: 0 + x, also for x = -0). They are only read: threads summing
+  // different channels of the same rows share those cache lines, which writes would bounce.
   const auto load = [&](int32_t v, float* RRM_RESTRICT row) {
     if (partials == 0 || v < ranges[0].begin || v >= ranges[0].end) {
       std::fill(row, row + width, 0.f);
     } else {
-      float* RRM_RESTRICT partial = partial_sums + v * stride + range.begin;
+      const float* RRM_RESTRICT partial = partial_sums + v * stride + range.begin;
       RRM_SIMD
-      for (int64_t c = 0; c < width; ++c) {
-        row[c] = 0.f + partial[c];
-        partial[c] = 0.f;
-      }
+      for (int64_t c = 0; c < width; ++c) row[c] = 0.f + partial[c];
     }
     for (int64_t part = 1; part < partials; ++part) {
       if (v < ranges[part].begin || v >= ranges[part].end) continue;
-      float* RRM_RESTRICT partial = partial_sums + part * partial_stride + v * stride + range.begin;
+      const float* RRM_RESTRICT partial = partial_sums + part * partial_stride + v * stride + range.begin;
       RRM_SIMD
-      for (int64_t c = 0; c < width; ++c) {
-        row[c] = row[c] + partial[c];
-        partial[c] = 0.f;
-      }
+      for (int64_t c = 0; c < width; ++c) row[c] = row[c] + partial[c];
     }
   };
   if (width < stride) {
