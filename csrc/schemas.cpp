@@ -30,7 +30,7 @@ void define_ops(torch::Library& m) {
   m.def(
       "reliable_region_labels(Tensor cams, Tensor cls_labels, Tensor images, *, float alpha_low=4.0, "
       "float alpha_high=32.0, float cam_alpha=32.0, float fg_quantile=0.6, float cam_floor=0.1, float bg_sure=0.8, "
-      "float crf_sure=0.8, int ignore_index=255, bool? compact_labels=None, bool return_q=True) -> (Tensor labels, "
+      "float crf_sure=0.8, int ignore_index=255, bool return_q=True) -> (Tensor labels, "
       "Tensor sure, Tensor q)");
 }
 

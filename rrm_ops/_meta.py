@@ -111,7 +111,6 @@ def _reliable_region_labels_fake(
     bg_sure: float = 0.8,
     crf_sure: float = 0.8,
     ignore_index: int = 255,
-    compact_labels: bool | None = None,
     return_q: bool = True,
 ) -> tuple[Tensor, Tensor, Tensor]:
     torch._check(cams.dim() == 4, lambda: f"cams must be 4-D [B, C, H, W], got shape {tuple(cams.shape)}")

@@ -8,6 +8,7 @@ CPU and CUDA kernels); :func:`reliable_region_labels` is its typed Python face.
 
 from __future__ import annotations
 
+import warnings
 from typing import NamedTuple
 
 import torch
@@ -83,10 +84,9 @@ def reliable_region_labels(
         alpha_low, alpha_high: background powers of the two CRFs; cam_alpha: of the CAM argmax.
         fg_quantile, cam_floor, bg_sure, crf_sure: pruning thresholds (docs/design.md#reliable-region-mining).
         return_details: also return Q_low, Q_high and the sure-CAM mask.
-        compact_labels: run the CRFs on each image's present labels only, padded to the batch's
-            largest present count (needs that count on the host, free when cls_labels is a CPU
-            tensor), instead of all C+1 labels with the absent ones masked. Both give bitwise
-            the same result; None compacts exactly when cls_labels is on the CPU.
+        compact_labels: deprecated and ignored (a FutureWarning when given): the CRFs always run
+            on each image's present labels only, padded to the batch's largest present count,
+            on every device and with no host read of their own.
 
     Returns:
         int64 [B, H, W] in {0..C, ignore_index} (class c is label c+1), or MiningDetails.
@@ -94,10 +94,17 @@ def reliable_region_labels(
         background label alone, so every pixel whose background CAM score is sure becomes 0.
         Absent classes have Q = 0 (the CRFs run on the present labels only).
     """
+    if compact_labels is not None:
+        warnings.warn(
+            "reliable_region_labels: compact_labels is deprecated and has no effect (the CRFs always run on each "
+            "image's present labels only); it will be removed",
+            FutureWarning,
+            stacklevel=2,
+        )
     _check_inputs(cams, cls_labels, images)
     labels, sure, q = ops().reliable_region_labels(
         cams.detach(), cls_labels.detach(), images.detach(), alpha_low=float(alpha_low),
         alpha_high=float(alpha_high), cam_alpha=float(cam_alpha), fg_quantile=float(fg_quantile),
         cam_floor=float(cam_floor), bg_sure=float(bg_sure), crf_sure=float(crf_sure),
-        ignore_index=int(ignore_index), compact_labels=compact_labels, return_q=bool(return_details))
+        ignore_index=int(ignore_index), return_q=bool(return_details))
     return MiningDetails(labels, q[0], q[1], sure) if return_details else labels

@@ -336,13 +336,12 @@ _CLS_LABELS = {
 
 @pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize("present", sorted(_CLS_LABELS))
-@pytest.mark.parametrize("compact_labels", [None, True, False])
-def test_reliable_region_labels_is_bitwise_the_cpu_mining(target, size, present, compact_labels):
+def test_reliable_region_labels_is_bitwise_the_cpu_mining(target, size, present):
     cams = 3 * smooth_maps(2, 5, *size, seed=len(present))
     cls_labels = torch.tensor(_CLS_LABELS[present])
     images = photos(2, *size, first=2).permute(0, 3, 1, 2)
     kwargs = dict(alpha_low=4.0, alpha_high=32.0, cam_alpha=32.0, fg_quantile=0.6, cam_floor=0.1, bg_sure=0.8,
-                  crf_sure=0.8, ignore_index=255, compact_labels=compact_labels, return_q=True)
+                  crf_sure=0.8, ignore_index=255, return_q=True)
     expected = cpu.reliable_region_labels(cams, cls_labels, images, **kwargs)
     actual = target.ops.reliable_region_labels(*target.to((cams, cls_labels, images)), **kwargs)
     assert_bitwise_equal(actual, expected)

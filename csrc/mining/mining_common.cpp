@@ -37,16 +37,6 @@ at::Tensor label_mask_of(const at::Tensor& cls_labels) {
   return at::cat({at::ones({present.size(0), 1}, present.options()), present}, 1);
 }
 
-// int32 [B, S] slot table on `device`. Compact: S is the batch's largest present count, read
-// on the host (free when cls_labels is a CPU tensor). Otherwise S covers all C+1 labels and
-// absent ones are masked: no host synchronisation. Both give the same Q (padding slots have
-// Q = 0 and add exact zeros to every sum).
-at::Tensor slot_table(const at::Tensor& label_mask, bool compact, const at::Device& device) {
-  const int64_t needed =
-      compact ? static_cast<int64_t>(scalars_on_host({label_mask.sum(1).max()})[0]) : label_mask.size(1);
-  return crf::slot_labels_of(label_mask, crf::padded_slot_count(needed)).to(device);
-}
-
 // Q [G, B, S, P] over the slots of slot_labels [B, S] spread over all `labels` labels:
 // [G, B, labels, P], 0 for absent labels. Padding slots go to an extra row that is dropped.
 at::Tensor q_over_labels(const at::Tensor& slot_q, const at::Tensor& slot_labels, int64_t labels) {
@@ -66,7 +56,7 @@ void check_cls_labels_device(const at::Tensor& cls_labels, const at::Tensor& cam
 std::tuple<at::Tensor, at::Tensor, at::Tensor> reliable_region_labels(
     const at::Tensor& cams, const at::Tensor& cls_labels, const at::Tensor& images, double alpha_low,
     double alpha_high, double cam_alpha, double fg_quantile, double cam_floor, double bg_sure, double crf_sure,
-    int64_t ignore_index, std::optional<bool> compact_labels, bool return_q, MeanfieldRunner run) {
+    int64_t ignore_index, bool return_q, MeanfieldRunner run) {
   check_dim(cams, 4, "cams", "[B, C, H, W]");
   check_floating(cams, "cams");
   const int64_t batch = cams.size(0), classes = cams.size(1), height = cams.size(2), width = cams.size(3);
@@ -97,11 +87,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> reliable_region_labels(
   const at::Tensor normalised = float_cams / denominators;
   const at::Tensor max_cam = normalised.amax(1).contiguous();
 
+  // The CRFs run on each image's present labels only, in S slots: the batch's largest present
+  // count, padded (crf::padded_slot_count). That count is read on the host with the Gaussian
+  // lattice build's vertex count, so compacting costs no read of its own on a device (and
+  // nothing for CPU cls_labels); the slot table itself is built on cls_labels' device.
   const at::Tensor label_mask = label_mask_of(cls_labels);
-  const at::Tensor slot_labels = slot_table(label_mask, compact_labels.value_or(is_host(cls_labels.device())),
-                                            cams.device());
+  DeferredScalars present_labels({label_mask.sum(1).max()});
   const auto [gaussian_built, bilateral_built] =
       crf::crf_lattices(rgb, kGaussianSxy, kBilateralSxy, kBilateralSrgb);
+  const int64_t needed = static_cast<int64_t>(present_labels.values()[0]);
+  const at::Tensor slot_labels =
+      crf::slot_labels_of(label_mask, crf::padded_slot_count(needed)).to(cams.device());
   const lattice::LatticeTuple gaussian_tensors = lattice::contiguous_lattice(gaussian_built);
   const lattice::LatticeTuple bilateral_tensors = lattice::contiguous_lattice(bilateral_built);
   const lattice::LatticeView gaussian = lattice::make_view(gaussian_tensors);

@@ -24,13 +24,13 @@ void meanfield_cpu(const MiningUnary& unary, const crf::MeanfieldProblem& proble
 std::tuple<at::Tensor, at::Tensor, at::Tensor> reliable_region_labels_cpu(
     const at::Tensor& cams, const at::Tensor& cls_labels, const at::Tensor& images, double alpha_low,
     double alpha_high, double cam_alpha, double fg_quantile, double cam_floor, double bg_sure, double crf_sure,
-    int64_t ignore_index, std::optional<bool> compact_labels, bool return_q) {
+    int64_t ignore_index, bool return_q) {
   std::tuple<at::Tensor, at::Tensor, at::Tensor> result;
   // One team (phase_runner.h) for the op's runs and ATen calls: one parallel region. The mean
   // field's size: every class of every pixel in both groups, RRM's 10 iterations.
   with_team(crf::meanfield_threads(cams.numel() * kCrfGroups, 10), [&] {
     result = reliable_region_labels(cams, cls_labels, images, alpha_low, alpha_high, cam_alpha, fg_quantile,
-                                    cam_floor, bg_sure, crf_sure, ignore_index, compact_labels, return_q,
+                                    cam_floor, bg_sure, crf_sure, ignore_index, return_q,
                                     &meanfield_cpu);
   });
   return result;

@@ -5,7 +5,6 @@
 
 #include <ATen/ATen.h>
 
-#include <optional>
 #include <tuple>
 
 #include "crf/crf.h"
@@ -30,7 +29,7 @@ void check_cls_labels_device(const at::Tensor& cls_labels, const at::Tensor& cam
 std::tuple<at::Tensor, at::Tensor, at::Tensor> reliable_region_labels(
     const at::Tensor& cams, const at::Tensor& cls_labels, const at::Tensor& images, double alpha_low,
     double alpha_high, double cam_alpha, double fg_quantile, double cam_floor, double bg_sure, double crf_sure,
-    int64_t ignore_index, std::optional<bool> compact_labels, bool return_q, MeanfieldRunner run);
+    int64_t ignore_index, bool return_q, MeanfieldRunner run);
 
 }  // namespace mining
 }  // namespace rrm
