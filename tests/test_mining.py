@@ -160,8 +160,8 @@ def test_compact_labels_is_deprecated_and_changes_nothing(compact_labels):
 
 def test_op_equals_two_mean_fields_on_shared_lattices():
     # The two-group mean field equals two separate runs of the CRF family's mean field. The op
-    # computes the unary with logf/powf per pixel, torch with its vectorised log/pow, which may
-    # differ in the last bit; Q then differs by about 1e-7.
+    # computes the unary with the log and pow of common/float_math.h per pixel, torch with its
+    # vectorised log/pow, which may differ in the last bit; Q then differs by about 1e-7.
     cams, labels, images = _small_batch()
     details = rrm_ops.reliable_region_labels(cams, labels, images, return_details=True)
     present = labels.bool()
