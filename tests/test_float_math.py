@@ -42,14 +42,13 @@ def _pow(x: np.ndarray, y: float) -> np.ndarray:
 
 def test_log_is_correctly_rounded_on_the_scores_range():
     """Every 13th float of the clipped scores [1e-5, 1] (11 million) and every 4099th float of
-    the whole positive range. Of all 140 million floats of [1e-5, 1] one is not correctly
-    rounded (docs/design.md#determinism): ln x lies within 2^-53.7 of a rounding boundary there,
-    closer than a double evaluation resolves, and comes out one ulp off."""
+    the whole positive range, against glibc's double log rounded to float. Of all 140 million
+    floats of [1e-5, 1] one is not correctly rounded (docs/design.md#determinism): ln x lies
+    within 2^-53.7 of a rounding boundary there, closer than a double evaluation resolves, and
+    glibc's double log rounded to float comes out the same way."""
     for x in (_floats(1e-5, 1.0, 13), _floats(1e-45, 3.4e38, 4099)):
         exact = np.log(x.astype(np.float64)).astype(np.float32)
         assert np.array_equal(_log(x), exact)
-    hard = np.array([float.fromhex("0x1.827a74p-7")], np.float32)
-    assert _ulps(_log(hard), np.log(hard.astype(np.float64)).astype(np.float32)).tolist() == [1]
 
 
 def test_log_is_within_one_ulp_of_glibc():
@@ -66,7 +65,7 @@ def test_pow_is_within_one_ulp_of_correctly_rounded_and_of_glibc(y):
     result within that of a rounding boundary can round the other way: at most 1 in 10^5."""
     x = _floats(1e-5, 1.0, 61)
     ours = _pow(x, y)
-    exact = np.power(x.astype(np.float64), y).astype(np.float32)
+    exact = np.power(x.astype(np.float64), np.float64(np.float32(y))).astype(np.float32)
     normal = exact >= np.finfo(np.float32).tiny
     distance = _ulps(ours[normal], exact[normal])
     assert distance.max() <= 1 and np.count_nonzero(distance) <= 1e-5 * distance.size
