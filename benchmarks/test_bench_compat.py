@@ -21,15 +21,16 @@ import rrm_ops
 from conftest import photo_batch
 from rrm_ops.compat.bilateralfilter import bilateralfilter_batch
 from rrm_ops.compat.pydensecrf import densecrf as our_densecrf
-from test_bench_crf import N_ITER, SIZE, cam_like_scores
+from test_bench_crf import CRF, N_ITER, SIZE, cam_like_scores
 
 
 def densecrf_2d(dcrf, unary: np.ndarray, image: np.ndarray, bilateral_compat: object) -> np.ndarray:
-    """The usual pydensecrf program: scores' unary, Gaussian (3, 3), bilateral (80, 13)."""
+    """The usual pydensecrf program: scores' unary, the Gaussian and bilateral kernels of RRM's
+    training CRF, the given bilateral compatibility."""
     crf = dcrf.DenseCRF2D(SIZE, SIZE, unary.shape[0])
     crf.setUnaryEnergy(unary)
-    crf.addPairwiseGaussian(sxy=3, compat=3)
-    crf.addPairwiseBilateral(sxy=80, srgb=13, rgbim=image, compat=bilateral_compat)
+    crf.addPairwiseGaussian(sxy=CRF.gaussian_sxy, compat=CRF.gaussian_compat)
+    crf.addPairwiseBilateral(sxy=CRF.bilateral_sxy, srgb=CRF.bilateral_srgb, rgbim=image, compat=bilateral_compat)
     return np.array(crf.inference(N_ITER))
 
 
@@ -47,13 +48,13 @@ def test_pydensecrf_api(benchmark, labels, compat, implementation):
     benchmark.group = f"pydensecrf API {SIZE}x{SIZE}, {N_ITER} iterations, L={labels}, {compat} bilateral compat"
     image = photo_batch(SIZE)[0].numpy()
     unary = np.ascontiguousarray(unary_from_softmax(cam_like_scores(1, labels, SIZE)[0].numpy()))
-    bilateral_compat = 10 if compat == "potts" else bilateral_matrix(labels)
+    bilateral_compat = CRF.bilateral_compat if compat == "potts" else bilateral_matrix(labels)
     reference = densecrf_2d(their_densecrf, unary, image, bilateral_compat)
     if implementation == "dense_crf":
         unary_tensor, image_tensor = torch.from_numpy(unary).reshape(1, labels, SIZE, SIZE), torch.from_numpy(image)[None]
 
         def run():
-            q = rrm_ops.dense_crf(None, image_tensor, unary=unary_tensor, n_iter=N_ITER)
+            q = rrm_ops.dense_crf(None, image_tensor, unary=unary_tensor, **CRF.as_kwargs())
             return np.array(q[0].reshape(labels, -1))  # the copy the pydensecrf programs make too
     else:
         dcrf = our_densecrf if implementation == "compat" else their_densecrf

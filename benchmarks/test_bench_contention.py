@@ -35,7 +35,7 @@ from test_bench_mining import _ours as mining
 COMPETING = [0, 1, 2, 3]
 THREADS = [2, 1]
 ROUNDS = 5
-N_ITER = 10
+N_ITER = rrm_ops.TRAINING_CRF.n_iter
 # No level runs this long; the bound only matters if this process cannot kill its children.
 BUSY_SECONDS = 900
 

@@ -21,7 +21,8 @@ import rrm_ops
 from conftest import photo_batch
 
 SIZE = 321
-N_ITER = 10
+CRF = rrm_ops.TRAINING_CRF
+N_ITER = CRF.n_iter
 
 
 def cam_like_scores(batch: int, labels: int, size: int) -> torch.Tensor:
@@ -35,8 +36,9 @@ def pydensecrf_like_rrm(scores: np.ndarray, image: np.ndarray) -> np.ndarray:
     labels, height, width = scores.shape
     crf = dcrf.DenseCRF2D(width, height, labels)
     crf.setUnaryEnergy(np.ascontiguousarray(unary_from_softmax(scores)))
-    crf.addPairwiseGaussian(sxy=3, compat=3)
-    crf.addPairwiseBilateral(sxy=80, srgb=13, rgbim=np.copy(image), compat=10)
+    crf.addPairwiseGaussian(sxy=CRF.gaussian_sxy, compat=CRF.gaussian_compat)
+    crf.addPairwiseBilateral(sxy=CRF.bilateral_sxy, srgb=CRF.bilateral_srgb, rgbim=np.copy(image),
+                             compat=CRF.bilateral_compat)
     return np.array(crf.inference(N_ITER)).reshape(labels, height, width)
 
 
@@ -45,7 +47,7 @@ def pydensecrf_batch(scores: np.ndarray, images: np.ndarray) -> np.ndarray:
 
 
 def ours(scores: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-    return rrm_ops.dense_crf(scores, images, n_iter=N_ITER)
+    return rrm_ops.dense_crf(scores, images, **CRF.as_kwargs())
 
 
 @pytest.mark.parametrize("implementation", ["rrm_ops", "rrm_ops_cold", "pydensecrf"])

@@ -13,6 +13,8 @@ import rrm_ops
 from conftest import photo_batch
 
 CHANNELS = 21
+# The features of RRM's training CRF.
+CRF = rrm_ops.TRAINING_CRF
 
 
 def _build_and_filter(features: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
@@ -30,7 +32,7 @@ def _filter_per_channel(lattice: rrm_ops.Lattice, values: torch.Tensor) -> torch
 @pytest.mark.parametrize("size", [161, 321, 642])
 def test_bilateral_build_and_filter(benchmark, size):
     benchmark.group = "lattice d=5 bilateral, C=21"
-    features = rrm_ops.bilateral_features(photo_batch(size), 80.0, 13.0)
+    features = rrm_ops.bilateral_features(photo_batch(size), CRF.bilateral_sxy, CRF.bilateral_srgb)
     values = torch.rand(1, CHANNELS, size, size)
     benchmark.extra_info["pixels"] = size * size
     benchmark.pedantic(_build_and_filter, args=(features, values), rounds=15, warmup_rounds=1)
@@ -39,7 +41,7 @@ def test_bilateral_build_and_filter(benchmark, size):
 @pytest.mark.parametrize("size", [161, 321, 642])
 def test_gaussian_build_and_filter(benchmark, size):
     benchmark.group = "lattice d=2 gaussian, C=21"
-    features = rrm_ops.gaussian_features(1, size, size, 3.0)
+    features = rrm_ops.gaussian_features(1, size, size, CRF.gaussian_sxy)
     values = torch.rand(1, CHANNELS, size, size)
     benchmark.extra_info["pixels"] = size * size
     benchmark.pedantic(_build_and_filter, args=(features, values), rounds=15, warmup_rounds=1)

@@ -41,8 +41,11 @@ def mine_reliable_labels(
         cls_labels: [B, C] image-level labels in {0, 1}.
         images_uint8: uint8 [B, 3, H, W].
         rois: [B, H, W], 1 inside the valid crop.
-        mining: keyword arguments of ``rrm_ops.reliable_region_labels``.
+        mining: keyword arguments of ``rrm_ops.reliable_region_labels``; its CRFs are RRM's
+            training CRF (``rrm_ops.TRAINING_CRF``).
     """
     full = upsampled_cams(cams.detach().float(), tuple(images_uint8.shape[-2:]))
-    labels = rrm_ops.reliable_region_labels(full, cls_labels, images_uint8, ignore_index=IGNORE_INDEX, **mining)
+    labels = rrm_ops.reliable_region_labels(
+        full, cls_labels, images_uint8, crf=rrm_ops.TRAINING_CRF, ignore_index=IGNORE_INDEX, **mining
+    )
     return labels.masked_fill(rois == 0, IGNORE_INDEX)

@@ -7,8 +7,8 @@
 The checkpoint is an rrm training checkpoint (``last.pth``) or a plain state dict such as
 RRM's ``RRM_final.pth`` (see :mod:`rrm.evaluation.model_loading`). Each image is predicted
 from the segmentation branch's softmax, averaged over ``--scales`` (and their mirror images
-with ``--flip``); ``--crf`` refines them with RRM's inference dense CRF (Gaussian 3/3,
-bilateral 83/5/4, 10 iterations). The defaults (scale 1, no flip, no CRF) are the fast
+with ``--flip``); ``--crf`` refines them with RRM's inference dense CRF
+(``rrm_ops.INFERENCE_CRF``). The defaults (scale 1, no flip, no CRF) are the fast
 single-scale prediction; RRM's inference protocol is ``--scales 0.75,1,1.25 --flip --crf``.
 ``--data-root`` defaults to the embedded synthetic dataset.
 

@@ -16,13 +16,25 @@ except ImportError as error:  # pragma: no cover - exercised only on broken inst
     ) from error
 
 from rrm_ops import _meta  # noqa: F401,E402  (registers fake kernels)
-from rrm_ops.crf import CrfLattices, crf_lattices, dense_crf, mean_field, unary_from_scores  # noqa: E402
+from rrm_ops.crf import (  # noqa: E402
+    INFERENCE_CRF,
+    TRAINING_CRF,
+    CrfLattices,
+    CrfParams,
+    crf_lattices,
+    dense_crf,
+    mean_field,
+    unary_from_scores,
+)
 from rrm_ops.energy_loss import DenseEnergyLoss, dense_energy_loss, energy_gate, gated_dense_energy  # noqa: E402
 from rrm_ops.lattice import Lattice, bilateral_features, gaussian_features  # noqa: E402
 from rrm_ops.mining import reliable_region_labels  # noqa: E402
 
 __all__ = [
+    "INFERENCE_CRF",
+    "TRAINING_CRF",
     "CrfLattices",
+    "CrfParams",
     "DenseEnergyLoss",
     "Lattice",
     "bilateral_features",

@@ -1,4 +1,8 @@
-"""Fake (meta) kernels so ``torch.compile`` and FakeTensor tracing can follow the ops."""
+"""Fake (meta) kernels so ``torch.compile`` and FakeTensor tracing can follow the ops.
+
+Each takes exactly the arguments of its schema (csrc/schemas.cpp), without defaults: those live
+in the typed wrappers.
+"""
 
 import torch
 from torch import Tensor
@@ -6,7 +10,7 @@ from torch import Tensor
 
 @torch.library.register_fake("rrm_ops::lattice_build")
 def _lattice_build_fake(
-    features: Tensor, point_block: int = 1
+    features: Tensor, point_block: int
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     batch, points, dim = features.shape
     vertices = torch.library.get_ctx().new_dynamic_size()
@@ -22,16 +26,7 @@ def _lattice_build_fake(
 
 
 @torch.library.register_fake("rrm_ops::lattice_filter")
-def _lattice_filter_fake(
-    offsets: Tensor,
-    weights: Tensor,
-    neighbours: Tensor,
-    splat_ptr: Tensor,
-    splat_entries: Tensor,
-    splat_weights: Tensor,
-    values: Tensor,
-    reverse: bool = False,
-) -> Tensor:
+def _lattice_filter_fake(lattice: list[Tensor], values: Tensor, reverse: bool) -> Tensor:
     return torch.empty_like(values, memory_format=torch.contiguous_format)
 
 
@@ -46,7 +41,7 @@ def _prune_reliable_labels_fake(
     bg_sure: float,
     crf_sure: float,
     ignore_index: int,
-    q_labels: Tensor | None = None,
+    q_labels: Tensor | None,
 ) -> tuple[Tensor, Tensor]:
     batch, _, pixels = cams.shape
     return cams.new_empty((batch, pixels), dtype=torch.int64), cams.new_empty((batch, pixels), dtype=torch.bool)
@@ -56,22 +51,12 @@ def _prune_reliable_labels_fake(
 def _dense_crf_meanfield_fake(
     unary: Tensor,
     label_mask: Tensor | None,
-    gaussian_offsets: Tensor,
-    gaussian_weights: Tensor,
-    gaussian_neighbours: Tensor,
-    gaussian_splat_ptr: Tensor,
-    gaussian_splat_entries: Tensor,
-    gaussian_splat_weights: Tensor,
-    bilateral_offsets: Tensor,
-    bilateral_weights: Tensor,
-    bilateral_neighbours: Tensor,
-    bilateral_splat_ptr: Tensor,
-    bilateral_splat_entries: Tensor,
-    bilateral_splat_weights: Tensor,
+    gaussian: list[Tensor],
+    bilateral: list[Tensor],
     gaussian_compat: float,
     bilateral_compat: float,
     n_iter: int,
-    compat_matrices: Tensor | None = None,
+    compat_matrices: Tensor | None,
 ) -> Tensor:
     torch._check(unary.dim() == 3, lambda: f"unary must be 3-D [B, L, P], got shape {tuple(unary.shape)}")
     return unary.new_empty(unary.shape, dtype=torch.float32)
@@ -81,15 +66,14 @@ def _dense_crf_meanfield_fake(
 def _dense_crf_fake(
     scores: Tensor | None,
     image: Tensor,
-    *,
-    unary: Tensor | None = None,
-    n_iter: int = 10,
-    gaussian_sxy: float = 3.0,
-    gaussian_compat: float = 3.0,
-    bilateral_sxy: float = 80.0,
-    bilateral_srgb: float = 13.0,
-    bilateral_compat: float = 10.0,
-    label_mask: Tensor | None = None,
+    unary: Tensor | None,
+    n_iter: int,
+    gaussian_sxy: float,
+    gaussian_compat: float,
+    bilateral_sxy: float,
+    bilateral_srgb: float,
+    bilateral_compat: float,
+    label_mask: Tensor | None,
 ) -> Tensor:
     torch._check((scores is None) != (unary is None), lambda: "dense_crf takes exactly one of scores and unary")
     energies = scores if scores is not None else unary
@@ -102,16 +86,21 @@ def _reliable_region_labels_fake(
     cams: Tensor,
     cls_labels: Tensor,
     images: Tensor,
-    *,
-    alpha_low: float = 4.0,
-    alpha_high: float = 32.0,
-    cam_alpha: float = 32.0,
-    fg_quantile: float = 0.6,
-    cam_floor: float = 0.1,
-    bg_sure: float = 0.8,
-    crf_sure: float = 0.8,
-    ignore_index: int = 255,
-    return_q: bool = True,
+    alpha_low: float,
+    alpha_high: float,
+    n_iter: int,
+    gaussian_sxy: float,
+    gaussian_compat: float,
+    bilateral_sxy: float,
+    bilateral_srgb: float,
+    bilateral_compat: float,
+    cam_alpha: float,
+    fg_quantile: float,
+    cam_floor: float,
+    bg_sure: float,
+    crf_sure: float,
+    ignore_index: int,
+    return_q: bool,
 ) -> tuple[Tensor, Tensor, Tensor]:
     torch._check(cams.dim() == 4, lambda: f"cams must be 4-D [B, C, H, W], got shape {tuple(cams.shape)}")
     batch, classes, height, width = cams.shape

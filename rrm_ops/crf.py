@@ -2,13 +2,15 @@
 
 :func:`dense_crf` is the one-call entry point. :func:`crf_lattices` and :func:`mean_field` split
 it in two for callers that run several CRFs on one image (reliable-region mining runs two
-background strengths): the two lattices are built once and reused.
+background strengths): the two lattices are built once and reused. :data:`TRAINING_CRF` and
+:data:`INFERENCE_CRF` are the two settings RRM uses; every default below comes from the first.
 
 None of these functions is differentiable; inputs are detached.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -19,6 +21,50 @@ from rrm_ops.lattice import Lattice, bilateral_features, gaussian_features
 
 # pydensecrf's x86 build (its SSE path, the one pip installs) embeds points in blocks of four.
 PYDENSECRF_POINT_BLOCK = 4
+
+
+@dataclass(frozen=True)
+class CrfParams:
+    """The parameters of a dense CRF (see :func:`dense_crf`), named and ordered as the ops take them.
+
+    n_iter: mean-field iterations, >= 0.
+    gaussian_sxy, gaussian_compat: the Gaussian kernel's width in pixels (> 0) and Potts weight.
+    bilateral_sxy, bilateral_srgb, bilateral_compat: the bilateral kernel's widths in pixels and
+        intensity levels (> 0) and its Potts weight.
+
+    ``dense_crf(scores, image, **params.as_kwargs())`` runs the CRF; ``dataclasses.replace``
+    derives a variant.
+    """
+
+    n_iter: int
+    gaussian_sxy: float
+    gaussian_compat: float
+    bilateral_sxy: float
+    bilateral_srgb: float
+    bilateral_compat: float
+
+    def as_kwargs(self) -> dict[str, int | float]:
+        """The fields as keyword arguments of :func:`dense_crf`."""
+        return dataclasses.asdict(self)
+
+    def as_op_arguments(self) -> tuple[int, float, float, float, float, float]:
+        """The fields in the schemas' order, ``n_iter`` an int and the rest floats."""
+        return (int(self.n_iter), float(self.gaussian_sxy), float(self.gaussian_compat), float(self.bilateral_sxy),
+                float(self.bilateral_srgb), float(self.bilateral_compat))
+
+
+TRAINING_CRF = CrfParams(
+    n_iter=10, gaussian_sxy=3.0, gaussian_compat=3.0, bilateral_sxy=80.0, bilateral_srgb=13.0, bilateral_compat=10.0
+)
+"""RRM's training-time CRF: the two CRFs of reliable-region mining (its default) and the default
+of :func:`dense_crf`, :func:`crf_lattices` and :func:`mean_field`. Gaussian sxy 3, compat 3;
+bilateral sxy 80, srgb 13, compat 10; 10 iterations."""
+
+INFERENCE_CRF = CrfParams(
+    n_iter=10, gaussian_sxy=3.0, gaussian_compat=3.0, bilateral_sxy=83.0, bilateral_srgb=5.0, bilateral_compat=4.0
+)
+"""RRM's inference-time CRF (its infer script), which refines test-time predictions: Gaussian
+sxy 3, compat 3; bilateral sxy 83, srgb 5, compat 4; 10 iterations."""
 
 
 def _tensor(value: object, name: str) -> Tensor:
@@ -36,12 +82,12 @@ def dense_crf(
     image: Tensor | None = None,
     *,
     unary: Tensor | None = None,
-    n_iter: int = 10,
-    gaussian_sxy: float = 3.0,
-    gaussian_compat: float = 3.0,
-    bilateral_sxy: float = 80.0,
-    bilateral_srgb: float = 13.0,
-    bilateral_compat: float = 10.0,
+    n_iter: int = TRAINING_CRF.n_iter,
+    gaussian_sxy: float = TRAINING_CRF.gaussian_sxy,
+    gaussian_compat: float = TRAINING_CRF.gaussian_compat,
+    bilateral_sxy: float = TRAINING_CRF.bilateral_sxy,
+    bilateral_srgb: float = TRAINING_CRF.bilateral_srgb,
+    bilateral_compat: float = TRAINING_CRF.bilateral_compat,
     label_mask: Tensor | None = None,
 ) -> Tensor:
     """Dense CRF mean field, as pydensecrf's ``DenseCRF2D`` with ``unary_from_softmax``, a
@@ -51,7 +97,9 @@ def dense_crf(
     ``Q = softmax(−U + w_g n_g ⊙ k_g(n_g ⊙ Q) + w_b n_b ⊙ k_b(n_b ⊙ Q))`` with ``k_g`` the
     permutohedral Gaussian filter on ``(x, y) / gaussian_sxy`` and ``k_b`` on
     ``((x, y) / bilateral_sxy, rgb / bilateral_srgb)`` (x is the column), ``n_k = 1 / sqrt(k(1))``
-    and ``w`` the compat weights. Each image has its own lattices.
+    and ``w`` the compat weights. Each image has its own lattices. The CRF parameters default
+    to :data:`TRAINING_CRF`; ``dense_crf(scores, image, **INFERENCE_CRF.as_kwargs())`` runs
+    RRM's inference CRF.
 
     Args:
         scores: float32/float64 [B, L, H, W], probabilities >= 0 (need not sum to 1);
@@ -76,14 +124,14 @@ def dense_crf(
     return ops().dense_crf(
         _optional_tensor(scores, "scores"),
         _tensor(image, "image"),
-        unary=_optional_tensor(unary, "unary"),
-        n_iter=int(n_iter),
-        gaussian_sxy=float(gaussian_sxy),
-        gaussian_compat=float(gaussian_compat),
-        bilateral_sxy=float(bilateral_sxy),
-        bilateral_srgb=float(bilateral_srgb),
-        bilateral_compat=float(bilateral_compat),
-        label_mask=_optional_tensor(label_mask, "label_mask"),
+        _optional_tensor(unary, "unary"),
+        int(n_iter),
+        float(gaussian_sxy),
+        float(gaussian_compat),
+        float(bilateral_sxy),
+        float(bilateral_srgb),
+        float(bilateral_compat),
+        _optional_tensor(label_mask, "label_mask"),
     )
 
 
@@ -103,7 +151,11 @@ class CrfLattices:
 
 
 def crf_lattices(
-    image: Tensor, *, gaussian_sxy: float = 3.0, bilateral_sxy: float = 80.0, bilateral_srgb: float = 13.0
+    image: Tensor,
+    *,
+    gaussian_sxy: float = TRAINING_CRF.gaussian_sxy,
+    bilateral_sxy: float = TRAINING_CRF.bilateral_sxy,
+    bilateral_srgb: float = TRAINING_CRF.bilateral_srgb,
 ) -> CrfLattices:
     """Build the Gaussian and bilateral lattices of ``image`` (uint8 [B, H, W, 3] or [B, 3, H, W]),
     as :func:`dense_crf` and pydensecrf do (points in blocks of 4, see :class:`Lattice`)."""
@@ -145,9 +197,9 @@ def mean_field(
     unary: Tensor,
     lattices: CrfLattices,
     *,
-    n_iter: int = 10,
-    gaussian_compat: float = 3.0,
-    bilateral_compat: float = 10.0,
+    n_iter: int = TRAINING_CRF.n_iter,
+    gaussian_compat: float = TRAINING_CRF.gaussian_compat,
+    bilateral_compat: float = TRAINING_CRF.bilateral_compat,
     label_mask: Tensor | None = None,
     compat_matrices: Tensor | None = None,
 ) -> Tensor:
@@ -178,8 +230,8 @@ def mean_field(
     q = ops().dense_crf_meanfield(
         unary.reshape(batch, labels, height * width),
         _optional_tensor(label_mask, "label_mask"),
-        *lattices.gaussian.tensors.as_tuple(),
-        *lattices.bilateral.tensors.as_tuple(),
+        lattices.gaussian.tensors.as_tuple(),
+        lattices.bilateral.tensors.as_tuple(),
         float(gaussian_compat),
         float(bilateral_compat),
         int(n_iter),

@@ -40,7 +40,7 @@ class _GatedEnergy(torch.autograd.Function):
         ctx, probs: Tensor, rois: Tensor, gate: Tensor, scale: float, exact: bool, lattice_filter, *lattice: Tensor
     ) -> Tensor:
         masked = probs * rois
-        energy_a = lattice_filter(*lattice, masked, False).mul_(gate)
+        energy_a = lattice_filter(lattice, masked, False).mul_(gate)
         # Summing over the points first gives one sum per (image, class), each taken by one
         # thread; a plain sum() splits the whole array among the threads, so its rounding
         # would depend on their number.
@@ -62,7 +62,7 @@ class _GatedEnergy(torch.autograd.Function):
             # d/dS' of S'ᵀ G W S' is G W S' + Wᵀ G S'; W is not exactly symmetric, and its
             # transpose is the filter with the blur axes in reverse order.
             energy_a, rois, masked, gate, *lattice = ctx.saved_tensors
-            transposed = ctx.lattice_filter(*lattice, masked * gate, True)
+            transposed = ctx.lattice_filter(lattice, masked * gate, True)
             grad_probs = (energy_a + transposed).mul_(rois).mul_(grad_loss * -ctx.scale)
         else:
             # RRM's rule: treat W as symmetric, which makes the gradient 2 A and needs no filtering.

@@ -15,7 +15,8 @@ Normalize = Literal["none", "symmetric"]
 
 @dataclass(frozen=True)
 class LatticeTensors:
-    """The tensors of a built lattice, as they cross the op boundary.
+    """The tensors of a built lattice: lattice_build's outputs, which the ops that use a lattice
+    take back as one ``Tensor[]`` argument (:meth:`as_tuple`).
 
     offsets: int32 [B, P, d+1] global vertex id of each point's simplex vertices.
     weights: float32 [B, P, d+1] barycentric weights.
@@ -33,6 +34,7 @@ class LatticeTensors:
     splat_weights: Tensor
 
     def as_tuple(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """The lattice as the ops' ``Tensor[]`` argument, in lattice_build's order."""
         return (self.offsets, self.weights, self.neighbours, self.splat_ptr, self.splat_entries, self.splat_weights)
 
     @property
@@ -128,15 +130,11 @@ class Lattice:
         return self._norm[dtype]
 
     def _filter_points(self, values: Tensor, reverse: bool) -> Tensor:
-        return self.ops.lattice_filter(*self.tensors.as_tuple(), values, reverse)
-
-
-_LATTICE_TENSORS = len(LatticeTensors.__dataclass_fields__)
+        return self.ops.lattice_filter(self.tensors.as_tuple(), values, reverse)
 
 
 def _lattice_filter_setup_context(ctx, inputs, output) -> None:
-    ctx.lattice = inputs[:_LATTICE_TENSORS]
-    ctx.reverse = inputs[_LATTICE_TENSORS + 1]
+    ctx.lattice, _, ctx.reverse = inputs
 
 
 def register_lattice_filter_autograd(library: str) -> None:
@@ -145,8 +143,9 @@ def register_lattice_filter_autograd(library: str) -> None:
     op = getattr(torch.ops, library).lattice_filter
 
     def backward(ctx, grad: Tensor):
-        grad_values = op(*ctx.lattice, grad, not ctx.reverse)
-        return (None,) * _LATTICE_TENSORS + (grad_values, None)
+        grad_values = op(ctx.lattice, grad, not ctx.reverse)
+        # The lattice's gradient has its structure: a list of one None per tensor.
+        return [None] * len(ctx.lattice), grad_values, None
 
     torch.library.register_autograd(
         f"{library}::lattice_filter", backward, setup_context=_lattice_filter_setup_context

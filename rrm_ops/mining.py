@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from rrm_ops._library import ops, runs_on_host
+from rrm_ops.crf import TRAINING_CRF, CrfParams
 
 
 class MiningDetails(NamedTuple):
@@ -66,6 +67,7 @@ def reliable_region_labels(
     *,
     alpha_low: float = 4.0,
     alpha_high: float = 32.0,
+    crf: CrfParams = TRAINING_CRF,
     cam_alpha: float = 32.0,
     fg_quantile: float = 0.6,
     cam_floor: float = 0.1,
@@ -82,6 +84,7 @@ def reliable_region_labels(
         cls_labels: [B, C] image-level labels in {0, 1}, on the CPU or on the device of cams.
         images: uint8 [B, 3, H, W] or [B, H, W, 3].
         alpha_low, alpha_high: background powers of the two CRFs; cam_alpha: of the CAM argmax.
+        crf: the parameters both CRFs run with; RRM's training CRF by default.
         fg_quantile, cam_floor, bg_sure, crf_sure: pruning thresholds (docs/design.md#reliable-region-mining).
         return_details: also return Q_low, Q_high and the sure-CAM mask.
         compact_labels: deprecated and ignored (a FutureWarning when given): the CRFs always run
@@ -102,9 +105,10 @@ def reliable_region_labels(
             stacklevel=2,
         )
     _check_inputs(cams, cls_labels, images)
+    if not isinstance(crf, CrfParams):
+        raise TypeError(f"crf must be a CrfParams (e.g. rrm_ops.TRAINING_CRF), got {type(crf).__name__}")
     labels, sure, q = ops().reliable_region_labels(
-        cams.detach(), cls_labels.detach(), images.detach(), alpha_low=float(alpha_low),
-        alpha_high=float(alpha_high), cam_alpha=float(cam_alpha), fg_quantile=float(fg_quantile),
-        cam_floor=float(cam_floor), bg_sure=float(bg_sure), crf_sure=float(crf_sure),
-        ignore_index=int(ignore_index), return_q=bool(return_details))
+        cams.detach(), cls_labels.detach(), images.detach(), float(alpha_low), float(alpha_high),
+        *crf.as_op_arguments(), float(cam_alpha), float(fg_quantile), float(cam_floor), float(bg_sure),
+        float(crf_sure), int(ignore_index), bool(return_details))
     return MiningDetails(labels, q[0], q[1], sure) if return_details else labels

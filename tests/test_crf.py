@@ -10,6 +10,7 @@ from skimage import data as sample_images
 from skimage.transform import resize
 
 import rrm_ops
+from op_arguments import DENSE_CRF
 from reference.crf_ref import pydensecrf_inference
 
 TRAINING = dict(gaussian_sxy=3.0, gaussian_compat=3.0, bilateral_sxy=80.0, bilateral_srgb=13.0, bilateral_compat=10.0)
@@ -79,6 +80,18 @@ def test_pixel_counts_off_a_multiple_of_four_match_pydensecrf(name, height, widt
         mine = ours(scores, image, n_iter=n_iter, **TRAINING)
         assert np.mean(mine.argmax(0) == theirs.argmax(0)) >= 0.999, n_iter
         assert np.abs(mine - theirs).max() <= 1e-4, n_iter
+
+
+def test_presets_are_rrms_two_crf_settings_and_cannot_change():
+    assert rrm_ops.TRAINING_CRF.as_kwargs() == {"n_iter": 10, **TRAINING}
+    assert rrm_ops.INFERENCE_CRF.as_kwargs() == {"n_iter": 10, **INFERENCE}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        rrm_ops.TRAINING_CRF.bilateral_sxy = 60.0
+    image = torch.from_numpy(resized_photo("coffee", 37, 45))[None]
+    scores = torch.from_numpy(smooth_scores(3, 37, 45, seed=5))[None]
+    default = rrm_ops.dense_crf(scores, image)
+    assert torch.equal(default, rrm_ops.dense_crf(scores, image, **rrm_ops.TRAINING_CRF.as_kwargs()))
+    assert not torch.equal(default, rrm_ops.dense_crf(scores, image, **rrm_ops.INFERENCE_CRF.as_kwargs()))
 
 
 def test_the_pairwise_terms_change_the_result():
@@ -318,10 +331,18 @@ def test_mean_field_rejects_mismatched_lattices_and_unary():
 
 
 def test_registered_kernels():
+    # The mean field has a kernel per device; dense_crf, a composite, one kernel for all of them.
+    name = "rrm_ops::dense_crf_meanfield"
+    assert torch._C._dispatch_has_kernel_for_dispatch_key(name, "CPU")
+    if torch.cuda.is_available():
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(name, "CUDA")
+    name = "rrm_ops::dense_crf"
+    assert torch._C._dispatch_has_kernel_for_dispatch_key(name, "CompositeExplicitAutograd")
+    assert not torch._C._dispatch_has_kernel_for_dispatch_key(name, "CPU")
+    assert not torch._C._dispatch_has_kernel_for_dispatch_key(name, "CUDA")
+    for key in ("CPU", "CUDA"):
+        assert torch._C._dispatch_has_computed_kernel_for_dispatch_key(name, key)
     for name in ("rrm_ops::dense_crf", "rrm_ops::dense_crf_meanfield"):
-        assert torch._C._dispatch_has_kernel_for_dispatch_key(name, "CPU")
-        if torch.cuda.is_available():
-            assert torch._C._dispatch_has_kernel_for_dispatch_key(name, "CUDA")
         assert torch._C._dispatch_has_kernel_for_dispatch_key(name, "Meta")
 
 
@@ -329,16 +350,18 @@ def test_registered_ops_pass_opcheck():
     images = photo_batch(9, 11)[:2]
     scores = torch.rand(2, 3, 9, 11)
     mask = torch.tensor([[True, False, True], [True, True, True]])
-    torch.library.opcheck(torch.ops.rrm_ops.dense_crf, (scores, images), {"n_iter": 2, "label_mask": mask})
+    torch.library.opcheck(torch.ops.rrm_ops.dense_crf, (scores, images),
+                          {**DENSE_CRF, "n_iter": 2, "label_mask": mask})
     lattices = rrm_ops.crf_lattices(images)
     args = (
         rrm_ops.unary_from_scores(scores).flatten(2),
         mask,
-        *lattices.gaussian.tensors.as_tuple(),
-        *lattices.bilateral.tensors.as_tuple(),
+        lattices.gaussian.tensors.as_tuple(),
+        lattices.bilateral.tensors.as_tuple(),
         3.0,
         10.0,
         2,
+        None,
     )
     torch.library.opcheck(torch.ops.rrm_ops.dense_crf_meanfield, args)
 

@@ -138,6 +138,6 @@ def test_registered_op_with_compat_matrices_passes_opcheck():
     images = photo_batch(9, 11)[:2]
     lattices = rrm_ops.crf_lattices(images)
     unary = rrm_ops.unary_from_scores(torch.rand(2, 3, 9, 11)).flatten(2)
-    args = (unary, None, *lattices.gaussian.tensors.as_tuple(), *lattices.bilateral.tensors.as_tuple(), 1.0, 1.0, 2,
+    args = (unary, None, lattices.gaussian.tensors.as_tuple(), lattices.bilateral.tensors.as_tuple(), 1.0, 1.0, 2,
             symmetric_matrices(3, seed=0))
     torch.library.opcheck(torch.ops.rrm_ops.dense_crf_meanfield, args)

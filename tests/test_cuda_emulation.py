@@ -15,6 +15,7 @@ import rrm_ops
 import rrm_ops.emulation as emulation
 from cuda_cases import lattice_features, photos, points, scores, smooth_maps
 from cuda_targets import assert_bitwise_equal, uninitialised_memory_filled  # noqa: F401 (a fixture)
+from op_arguments import DENSE_CRF, MINING
 
 ROOT = Path(__file__).resolve().parents[1]
 CSRC = ROOT / "csrc"
@@ -22,6 +23,8 @@ probe = emulation._emulated
 emu = emulation.ops
 OPS = ("lattice_build", "lattice_filter", "dense_crf_meanfield", "dense_crf", "prune_reliable_labels",
        "reliable_region_labels")
+# Registered once for every device; in the emulated build its device branches are the CUDA ones.
+DEVICE_GENERIC_OPS = ("dense_crf",)
 
 
 @pytest.fixture(autouse=True)
@@ -41,10 +44,11 @@ def test_ops_have_the_schemas_of_rrm_ops_and_emulated_cuda_kernels_only():
         real = str(torch._C._get_schema(f"rrm_ops::{op}", ""))
         emulated = str(torch._C._get_schema(f"rrm_ops_emu::{op}", ""))
         assert emulated == real.replace("rrm_ops::", "rrm_ops_emu::", 1)
-        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"rrm_ops_emu::{op}", "CPU")
+        key = "CompositeExplicitAutograd" if op in DEVICE_GENERIC_OPS else "CPU"
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"rrm_ops_emu::{op}", key)
         assert not torch._C._dispatch_has_kernel_for_dispatch_key(f"rrm_ops_emu::{op}", "CUDA")
         # The emulated build registers none of its copies of the CPU kernels under rrm_ops.
-        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"rrm_ops::{op}", "CPU")
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"rrm_ops::{op}", key)
 
 
 def test_threads_run_in_index_order_or_in_a_seeded_permutation():
@@ -144,7 +148,7 @@ def _op_calls():
     features = lattice_features("bilateral", images)
     lattice = emu.lattice_build(features, 1)
     crf = rrm_ops.crf_lattices(images)
-    crf_tensors = crf.gaussian.tensors.as_tuple() + crf.bilateral.tensors.as_tuple()
+    crf_tensors = crf.gaussian.tensors.as_tuple(), crf.bilateral.tensors.as_tuple()
     unary = -torch.log(scores(2, 5, 29, 31, seed=1)).flatten(2)
     mask = torch.tensor([[True, False, True, True, False], [True] * 5])
     cams = smooth_maps(2, 4, 29, 31, seed=2)
@@ -174,19 +178,20 @@ def _op_calls():
         "lattice_build": (lambda: emu.lattice_build(features, 1), build, 1),
         "lattice_build (point blocks)": (lambda: emu.lattice_build(features, 4), build, 1),
         "lattice_build (empty)": (lambda: emu.lattice_build(features[:0], 1), {}, 0),
-        "lattice_filter": (lambda: emu.lattice_filter(*lattice, points(cams), False),
+        "lattice_filter": (lambda: emu.lattice_filter(lattice, points(cams), False),
                            {"splat_kernel": 1, "blur_kernel": 6, "slice_kernel": 1}, 0),
-        "lattice_filter (float64, reverse)": (lambda: emu.lattice_filter(*lattice, points(cams).double(), True),
+        "lattice_filter (float64, reverse)": (lambda: emu.lattice_filter(lattice, points(cams).double(), True),
                                               {"splat_kernel": 1, "blur_kernel": 6, "slice_kernel": 1}, 0),
-        "dense_crf_meanfield": (lambda: emu.dense_crf_meanfield(unary, None, *crf_tensors, 3.0, 10.0, 10),
+        "dense_crf_meanfield": (lambda: emu.dense_crf_meanfield(unary, None, *crf_tensors, 3.0, 10.0, 10, None),
                                 meanfield(10, True), 1),
-        "dense_crf_meanfield (label mask)": (lambda: emu.dense_crf_meanfield(unary, mask, *crf_tensors, 3.0, 10.0, 3),
+        "dense_crf_meanfield (label mask)": (lambda: emu.dense_crf_meanfield(unary, mask, *crf_tensors, 3.0, 10.0, 3,
+                                                                             None),
                                              meanfield(3, True), 1),
-        "dense_crf": (lambda: emu.dense_crf(scores(2, 5, 29, 31, seed=1), images), plus(twice_build, meanfield(10, True)),
-                      4),
+        "dense_crf": (lambda: emu.dense_crf(scores(2, 5, 29, 31, seed=1), images, **DENSE_CRF),
+                      plus(twice_build, meanfield(10, True)), 4),
         "prune_reliable_labels": (lambda: emu.prune_reliable_labels(cams.flatten(2), q, q, 32.0, 0.6, 0.1, 0.8, 0.8,
                                                                     255, None), prune, 0),
-        "reliable_region_labels": (lambda: emu.reliable_region_labels(cams, cls_labels, images),
+        "reliable_region_labels": (lambda: emu.reliable_region_labels(cams, cls_labels, images, **MINING),
                                    plus(twice_build, meanfield(10, False), {"unary_kernel": 1}, prune), 2),
     }
 
@@ -198,29 +203,29 @@ def _call_emulated_glue(op_name: str, *args):
 
 
 def _mixed_device_calls():
-    """name -> (op, its arguments, the index of the argument put on the meta device, the start of
-    the error it must give)."""
+    """name -> (op, its arguments, the index of the argument put on the meta device (and within a
+    lattice argument, of its tensor), the start of the error it must give)."""
     images = photos(1, 5, 6)
     lattice = emu.lattice_build(lattice_features("bilateral", images), 1)
     crf = rrm_ops.crf_lattices(images)
-    crf_tensors = crf.gaussian.tensors.as_tuple() + crf.bilateral.tensors.as_tuple()
+    crf_tensors = crf.gaussian.tensors.as_tuple(), crf.bilateral.tensors.as_tuple()
     unary = -torch.log(scores(1, 3, 5, 6, seed=1)).flatten(2)
     mask = torch.tensor([[True, False, True]])
     cams = smooth_maps(1, 2, 5, 6, seed=2)
     q = scores(1, 3, 5, 6, seed=3).flatten(2)
-    filter_args = (*lattice, points(scores(1, 3, 5, 6, seed=4)), False)
-    meanfield_args = (unary, mask, *crf_tensors, 3.0, 10.0, 1)
+    filter_args = (lattice, points(scores(1, 3, 5, 6, seed=4)), False)
+    meanfield_args = (unary, mask, *crf_tensors, 3.0, 10.0, 1, None)
     prune_args = (cams.flatten(2), q, q, 32.0, 0.6, 0.1, 0.8, 0.8, 255, torch.tensor([[0, 1, 2]], dtype=torch.int32))
-    mining_args = (cams, torch.tensor([[1, 0]]), images)
+    mining_args = (cams, torch.tensor([[1, 0]]), images, *MINING.values())
     return {
-        "lattice_filter (values)": ("lattice_filter", filter_args, 6, "offsets is on cpu but values is on meta"),
-        "lattice_filter (splat_weights)": ("lattice_filter", filter_args, 5,
+        "lattice_filter (values)": ("lattice_filter", filter_args, 1, "offsets is on cpu but values is on meta"),
+        "lattice_filter (splat_weights)": ("lattice_filter", filter_args, (0, 5),
                                            "splat_weights is on meta but values is on cpu"),
         "dense_crf_meanfield (unary)": ("dense_crf_meanfield", meanfield_args, 0,
                                         "label_mask is on cpu but unary is on meta"),
         "dense_crf_meanfield (label_mask)": ("dense_crf_meanfield", meanfield_args, 1,
                                              "label_mask is on meta but unary is on cpu"),
-        "dense_crf_meanfield (bilateral_splat_ptr)": ("dense_crf_meanfield", meanfield_args, 11,
+        "dense_crf_meanfield (bilateral_splat_ptr)": ("dense_crf_meanfield", meanfield_args, (3, 3),
                                                       "bilateral_splat_ptr is on meta but unary is on cpu"),
         "prune_reliable_labels (q_high)": ("prune_reliable_labels", prune_args, 2,
                                            "q_high is on meta but cams is on cpu"),
@@ -240,7 +245,11 @@ def test_arguments_on_two_devices_are_refused_naming_the_argument(name):
     which would fail on a CPU tensor naming none). A meta tensor stands for the other device."""
     op_name, args, moved, message = _mixed_device_calls()[name]
     mixed = list(args)
-    mixed[moved] = mixed[moved].to("meta")
+    if isinstance(moved, tuple):
+        argument, tensor = moved
+        mixed[argument] = [t.to("meta") if i == tensor else t for i, t in enumerate(mixed[argument])]
+    else:
+        mixed[moved] = mixed[moved].to("meta")
     with emulation.counting() as counts, pytest.raises(RuntimeError, match=re.escape(message)):
         _call_emulated_glue(op_name, *mixed)
     assert counts.launches == {} and counts.host_reads == 0
@@ -287,7 +296,7 @@ def test_mining_runs_the_present_labels_only_without_a_read_of_its_own():
     cls_labels = torch.zeros(2, 20, dtype=torch.long)
     cls_labels[0, 5] = cls_labels[1, [0, 3, 7]] = 1
     with torch.profiler.profile(record_shapes=True) as profile, emulation.counting() as counts:
-        emu.reliable_region_labels(cams, cls_labels, images)
+        emu.reliable_region_labels(cams, cls_labels, images, **MINING)
     prune_inputs = [event.input_shapes for event in profile.events()
                     if event.name == "rrm_ops_emu::prune_reliable_labels"]
     assert [shapes[1] for shapes in prune_inputs] == [[2, 4, 29 * 31]]
@@ -345,7 +354,7 @@ def _order_cases():
     build_features = {kind: lattice_features(kind, images) for kind in ("bilateral_fine", "gaussian", "patches")}
     lattice = emu.lattice_build(build_features["bilateral_fine"], 1)
     crf = rrm_ops.crf_lattices(images)
-    crf_tensors = crf.gaussian.tensors.as_tuple() + crf.bilateral.tensors.as_tuple()
+    crf_tensors = crf.gaussian.tensors.as_tuple(), crf.bilateral.tensors.as_tuple()
     unary = -torch.log(scores(2, 21, 37, 43, seed=8)).flatten(2)
     cams = smooth_maps(2, 20, 37, 43, seed=9)
     q_low, q_high = scores(2, 21, 37, 43, seed=10).flatten(2), scores(2, 21, 37, 43, seed=11).flatten(2)
@@ -355,13 +364,13 @@ def _order_cases():
     values = smooth_maps(2, 5, 37, 43, seed=12)
     return {
         **{f"lattice_build ({kind})": (lambda f=f: emu.lattice_build(f, 4)) for kind, f in build_features.items()},
-        "lattice_filter": lambda: emu.lattice_filter(*lattice, points(values), False),
-        "lattice_filter (float64, reverse)": lambda: emu.lattice_filter(*lattice, points(values).double(), True),
-        "dense_crf_meanfield": lambda: emu.dense_crf_meanfield(unary, None, *crf_tensors, 3.0, 10.0, 5),
-        "dense_crf": lambda: emu.dense_crf(scores(2, 3, 37, 43, seed=13), images, n_iter=5),
+        "lattice_filter": lambda: emu.lattice_filter(lattice, points(values), False),
+        "lattice_filter (float64, reverse)": lambda: emu.lattice_filter(lattice, points(values).double(), True),
+        "dense_crf_meanfield": lambda: emu.dense_crf_meanfield(unary, None, *crf_tensors, 3.0, 10.0, 5, None),
+        "dense_crf": lambda: emu.dense_crf(scores(2, 3, 37, 43, seed=13), images, **{**DENSE_CRF, "n_iter": 5}),
         "prune_reliable_labels": lambda: emu.prune_reliable_labels(cams.flatten(2), q_low, q_high, 32.0, 0.6, 0.1,
                                                                    0.8, 0.8, 255, None),
-        "reliable_region_labels": lambda: emu.reliable_region_labels(3 * cams, cls_labels, images),
+        "reliable_region_labels": lambda: emu.reliable_region_labels(3 * cams, cls_labels, images, **MINING),
     }
 
 

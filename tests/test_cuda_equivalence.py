@@ -33,6 +33,7 @@ import torch
 import rrm_ops
 from cuda_cases import FEATURE_KINDS, SIZES, lattice_features, photos, points, scores, smooth_maps
 from cuda_targets import assert_bitwise_equal, target, uninitialised_memory_filled  # noqa: F401 (fixtures)
+from op_arguments import DENSE_CRF, MINING
 
 cpu = torch.ops.rrm_ops
 
@@ -98,8 +99,8 @@ def test_lattice_filter_is_bitwise_the_cpu_filter(target, dtype, channels, kind,
     # Points-last [B, P, C], and channel planes ([B, C, H, W] viewed as [B, P, C]), which the CPU
     # reads in place and the CUDA glue makes points-last.
     for layout in (points(values), values.flatten(2).transpose(1, 2)):
-        expected = cpu.lattice_filter(*lattice, layout, reverse)
-        assert_bitwise_equal(target.ops.lattice_filter(*target.to(lattice), target.to(layout), reverse), expected)
+        expected = cpu.lattice_filter(lattice, layout, reverse)
+        assert_bitwise_equal(target.ops.lattice_filter(target.to(lattice), target.to(layout), reverse), expected)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -124,18 +125,18 @@ def test_lattice_filter_reverse_is_the_transpose(target):
     lattice, x = _filter_case("bilateral_fine", (29, 31), 2, torch.float64)
     y = smooth_maps(2, 2, 29, 31, seed=9).double()
     lattice, x, y = target.to(lattice), points(target.to(x)), points(target.to(y))
-    forward = (target.ops.lattice_filter(*lattice, x, False) * y).sum()
-    transposed = (x * target.ops.lattice_filter(*lattice, y, True)).sum()
+    forward = (target.ops.lattice_filter(lattice, x, False) * y).sum()
+    transposed = (x * target.ops.lattice_filter(lattice, y, True)).sum()
     torch.testing.assert_close(forward, transposed, rtol=1e-12, atol=0)
 
 
 def test_lattice_filter_of_empty_values(target):
     lattice, values = _filter_case("gaussian", (2, 3), 0, torch.float32)
     for empty in (points(values), torch.empty(2, 6, 0, dtype=torch.float64)):
-        expected = cpu.lattice_filter(*lattice, empty, False)
-        assert_bitwise_equal(target.ops.lattice_filter(*target.to(lattice), target.to(empty), False), expected)
+        expected = cpu.lattice_filter(lattice, empty, False)
+        assert_bitwise_equal(target.ops.lattice_filter(target.to(lattice), target.to(empty), False), expected)
     no_points = cpu.lattice_build(torch.empty(3, 0, 2), 1)
-    assert_bitwise_equal(target.ops.lattice_filter(*target.to(no_points), torch.empty(3, 0, 4, device=target.device),
+    assert_bitwise_equal(target.ops.lattice_filter(target.to(no_points), torch.empty(3, 0, 4, device=target.device),
                                                    False), torch.empty(3, 0, 4))
 
 
@@ -144,8 +145,9 @@ def test_lattice_filter_of_empty_values(target):
 
 
 def _crf_lattices(images: torch.Tensor):
+    """The Gaussian and the bilateral lattice of images, each as the mean field's Tensor[] argument."""
     lattices = rrm_ops.crf_lattices(images)
-    return lattices.gaussian.tensors.as_tuple() + lattices.bilateral.tensors.as_tuple()
+    return lattices.gaussian.tensors.as_tuple(), lattices.bilateral.tensors.as_tuple()
 
 
 def _label_mask(batch: int, labels: int, pattern: str) -> torch.Tensor | None:
@@ -168,9 +170,9 @@ def test_dense_crf_meanfield_is_bitwise_the_cpu_mean_field(target, size, labels,
     unary = -torch.log(scores(2, labels, *size, seed=labels).clamp_min(1e-5)).flatten(2)
     label_mask = _label_mask(2, labels, mask)
     lattices = _crf_lattices(images)
-    expected = cpu.dense_crf_meanfield(unary, label_mask, *lattices, 3.0, 10.0, n_iter)
+    expected = cpu.dense_crf_meanfield(unary, label_mask, *lattices, 3.0, 10.0, n_iter, None)
     actual = target.ops.dense_crf_meanfield(target.to(unary), target.to(label_mask), *target.to(lattices), 3.0, 10.0,
-                                            n_iter)
+                                            n_iter, None)
     assert_bitwise_equal(actual, expected)
 
 
@@ -195,7 +197,7 @@ def test_dense_crf_meanfield_with_compat_matrices_is_bitwise_the_cpu_mean_field(
     actual = target.ops.dense_crf_meanfield(target.to(unary), target.to(label_mask), *target.to(lattices), 3.0, 10.0,
                                             5, target.to(matrices))
     assert_bitwise_equal(actual, expected)
-    potts = cpu.dense_crf_meanfield(unary, label_mask, *lattices, 3.0, 10.0, 5)
+    potts = cpu.dense_crf_meanfield(unary, label_mask, *lattices, 3.0, 10.0, 5, None)
     assert not torch.equal(expected, potts)
 
 
@@ -215,8 +217,8 @@ def test_two_stripe_images_differ_only_by_the_rounding_of_the_stripe_sums(target
     lattices = _crf_lattices(images)
     unary = -torch.log(scores(1, labels, *TWO_STRIPES, seed=labels)).flatten(2)
     for n_iter, bound in ((0, 0.0), (1, 4e-6), (10, 2.5e-4)):
-        expected = cpu.dense_crf_meanfield(unary, None, *lattices, 3.0, 10.0, n_iter)
-        actual = target.ops.dense_crf_meanfield(target.to(unary), None, *target.to(lattices), 3.0, 10.0, n_iter)
+        expected = cpu.dense_crf_meanfield(unary, None, *lattices, 3.0, 10.0, n_iter, None)
+        actual = target.ops.dense_crf_meanfield(target.to(unary), None, *target.to(lattices), 3.0, 10.0, n_iter, None)
         torch.testing.assert_close(actual.cpu(), expected, rtol=0, atol=bound)
         if n_iter > 0:
             assert not torch.equal(actual.cpu(), expected)  # the two stripes do round differently
@@ -247,8 +249,8 @@ def test_dense_crf_of_empty_and_one_pixel_inputs(target, shape):
     probabilities = torch.rand(shape, generator=torch.Generator().manual_seed(1))
     images = torch.randint(0, 256, (batch, height, width, 3), dtype=torch.uint8,
                            generator=torch.Generator().manual_seed(2))
-    expected = cpu.dense_crf(probabilities, images)
-    assert_bitwise_equal(target.ops.dense_crf(target.to(probabilities), target.to(images)), expected)
+    expected = cpu.dense_crf(probabilities, images, **DENSE_CRF)
+    assert_bitwise_equal(target.ops.dense_crf(target.to(probabilities), target.to(images), **DENSE_CRF), expected)
 
 
 def test_dense_crf_refuses_bad_values_as_the_cpu_does(target):
@@ -259,15 +261,15 @@ def test_dense_crf_refuses_bad_values_as_the_cpu_does(target):
     negative[0, 0, 0, 0] = -0.5
     for bad, message in ((nan_scores, "scores contains NaN or infinite values"), (negative, "non-negative")):
         with pytest.raises(RuntimeError, match=message):
-            cpu.dense_crf(bad, images)
+            cpu.dense_crf(bad, images, **DENSE_CRF)
         with pytest.raises(RuntimeError, match=message):
-            target.ops.dense_crf(target.to(bad), target.to(images))
+            target.ops.dense_crf(target.to(bad), target.to(images), **DENSE_CRF)
     unary = torch.zeros(1, 3, 63)
     unary[0, 2, 5] = float("inf")
     lattices = _crf_lattices(images)
     for ops, move in ((cpu, lambda x: x), (target.ops, target.to)):
         with pytest.raises(RuntimeError, match="unary contains NaN or infinite values"):
-            ops.dense_crf_meanfield(move(unary), None, *move(lattices), 3.0, 10.0, 1)
+            ops.dense_crf_meanfield(move(unary), None, *move(lattices), 3.0, 10.0, 1, None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -340,10 +342,8 @@ def test_reliable_region_labels_is_bitwise_the_cpu_mining(target, size, present)
     cams = 3 * smooth_maps(2, 5, *size, seed=len(present))
     cls_labels = torch.tensor(_CLS_LABELS[present])
     images = photos(2, *size, first=2).permute(0, 3, 1, 2)
-    kwargs = dict(alpha_low=4.0, alpha_high=32.0, cam_alpha=32.0, fg_quantile=0.6, cam_floor=0.1, bg_sure=0.8,
-                  crf_sure=0.8, ignore_index=255, return_q=True)
-    expected = cpu.reliable_region_labels(cams, cls_labels, images, **kwargs)
-    actual = target.ops.reliable_region_labels(*target.to((cams, cls_labels, images)), **kwargs)
+    expected = cpu.reliable_region_labels(cams, cls_labels, images, **MINING)
+    actual = target.ops.reliable_region_labels(*target.to((cams, cls_labels, images)), **MINING)
     assert_bitwise_equal(actual, expected)
 
 
@@ -355,8 +355,8 @@ def test_two_stripe_mining_differs_only_by_the_rounding_of_the_stripe_sums(targe
     images = photos(2, *TWO_STRIPES, first=1).permute(0, 3, 1, 2)
     cams = 3 * smooth_maps(2, 5, *TWO_STRIPES, seed=3)
     cls_labels = torch.tensor([[1, 0, 1, 0, 0], [0, 1, 1, 1, 0]])
-    labels, sure, q = cpu.reliable_region_labels(cams, cls_labels, images)
-    actual = target.ops.reliable_region_labels(*target.to((cams, cls_labels, images)))
+    labels, sure, q = cpu.reliable_region_labels(cams, cls_labels, images, **MINING)
+    actual = target.ops.reliable_region_labels(*target.to((cams, cls_labels, images)), **MINING)
     torch.testing.assert_close(actual[2].cpu(), q, rtol=0, atol=6e-4)
     assert (actual[0].cpu() != labels).float().mean() <= 1e-3
     assert (actual[1].cpu() != sure).float().mean() <= 1e-3
@@ -367,6 +367,6 @@ def test_reliable_region_labels_of_empty_inputs(target):
         cams = torch.rand(batch, 3, height, 4)
         cls_labels = torch.ones(batch, 3, dtype=torch.int64)
         images = torch.zeros(batch, 3, height, 4, dtype=torch.uint8)
-        expected = cpu.reliable_region_labels(cams, cls_labels, images)
-        actual = target.ops.reliable_region_labels(*target.to((cams, cls_labels, images)))
+        expected = cpu.reliable_region_labels(cams, cls_labels, images, **MINING)
+        actual = target.ops.reliable_region_labels(*target.to((cams, cls_labels, images)), **MINING)
         assert_bitwise_equal(actual, expected)

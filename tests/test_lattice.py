@@ -168,7 +168,7 @@ def test_bilateral_features_layouts_agree(photo_batch):
 )
 def test_bad_features_raise_clear_errors(features, message):
     with pytest.raises(RuntimeError, match=message):
-        torch.ops.rrm_ops.lattice_build(features)
+        torch.ops.rrm_ops.lattice_build(features, 1)
 
 
 def test_bad_feature_types_raise_clear_errors():
@@ -191,7 +191,16 @@ def test_bad_values_raise_clear_errors():
     with pytest.raises(ValueError, match="normalize"):
         lattice.filter(torch.ones(2, 12, 1), normalize="both")
     with pytest.raises(RuntimeError, match="float32 or float64"):
-        torch.ops.rrm_ops.lattice_filter(*lattice.tensors.as_tuple(), torch.ones(2, 12, 1, dtype=torch.half))
+        torch.ops.rrm_ops.lattice_filter(lattice.tensors.as_tuple(), torch.ones(2, 12, 1, dtype=torch.half), False)
+
+
+def test_a_lattice_argument_holds_the_six_lattice_tensors():
+    tensors = rrm_ops.Lattice(torch.rand(2, 12, 2)).tensors.as_tuple()
+    with pytest.raises(ValueError, match="lattice must hold the 6 tensors of a lattice .* got 5"):
+        torch.ops.rrm_ops.lattice_filter(tensors[:5], torch.ones(2, 12, 1), False)
+    with pytest.raises(ValueError, match="bilateral must hold the 6 tensors of a lattice .* got 7"):
+        torch.ops.rrm_ops.dense_crf_meanfield(torch.zeros(2, 3, 12), None, tensors, tensors + tensors[:1], 3.0, 10.0,
+                                              1, None)
 
 
 def test_values_on_another_device_raise_clear_error():
@@ -208,9 +217,13 @@ def test_bad_sigmas_raise_clear_errors(photo_batch):
 
 
 def test_registered_ops_pass_opcheck(photo_batch):
-    lattice = rrm_ops.Lattice(rrm_ops.bilateral_features(photo_batch[:1, :8, :9], 3.0, 10.0))
+    features = rrm_ops.bilateral_features(photo_batch[:1, :8, :9], 3.0, 10.0)
+    for point_block in (1, 4):
+        torch.library.opcheck(torch.ops.rrm_ops.lattice_build, (features.flatten(2).transpose(1, 2).contiguous(),
+                                                                point_block))
+    lattice = rrm_ops.Lattice(features)
     values = torch.rand(1, 72, 3, dtype=torch.float64, requires_grad=True)
-    torch.library.opcheck(torch.ops.rrm_ops.lattice_filter, (*lattice.tensors.as_tuple(), values, False))
+    torch.library.opcheck(torch.ops.rrm_ops.lattice_filter, (lattice.tensors.as_tuple(), values, False))
 
 
 def test_compiles_with_torch_compile(photo_batch):
@@ -218,7 +231,7 @@ def test_compiles_with_torch_compile(photo_batch):
     values = torch.rand(1, 30 * 40, 2)
 
     def filtered_sum(v):
-        return torch.ops.rrm_ops.lattice_filter(*lattice.tensors.as_tuple(), v * 2, False).sum(-1)
+        return torch.ops.rrm_ops.lattice_filter(lattice.tensors.as_tuple(), v * 2, False).sum(-1)
 
     compiled = torch.compile(filtered_sum, backend="aot_eager", fullgraph=True)
     torch.testing.assert_close(compiled(values), filtered_sum(values))
@@ -258,9 +271,9 @@ def test_point_block_adds_padding_vertices_and_drops_their_entries(photo_batch, 
     points = features.shape[1]
     padding = -points % point_block
     padded = torch.cat([features, torch.zeros(2, padding, 5)], 1).contiguous()
-    expected = drop_padding_entries(torch.ops.rrm_ops.lattice_build(padded), points, padding)
+    expected = drop_padding_entries(torch.ops.rrm_ops.lattice_build(padded, 1), points, padding)
     built = torch.ops.rrm_ops.lattice_build(features.contiguous(), point_block)
-    assert padding > 0 and built[2].shape[1] > torch.ops.rrm_ops.lattice_build(features.contiguous())[2].shape[1]
+    assert padding > 0 and built[2].shape[1] > torch.ops.rrm_ops.lattice_build(features.contiguous(), 1)[2].shape[1]
     for got, want in zip(built, expected):
         assert torch.equal(got, want)
 

@@ -1,11 +1,14 @@
 """reliable_region_labels against the numpy + pydensecrf reference of docs/design.md#reliable-region-mining."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
 import rrm_ops
 from conftest import photo
+from op_arguments import MINING
 from reference.mining_ref import reliable_region_labels_ref
 
 
@@ -42,6 +45,35 @@ def test_matches_reference(name, classes, present):
     expected = reliable_region_labels_ref(cams, labels, image)
     agreement = (ours[0].numpy() == expected).mean()
     assert agreement >= 0.995, agreement
+
+
+def test_the_crf_parameters_reach_both_mean_fields():
+    image = photo("chelsea", 60, 100, 48, 64)
+    cams, labels = _cams(48, 64, 20, [7, 11], seed=2)
+    args = torch.from_numpy(cams)[None], torch.from_numpy(labels)[None], torch.from_numpy(image)[None]
+    crf = dataclasses.replace(rrm_ops.INFERENCE_CRF, n_iter=5)
+    ours = rrm_ops.reliable_region_labels(*args, crf=crf, return_details=True)
+    expected, q_low, q_high, _ = reliable_region_labels_ref(cams, labels, image, return_details=True,
+                                                           crf=crf.as_kwargs())
+    assert (ours.labels[0].numpy() == expected).mean() >= 0.995
+    assert (ours.q_low[0].numpy().argmax(0) == q_low.argmax(0)).mean() >= 0.995
+    assert (ours.q_high[0].numpy().argmax(0) == q_high.argmax(0)).mean() >= 0.995
+    training = rrm_ops.reliable_region_labels(*args, return_details=True)
+    assert not torch.equal(training.q_low, ours.q_low)
+    explicit = rrm_ops.reliable_region_labels(*args, crf=rrm_ops.TRAINING_CRF, return_details=True)
+    assert all(torch.equal(a, b) for a, b in zip(explicit, training))
+
+
+def test_bad_crf_parameters_raise_clear_errors():
+    cams, labels, images = _small_batch()
+    with pytest.raises(TypeError, match="crf must be a CrfParams"):
+        rrm_ops.reliable_region_labels(cams, labels, images, crf=rrm_ops.TRAINING_CRF.as_kwargs())
+    for change, message in ((dict(n_iter=-1), "n_iter must be >= 0"),
+                            (dict(bilateral_srgb=0.0), "bilateral_srgb must be a positive finite number"),
+                            (dict(gaussian_compat=float("nan")), "gaussian_compat must be a finite number")):
+        with pytest.raises(RuntimeError, match=message):
+            rrm_ops.reliable_region_labels(cams, labels, images, crf=dataclasses.replace(rrm_ops.TRAINING_CRF,
+                                                                                          **change))
 
 
 def test_class_whose_cam_never_exceeds_the_floor():
@@ -114,24 +146,25 @@ def test_fake_kernel_shapes_and_opcheck():
     cams, labels, images = _small_batch()
     with torch._subclasses.fake_tensor.FakeTensorMode() as mode:
         fake = [mode.from_tensor(t) for t in (cams, labels, images)]
-        out_labels, sure, q = torch.ops.rrm_ops.reliable_region_labels(*fake)
+        out_labels, sure, q = torch.ops.rrm_ops.reliable_region_labels(*fake, **MINING)
     assert (out_labels.shape, out_labels.dtype) == ((2, 14, 17), torch.int64)
     assert (sure.shape, sure.dtype) == ((2, 14, 17), torch.bool)
     assert (q.shape, q.dtype) == ((2, 2, 5, 14, 17), torch.float32)
-    torch.library.opcheck(torch.ops.rrm_ops.reliable_region_labels, (cams, labels, images))
+    torch.library.opcheck(torch.ops.rrm_ops.reliable_region_labels, (cams, labels, images), MINING)
 
 
 def test_without_q_the_labels_are_the_same_and_q_is_empty():
     # Without return_q the op never spreads Q over all C+1 labels; the labels must not change.
     cams, labels, images = _small_batch()
-    full = torch.ops.rrm_ops.reliable_region_labels(cams, labels, images)
-    lean = torch.ops.rrm_ops.reliable_region_labels(cams, labels, images, return_q=False)
+    full = torch.ops.rrm_ops.reliable_region_labels(cams, labels, images, **MINING)
+    without_q = {**MINING, "return_q": False}
+    lean = torch.ops.rrm_ops.reliable_region_labels(cams, labels, images, **without_q)
     assert torch.equal(lean[0], full[0]) and torch.equal(lean[1], full[1])
     assert lean[2].shape == (2, 2, 0, 14, 17)
     with torch._subclasses.fake_tensor.FakeTensorMode() as mode:
         fake = [mode.from_tensor(t) for t in (cams, labels, images)]
-        assert torch.ops.rrm_ops.reliable_region_labels(*fake, return_q=False)[2].shape == (2, 2, 0, 14, 17)
-    torch.library.opcheck(torch.ops.rrm_ops.reliable_region_labels, (cams, labels, images), {"return_q": False})
+        assert torch.ops.rrm_ops.reliable_region_labels(*fake, **without_q)[2].shape == (2, 2, 0, 14, 17)
+    torch.library.opcheck(torch.ops.rrm_ops.reliable_region_labels, (cams, labels, images), without_q)
 
 
 def test_an_image_beside_one_of_more_labels_gives_bitwise_its_labels_alone():
@@ -158,19 +191,23 @@ def test_compact_labels_is_deprecated_and_changes_nothing(compact_labels):
         assert torch.equal(actual, wanted)
 
 
-def test_op_equals_two_mean_fields_on_shared_lattices():
+@pytest.mark.parametrize("crf", [rrm_ops.TRAINING_CRF, dataclasses.replace(rrm_ops.INFERENCE_CRF, n_iter=4)])
+def test_op_equals_two_mean_fields_on_shared_lattices(crf):
     # The two-group mean field equals two separate runs of the CRF family's mean field. The op
     # computes the unary with the log and pow of common/float_math.h per pixel, torch with its
     # vectorised log/pow, which may differ in the last bit; Q then differs by about 1e-7.
     cams, labels, images = _small_batch()
-    details = rrm_ops.reliable_region_labels(cams, labels, images, return_details=True)
+    details = rrm_ops.reliable_region_labels(cams, labels, images, crf=crf, return_details=True)
     present = labels.bool()
     normalised = cams * present[:, :, None, None]
     normalised = normalised / (normalised.flatten(2).amax(dim=2)[:, :, None, None] + 1e-5)
-    lattices = rrm_ops.crf_lattices(images)
+    lattices = rrm_ops.crf_lattices(images, gaussian_sxy=crf.gaussian_sxy, bilateral_sxy=crf.bilateral_sxy,
+                                    bilateral_srgb=crf.bilateral_srgb)
     mask = torch.cat([torch.ones_like(present[:, :1]), present], dim=1)
     for alpha, q in ((4.0, details.q_low), (32.0, details.q_high)):
         scores = torch.cat([(1 - normalised.amax(dim=1, keepdim=True)).pow(alpha), normalised], dim=1)
-        expected = rrm_ops.mean_field(rrm_ops.unary_from_scores(scores), lattices, label_mask=mask)
+        expected = rrm_ops.mean_field(rrm_ops.unary_from_scores(scores), lattices, n_iter=crf.n_iter,
+                                      gaussian_compat=crf.gaussian_compat, bilateral_compat=crf.bilateral_compat,
+                                      label_mask=mask)
         torch.testing.assert_close(q, expected, rtol=0, atol=1e-5)
         assert (q.argmax(1) == expected.argmax(1)).float().mean() > 0.999

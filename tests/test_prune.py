@@ -36,7 +36,7 @@ def _random_inputs(batch: int, classes: int, pixels: int, seed: int):
 @pytest.mark.parametrize("batch, classes, pixels", [(1, 1, 7), (2, 3, 500), (3, 20, 1200)])
 def test_matches_reference(batch, classes, pixels):
     cams, q_low, q_high = _random_inputs(batch, classes, pixels, seed=classes)
-    labels, sure = torch.ops.rrm_ops.prune_reliable_labels(cams, q_low, q_high, **PARAMS)
+    labels, sure = torch.ops.rrm_ops.prune_reliable_labels(cams, q_low, q_high, **PARAMS, q_labels=None)
     assert labels.dtype == torch.int64 and sure.dtype == torch.bool
     for b in range(batch):
         expected_labels, expected_sure = _reference(cams[b].numpy(), q_low[b].numpy(), q_high[b].numpy())
@@ -57,7 +57,7 @@ def test_q_over_present_label_rows_equals_q_over_all_labels(present):
     q_labels[:, : len(present)] = torch.tensor(present, dtype=torch.int32)
     by_rows = torch.zeros(2, batch, rows, pixels)
     by_rows[:, :, : len(present)] = dense[:, :, present]
-    expected = torch.ops.rrm_ops.prune_reliable_labels(cams, dense[0], dense[1], **PARAMS)
+    expected = torch.ops.rrm_ops.prune_reliable_labels(cams, dense[0], dense[1], **PARAMS, q_labels=None)
     got = torch.ops.rrm_ops.prune_reliable_labels(cams, by_rows[0], by_rows[1], **PARAMS, q_labels=q_labels)
     assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
 
@@ -74,7 +74,8 @@ def test_bad_q_labels_raise_clear_errors():
 
 def test_reliable_pixels_exist_and_are_a_strict_subset():
     cams, q_low, q_high = _random_inputs(2, 4, 3000, seed=7)
-    labels, sure = torch.ops.rrm_ops.prune_reliable_labels(cams, q_low, q_high, **{**PARAMS, "crf_sure": 0.3})
+    labels, sure = torch.ops.rrm_ops.prune_reliable_labels(cams, q_low, q_high, **{**PARAMS, "crf_sure": 0.3},
+                                                           q_labels=None)
     kept = labels != 255
     assert 0 < kept.sum() < kept.numel()
     assert not (kept & ~sure).any()
@@ -85,9 +86,9 @@ def test_thread_count_does_not_change_results():
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        single = torch.ops.rrm_ops.prune_reliable_labels(cams, q_low, q_high, **PARAMS)
+        single = torch.ops.rrm_ops.prune_reliable_labels(cams, q_low, q_high, **PARAMS, q_labels=None)
         torch.set_num_threads(2)
-        double = torch.ops.rrm_ops.prune_reliable_labels(cams, q_low, q_high, **PARAMS)
+        double = torch.ops.rrm_ops.prune_reliable_labels(cams, q_low, q_high, **PARAMS, q_labels=None)
     finally:
         torch.set_num_threads(threads)
     assert all(torch.equal(a, b) for a, b in zip(single, double))
@@ -105,17 +106,17 @@ def test_thread_count_does_not_change_results():
 def test_bad_parameters_raise_clear_errors(change, message):
     cams, q_low, q_high = _random_inputs(1, 2, 10, seed=0)
     with pytest.raises(RuntimeError, match=message):
-        torch.ops.rrm_ops.prune_reliable_labels(cams, q_low, q_high, **{**PARAMS, **change})
+        torch.ops.rrm_ops.prune_reliable_labels(cams, q_low, q_high, **{**PARAMS, **change}, q_labels=None)
 
 
 def test_bad_shapes_raise_clear_errors():
     cams, q_low, q_high = _random_inputs(1, 2, 10, seed=0)
     with pytest.raises(RuntimeError, match=r"q_low must be \[B, C\+1, P\]"):
-        torch.ops.rrm_ops.prune_reliable_labels(cams, q_low[:, :2], q_high, **PARAMS)
+        torch.ops.rrm_ops.prune_reliable_labels(cams, q_low[:, :2], q_high, **PARAMS, q_labels=None)
     with pytest.raises(RuntimeError, match="cams must have dtype"):
-        torch.ops.rrm_ops.prune_reliable_labels(cams.double(), q_low, q_high, **PARAMS)
+        torch.ops.rrm_ops.prune_reliable_labels(cams.double(), q_low, q_high, **PARAMS, q_labels=None)
 
 
 def test_passes_opcheck():
     cams, q_low, q_high = _random_inputs(2, 3, 50, seed=1)
-    torch.library.opcheck(torch.ops.rrm_ops.prune_reliable_labels, (cams, q_low, q_high, *PARAMS.values()))
+    torch.library.opcheck(torch.ops.rrm_ops.prune_reliable_labels, (cams, q_low, q_high, *PARAMS.values(), None))

@@ -316,7 +316,9 @@ if not names:
     problems.append("no rrm_ops:: operator is registered")
 
 keys = ["CPU", "CUDA", "Meta"]  # CPU and CUDA are required; Meta is shown for information
-rows = [(name, [torch._C._dispatch_has_kernel_for_dispatch_key(name, k) for k in keys]) for name in names]
+# Computed kernels: a composite registered once for every device (CompositeExplicitAutograd)
+# serves CPU and CUDA too.
+rows = [(name, [torch._C._dispatch_has_computed_kernel_for_dispatch_key(name, k) for k in keys]) for name in names]
 width = max([len("operator")] + [len(n) for n in names])
 print()
 print("  " + "operator".ljust(width) + "".join(k.rjust(7) for k in keys))

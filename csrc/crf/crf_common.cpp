@@ -1,5 +1,6 @@
 // Device-independent parts of the dense CRF op family: argument validation, the slot map of
-// present labels, and the public dense_crf op composed from lattice_build and the mean-field op.
+// present labels, and the public dense_crf op composed from lattice_build and the mean-field op,
+// registered here once for every device.
 #include <ATen/core/dispatch/Dispatcher.h>
 
 #include <algorithm>
@@ -13,6 +14,8 @@
 #include "common/checks.h"
 #include "common/device.h"
 #include "common/library.h"
+#include "common/phase_runner.h"
+#include "crf/crf_cpu.h"
 #include "crf/crf_ops.h"
 
 namespace rrm {
@@ -163,6 +166,15 @@ at::Tensor unary_from_scores(const at::Tensor& scores) {
 
 }  // namespace
 
+void check_params(const Params& params) {
+  TORCH_CHECK(params.n_iter >= 0, "n_iter must be >= 0, got ", params.n_iter);
+  check_positive_number(params.gaussian_sxy, "gaussian_sxy");
+  check_finite_number(params.gaussian_compat, "gaussian_compat");
+  check_positive_number(params.bilateral_sxy, "bilateral_sxy");
+  check_positive_number(params.bilateral_srgb, "bilateral_srgb");
+  check_finite_number(params.bilateral_compat, "bilateral_compat");
+}
+
 int64_t padded_slot_count(int64_t present) {
   const int64_t at_least_one = std::max<int64_t>(present, 1);
   return (at_least_one + kSlotLanes - 1) / kSlotLanes * kSlotLanes;
@@ -209,21 +221,20 @@ at::Tensor bilateral_features_of(const at::Tensor& rgb, const at::Tensor& xy, do
 
 }  // namespace
 
-std::pair<lattice::LatticeTuple, lattice::LatticeTuple> crf_lattices(const at::Tensor& rgb, double gaussian_sxy,
-                                                                     double bilateral_sxy, double bilateral_srgb) {
+std::pair<lattice::LatticeTuple, lattice::LatticeTuple> crf_lattices(const at::Tensor& rgb, const Params& params) {
   const int64_t batch = rgb.size(0), height = rgb.size(1), width = rgb.size(2);
   const int64_t pixels = height * width;
   const at::TensorOptions floats = rgb.options().dtype(at::kFloat);
   const at::Tensor xs = at::arange(width, floats).view({1, width}).expand({height, width});
   const at::Tensor ys = at::arange(height, floats).view({height, 1}).expand({height, width});
   const at::Tensor xy = at::stack({xs, ys}, -1).reshape({1, pixels, 2});
-  const at::Tensor bilateral_features = bilateral_features_of(rgb, xy, bilateral_sxy, bilateral_srgb);
-  const auto build_gaussian = [&] { return tile_lattice(build_crf_lattice(xy / gaussian_sxy), batch); };
+  const at::Tensor bilateral_features = bilateral_features_of(rgb, xy, params.bilateral_sxy, params.bilateral_srgb);
+  const auto build_gaussian = [&] { return tile_lattice(build_crf_lattice(xy / params.gaussian_sxy), batch); };
   if (!is_host(rgb.device())) return {build_gaussian(), build_crf_lattice(bilateral_features)};
   // Only CPU lattices are cached: a GPU build is quick, and a lattice built on one CUDA stream
   // and read on another would need synchronising. The CPU bilateral lattice is used once, by
   // the caller, so it is built in scratch memory rather than faulted in afresh every call.
-  return {gaussian_lattices().get({batch, height, width, gaussian_sxy}, build_gaussian),
+  return {gaussian_lattices().get({batch, height, width, params.gaussian_sxy}, build_gaussian),
           lattice::lattice_build_transient_cpu(bilateral_features, kPydensecrfPointBlock)};
 }
 
@@ -316,10 +327,12 @@ MeanfieldProblem make_problem(const MeanfieldInputs& inputs, double gaussian_com
   return problem;
 }
 
-at::Tensor dense_crf(const std::optional<at::Tensor>& scores, const at::Tensor& image,
-                     const std::optional<at::Tensor>& unary, int64_t n_iter, double gaussian_sxy,
-                     double gaussian_compat, double bilateral_sxy, double bilateral_srgb, double bilateral_compat,
-                     const std::optional<at::Tensor>& label_mask) {
+namespace {
+
+at::Tensor run_dense_crf(const std::optional<at::Tensor>& scores, const at::Tensor& image,
+                         const std::optional<at::Tensor>& unary, int64_t n_iter, double gaussian_sxy,
+                         double gaussian_compat, double bilateral_sxy, double bilateral_srgb, double bilateral_compat,
+                         const std::optional<at::Tensor>& label_mask) {
   TORCH_CHECK(scores.has_value() != unary.has_value(), "dense_crf takes exactly one of scores and unary, got ",
               scores.has_value() ? "both" : "neither");
   const at::Tensor& input = scores.has_value() ? *scores : *unary;
@@ -332,10 +345,8 @@ at::Tensor dense_crf(const std::optional<at::Tensor>& scores, const at::Tensor& 
   TORCH_CHECK(unary.has_value() || minimum >= 0,
               "scores must be non-negative (probabilities in [0, 1]), got a minimum of ", minimum);
   const at::Tensor rgb = image_channels_last(image, input, input_name);
-  TORCH_CHECK(n_iter >= 0, "n_iter must be >= 0, got ", n_iter);
-  check_positive_number(gaussian_sxy, "gaussian_sxy");
-  check_positive_number(bilateral_sxy, "bilateral_sxy");
-  check_positive_number(bilateral_srgb, "bilateral_srgb");
+  const Params params{n_iter, gaussian_sxy, gaussian_compat, bilateral_sxy, bilateral_srgb, bilateral_compat};
+  check_params(params);
 
   const int64_t batch = input.size(0), labels = input.size(1), height = input.size(2), width = input.size(3);
   const int64_t pixels = height * width;
@@ -346,20 +357,34 @@ at::Tensor dense_crf(const std::optional<at::Tensor>& scores, const at::Tensor& 
   static const auto meanfield =
       c10::Dispatcher::singleton()
           .findSchemaOrThrow(RRM_OP("dense_crf_meanfield"), "")
-          .typed<at::Tensor(const at::Tensor&, const std::optional<at::Tensor>&, const at::Tensor&, const at::Tensor&,
-                            const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                            const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                            const at::Tensor&, const at::Tensor&, double, double, int64_t,
-                            const std::optional<at::Tensor>&)>();
-  const auto [gaussian, bilateral] = crf_lattices(rgb, gaussian_sxy, bilateral_sxy, bilateral_srgb);
-  const at::Tensor q = std::apply(
-      [&](const auto&... lattices) {
-        return meanfield.call(energies, label_mask, lattices..., gaussian_compat, bilateral_compat, n_iter,
-                              std::nullopt);
-      },
-      std::tuple_cat(gaussian, bilateral));
+          .typed<at::Tensor(const at::Tensor&, const std::optional<at::Tensor>&, at::TensorList, at::TensorList,
+                            double, double, int64_t, const std::optional<at::Tensor>&)>();
+  const auto [gaussian, bilateral] = crf_lattices(rgb, params);
+  const at::Tensor q = meanfield.call(energies, label_mask, lattice::as_tensor_list(gaussian),
+                                      lattice::as_tensor_list(bilateral), gaussian_compat, bilateral_compat, n_iter,
+                                      std::nullopt);
   return q.view({batch, labels, height, width});
 }
+
+}  // namespace
+
+at::Tensor dense_crf(const std::optional<at::Tensor>& scores, const at::Tensor& image,
+                     const std::optional<at::Tensor>& unary, int64_t n_iter, double gaussian_sxy,
+                     double gaussian_compat, double bilateral_sxy, double bilateral_srgb, double bilateral_compat,
+                     const std::optional<at::Tensor>& label_mask) {
+  const auto run = [&] {
+    return run_dense_crf(scores, image, unary, n_iter, gaussian_sxy, gaussian_compat, bilateral_sxy, bilateral_srgb,
+                         bilateral_compat, label_mask);
+  };
+  const at::Tensor& input = scores.has_value() ? *scores : (unary.has_value() ? *unary : image);
+  if (!is_host(input.device())) return run();
+  // On the CPU the op's runs and ATen calls share one team (phase_runner.h): one parallel region.
+  at::Tensor q;
+  with_team(meanfield_threads(input.numel(), n_iter), [&] { q = run(); });
+  return q;
+}
+
+RRM_DEVICE_GENERIC_KERNELS(m) { m.impl("dense_crf", &dense_crf); }
 
 }  // namespace crf
 }  // namespace rrm

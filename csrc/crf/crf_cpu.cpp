@@ -540,23 +540,16 @@ void meanfield_cpu(const MeanfieldProblem& problem, const lattice::LatticeView& 
 
 // The op's runs and ATen calls share one team (phase_runner.h): one parallel region per call.
 at::Tensor dense_crf_meanfield_cpu(const at::Tensor& unary, const std::optional<at::Tensor>& label_mask,
-                                   const at::Tensor& gaussian_offsets, const at::Tensor& gaussian_weights,
-                                   const at::Tensor& gaussian_neighbours, const at::Tensor& gaussian_splat_ptr,
-                                   const at::Tensor& gaussian_splat_entries, const at::Tensor& gaussian_splat_weights,
-                                   const at::Tensor& bilateral_offsets, const at::Tensor& bilateral_weights,
-                                   const at::Tensor& bilateral_neighbours, const at::Tensor& bilateral_splat_ptr,
-                                   const at::Tensor& bilateral_splat_entries, const at::Tensor& bilateral_splat_weights,
+                                   at::TensorList gaussian_lattice, at::TensorList bilateral_lattice,
                                    double gaussian_compat, double bilateral_compat, int64_t n_iter,
                                    const std::optional<at::Tensor>& compat_matrices) {
+  const lattice::LatticeTuple gaussian_tensors = lattice::lattice_of(gaussian_lattice, "gaussian");
+  const lattice::LatticeTuple bilateral_tensors = lattice::lattice_of(bilateral_lattice, "bilateral");
   at::Tensor q;
   with_team(meanfield_threads(unary.numel(), n_iter), [&] {
-    const MeanfieldInputs inputs = checked_meanfield_inputs(
-        unary, label_mask,
-        {gaussian_offsets, gaussian_weights, gaussian_neighbours, gaussian_splat_ptr, gaussian_splat_entries,
-         gaussian_splat_weights},
-        {bilateral_offsets, bilateral_weights, bilateral_neighbours, bilateral_splat_ptr, bilateral_splat_entries,
-         bilateral_splat_weights},
-        gaussian_compat, bilateral_compat, n_iter, compat_matrices);
+    const MeanfieldInputs inputs = checked_meanfield_inputs(unary, label_mask, gaussian_tensors, bilateral_tensors,
+                                                            gaussian_compat, bilateral_compat, n_iter,
+                                                            compat_matrices);
     q = empty_filled_buffer(inputs.unary.sizes(), inputs.unary.options());
     if (q.numel() == 0) return;
     const MeanfieldProblem problem = make_problem(inputs, gaussian_compat, bilateral_compat);
@@ -571,24 +564,7 @@ at::Tensor dense_crf_meanfield_cpu(const at::Tensor& unary, const std::optional<
   return q;
 }
 
-// As dense_crf_meanfield_cpu, one team per call.
-at::Tensor dense_crf_cpu(const std::optional<at::Tensor>& scores, const at::Tensor& image,
-                         const std::optional<at::Tensor>& unary, int64_t n_iter, double gaussian_sxy,
-                         double gaussian_compat, double bilateral_sxy, double bilateral_srgb, double bilateral_compat,
-                         const std::optional<at::Tensor>& label_mask) {
-  const at::Tensor& input = scores.has_value() ? *scores : (unary.has_value() ? *unary : image);
-  at::Tensor q;
-  with_team(meanfield_threads(input.numel(), n_iter), [&] {
-    q = dense_crf(scores, image, unary, n_iter, gaussian_sxy, gaussian_compat, bilateral_sxy, bilateral_srgb,
-                  bilateral_compat, label_mask);
-  });
-  return q;
-}
-
-RRM_CPU_KERNELS(m) {
-  m.impl("dense_crf_meanfield", &dense_crf_meanfield_cpu);
-  m.impl("dense_crf", &dense_crf_cpu);
-}
+RRM_CPU_KERNELS(m) { m.impl("dense_crf_meanfield", &dense_crf_meanfield_cpu); }
 
 }  // namespace crf
 }  // namespace rrm

@@ -12,6 +12,20 @@
 namespace rrm {
 namespace crf {
 
+// A dense CRF's parameters, as the ops take them (rrm_ops.CrfParams).
+struct Params {
+  int64_t n_iter;
+  double gaussian_sxy;
+  double gaussian_compat;
+  double bilateral_sxy;
+  double bilateral_srgb;
+  double bilateral_compat;
+};
+
+// Refuses a negative iteration count, widths that are not positive and finite, and weights
+// that are not finite.
+void check_params(const Params& params);
+
 // The slot count for `present` labels (at least 1) rounded up to a multiple of kSlotLanes.
 int64_t padded_slot_count(int64_t present);
 
@@ -53,14 +67,14 @@ at::Tensor image_channels_last(const at::Tensor& image, const at::Tensor& input,
 // ((x, y) / bilateral_sxy, rgb / bilateral_srgb)) of rgb uint8 [B, H, W, 3], built through the
 // dispatcher on rgb's device, except that a CPU bilateral lattice is built in this thread's
 // scratch memory (lattice_build_transient_cpu): it must not outlive the caller's op call.
-std::pair<lattice::LatticeTuple, lattice::LatticeTuple> crf_lattices(const at::Tensor& rgb, double gaussian_sxy,
-                                                                     double bilateral_sxy, double bilateral_srgb);
+std::pair<lattice::LatticeTuple, lattice::LatticeTuple> crf_lattices(const at::Tensor& rgb, const Params& params);
 
 // Empties the cache of CPU Gaussian lattices that crf_lattices keeps (for cold-start timings).
 void clear_gaussian_lattice_cache();
 
 // The public op: validates scores (or unary) and image, builds both lattices through the
-// dispatcher and runs rrm_ops::dense_crf_meanfield, so one function serves every device.
+// dispatcher and runs rrm_ops::dense_crf_meanfield, so one function serves every device (on the
+// CPU in one team, see phase_runner.h).
 at::Tensor dense_crf(const std::optional<at::Tensor>& scores, const at::Tensor& image,
                      const std::optional<at::Tensor>& unary, int64_t n_iter, double gaussian_sxy,
                      double gaussian_compat, double bilateral_sxy, double bilateral_srgb, double bilateral_compat,

@@ -1,5 +1,6 @@
 // Device-independent parts of the lattice ops: argument validation, and the padding points of
 // lattice_build's point_block.
+#include <string>
 #include <utility>
 
 #include "common/checks.h"
@@ -8,6 +9,29 @@
 
 namespace rrm {
 namespace lattice {
+
+LatticeTuple lattice_of(at::TensorList tensors, const char* name) {
+  TORCH_CHECK_VALUE(tensors.size() == kLatticeTensors, name, " must hold the ", kLatticeTensors,
+                    " tensors of a lattice (offsets, weights, neighbours, splat_ptr, splat_entries, splat_weights), "
+                    "as lattice_build returns them, got ", tensors.size());
+  return {tensors[0], tensors[1], tensors[2], tensors[3], tensors[4], tensors[5]};
+}
+
+std::array<at::Tensor, kLatticeTensors> as_tensor_list(const LatticeTuple& lattice) {
+  return std::apply([](const auto&... tensors) { return std::array<at::Tensor, kLatticeTensors>{tensors...}; },
+                    lattice);
+}
+
+void check_lattice_device(const LatticeTuple& lattice, const char* name, const at::Tensor& reference,
+                          const char* reference_name) {
+  static constexpr std::array<const char*, kLatticeTensors> kParts{"offsets",   "weights",       "neighbours",
+                                                                   "splat_ptr", "splat_entries", "splat_weights"};
+  const std::array<at::Tensor, kLatticeTensors> tensors = as_tensor_list(lattice);
+  for (size_t i = 0; i < kLatticeTensors; ++i) {
+    const std::string part = *name == '\0' ? kParts[i] : std::string(name) + "_" + kParts[i];
+    check_same_device(tensors[i], part.c_str(), reference, reference_name);
+  }
+}
 
 at::Tensor checked_features(const at::Tensor& features) {
   check_dim(features, 3, "features", "[B, P, d]");

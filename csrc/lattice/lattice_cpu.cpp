@@ -22,13 +22,10 @@ LatticeTuple lattice_build_transient_cpu(const at::Tensor& features, int64_t poi
   return lattice;
 }
 
-at::Tensor lattice_filter_cpu(const at::Tensor& offsets, const at::Tensor& weights, const at::Tensor& neighbours,
-                              const at::Tensor& splat_ptr, const at::Tensor& splat_entries,
-                              const at::Tensor& splat_weights, const at::Tensor& values, bool reverse) {
+at::Tensor lattice_filter_cpu(at::TensorList lattice, const at::Tensor& values, bool reverse) {
+  const LatticeTuple tensors = lattice_of(lattice, "lattice");
   at::Tensor out;
-  with_team(filter_threads(values), [&] {
-    out = filter_cpu({offsets, weights, neighbours, splat_ptr, splat_entries, splat_weights}, values, reverse);
-  });
+  with_team(filter_threads(values), [&] { out = filter_cpu(tensors, values, reverse); });
   return out;
 }
 

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "common/checks.h"
+#include "common/cuda_errors.h"
 #include "common/cuda_scratch.h"
 #include "common/device.h"
 #include "common/library.h"
@@ -14,14 +15,6 @@
 
 namespace rrm {
 namespace lattice {
-namespace {
-
-void check_launch(const char* error, const char* what) {
-  TORCH_CHECK(error == nullptr, what, " failed on the GPU: ", error == nullptr ? "" : error);
-}
-
-}  // namespace
-
 namespace {
 
 // One host read: the vertex count, to size the vertex arrays, with whether the features are
@@ -85,18 +78,10 @@ LatticeTuple lattice_build_cuda(const at::Tensor& features_in, int64_t point_blo
 
 namespace {
 
-at::Tensor lattice_filter_cuda(const at::Tensor& offsets, const at::Tensor& weights, const at::Tensor& neighbours,
-                               const at::Tensor& splat_ptr, const at::Tensor& splat_entries,
-                               const at::Tensor& splat_weights, const at::Tensor& values_in, bool reverse) {
-  check_one_device({{values_in, "values"},
-                    {offsets, "offsets"},
-                    {weights, "weights"},
-                    {neighbours, "neighbours"},
-                    {splat_ptr, "splat_ptr"},
-                    {splat_entries, "splat_entries"},
-                    {splat_weights, "splat_weights"}});
-  const LatticeTuple lattice =
-      contiguous_lattice({offsets, weights, neighbours, splat_ptr, splat_entries, splat_weights});
+at::Tensor lattice_filter_cuda(at::TensorList lattice_tensors, const at::Tensor& values_in, bool reverse) {
+  const LatticeTuple unchecked = lattice_of(lattice_tensors, "lattice");
+  check_lattice_device(unchecked, "", values_in, "values");
+  const LatticeTuple lattice = contiguous_lattice(unchecked);
   const at::Tensor values = checked_filter_inputs(lattice, values_in);
   const c10::cuda::CUDAGuard guard(values.device());
   at::Tensor out = at::empty_like(values);

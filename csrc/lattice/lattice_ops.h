@@ -4,6 +4,7 @@
 
 #include <ATen/ATen.h>
 
+#include <array>
 #include <tuple>
 
 #include "lattice/lattice.h"
@@ -13,6 +14,19 @@ namespace lattice {
 
 // offsets, weights, neighbours, splat_ptr, splat_entries, splat_weights (see lattice.h).
 using LatticeTuple = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+constexpr size_t kLatticeTensors = std::tuple_size_v<LatticeTuple>;
+
+// The lattice an op takes as its Tensor[] argument `name` (lattice_build's outputs in their
+// order); refuses a list of another length.
+LatticeTuple lattice_of(at::TensorList tensors, const char* name);
+
+// The lattice as the Tensor[] argument of an op call through the dispatcher.
+std::array<at::Tensor, kLatticeTensors> as_tensor_list(const LatticeTuple& lattice);
+
+// Refuses a lattice tensor off `reference`'s device, naming it `<name>_<part>` (bilateral_splat_ptr)
+// or, for an empty name, `<part>` (splat_ptr). The CUDA glue's device check (check_one_device).
+void check_lattice_device(const LatticeTuple& lattice, const char* name, const at::Tensor& reference,
+                          const char* reference_name);
 
 // Validates features [B, P, d] and returns them contiguous. Their values are checked finite
 // here on the host only: a device build reads that check with its vertex count.
@@ -44,9 +58,7 @@ LatticeTuple lattice_build_cpu(const at::Tensor& features, int64_t point_block);
 // not outlive the call that asked for them. Saves faulting in fresh memory for a lattice used
 // once, as the dense CRF's bilateral lattice is.
 LatticeTuple lattice_build_transient_cpu(const at::Tensor& features, int64_t point_block);
-at::Tensor lattice_filter_cpu(const at::Tensor& offsets, const at::Tensor& weights, const at::Tensor& neighbours,
-                              const at::Tensor& splat_ptr, const at::Tensor& splat_entries,
-                              const at::Tensor& splat_weights, const at::Tensor& values, bool reverse);
+at::Tensor lattice_filter_cpu(at::TensorList lattice, const at::Tensor& values, bool reverse);
 
 #ifdef RRM_WITH_CUDA
 LatticeTuple lattice_build_cuda(const at::Tensor& features, int64_t point_block);

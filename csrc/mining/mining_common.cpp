@@ -19,14 +19,6 @@ namespace rrm {
 namespace mining {
 namespace {
 
-// RRM's training-time CRF parameters (docs/design.md#mean-field).
-constexpr int64_t kIterations = 10;
-constexpr double kGaussianSxy = 3.0;
-constexpr double kGaussianCompat = 3.0;
-constexpr double kBilateralSxy = 80.0;
-constexpr double kBilateralSrgb = 13.0;
-constexpr double kBilateralCompat = 10.0;
-
 void check_power(double alpha, const char* name) {
   TORCH_CHECK(std::isfinite(alpha) && alpha > 0, name, " must be a positive finite number, got ", alpha);
 }
@@ -55,8 +47,8 @@ void check_cls_labels_device(const at::Tensor& cls_labels, const at::Tensor& cam
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> reliable_region_labels(
     const at::Tensor& cams, const at::Tensor& cls_labels, const at::Tensor& images, double alpha_low,
-    double alpha_high, double cam_alpha, double fg_quantile, double cam_floor, double bg_sure, double crf_sure,
-    int64_t ignore_index, bool return_q, MeanfieldRunner run) {
+    double alpha_high, const crf::Params& crf_params, double cam_alpha, double fg_quantile, double cam_floor,
+    double bg_sure, double crf_sure, int64_t ignore_index, bool return_q, MeanfieldRunner run) {
   check_dim(cams, 4, "cams", "[B, C, H, W]");
   check_floating(cams, "cams");
   const int64_t batch = cams.size(0), classes = cams.size(1), height = cams.size(2), width = cams.size(3);
@@ -68,6 +60,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> reliable_region_labels(
   const at::Tensor rgb = crf::image_channels_last(images, cams, "cams");
   check_power(alpha_low, "alpha_low");
   check_power(alpha_high, "alpha_high");
+  crf::check_params(crf_params);
   // Validates the pruning parameters before the CRFs run (the pruning op checks them again).
   prune::make_params(cam_alpha, fg_quantile, cam_floor, bg_sure, crf_sure, ignore_index);
 
@@ -93,8 +86,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> reliable_region_labels(
   // nothing for CPU cls_labels); the slot table itself is built on cls_labels' device.
   const at::Tensor label_mask = label_mask_of(cls_labels);
   DeferredScalars present_labels({label_mask.sum(1).max()});
-  const auto [gaussian_built, bilateral_built] =
-      crf::crf_lattices(rgb, kGaussianSxy, kBilateralSxy, kBilateralSrgb);
+  const auto [gaussian_built, bilateral_built] = crf::crf_lattices(rgb, crf_params);
   const int64_t needed = static_cast<int64_t>(present_labels.values()[0]);
   const at::Tensor slot_labels =
       crf::slot_labels_of(label_mask, crf::padded_slot_count(needed)).to(cams.device());
@@ -111,8 +103,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> reliable_region_labels(
   problem.labels = classes + 1;
   problem.slots = slot_labels.size(1);
   problem.groups = kCrfGroups;
-  problem.gaussian_compat = static_cast<float>(kGaussianCompat);
-  problem.bilateral_compat = static_cast<float>(kBilateralCompat);
+  problem.gaussian_compat = static_cast<float>(crf_params.gaussian_compat);
+  problem.bilateral_compat = static_cast<float>(crf_params.bilateral_compat);
   // Q over the slots: S rows per image instead of C+1 (mostly zero) ones.
   problem.q_over_slots = true;
   const MiningUnary unary{normalised.data_ptr<float>(),
@@ -120,8 +112,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> reliable_region_labels(
                           {static_cast<float>(alpha_low), static_cast<float>(alpha_high)}};
   at::Tensor workspace = crf::allocate_workspace(problem, gaussian, bilateral, floats);
   at::Tensor slot_q = empty_filled_buffer({kCrfGroups, batch, problem.slots, pixels}, floats);
-  run(unary, problem, gaussian, bilateral, kIterations, crf::carve_workspace(workspace, problem, gaussian, bilateral),
-      slot_q.data_ptr<float>());
+  run(unary, problem, gaussian, bilateral, crf_params.n_iter,
+      crf::carve_workspace(workspace, problem, gaussian, bilateral), slot_q.data_ptr<float>());
 
   static const auto prune_op =
       c10::Dispatcher::singleton()

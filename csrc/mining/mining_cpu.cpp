@@ -23,14 +23,16 @@ void meanfield_cpu(const MiningUnary& unary, const crf::MeanfieldProblem& proble
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> reliable_region_labels_cpu(
     const at::Tensor& cams, const at::Tensor& cls_labels, const at::Tensor& images, double alpha_low,
-    double alpha_high, double cam_alpha, double fg_quantile, double cam_floor, double bg_sure, double crf_sure,
-    int64_t ignore_index, bool return_q) {
+    double alpha_high, int64_t n_iter, double gaussian_sxy, double gaussian_compat, double bilateral_sxy,
+    double bilateral_srgb, double bilateral_compat, double cam_alpha, double fg_quantile, double cam_floor,
+    double bg_sure, double crf_sure, int64_t ignore_index, bool return_q) {
+  const crf::Params crf_params{n_iter, gaussian_sxy, gaussian_compat, bilateral_sxy, bilateral_srgb, bilateral_compat};
   std::tuple<at::Tensor, at::Tensor, at::Tensor> result;
   // One team (phase_runner.h) for the op's runs and ATen calls: one parallel region. The mean
-  // field's size: every class of every pixel in both groups, RRM's 10 iterations.
-  with_team(crf::meanfield_threads(cams.numel() * kCrfGroups, 10), [&] {
-    result = reliable_region_labels(cams, cls_labels, images, alpha_low, alpha_high, cam_alpha, fg_quantile,
-                                    cam_floor, bg_sure, crf_sure, ignore_index, return_q,
+  // field's size: every class of every pixel in both groups.
+  with_team(crf::meanfield_threads(cams.numel() * kCrfGroups, n_iter), [&] {
+    result = reliable_region_labels(cams, cls_labels, images, alpha_low, alpha_high, crf_params, cam_alpha,
+                                    fg_quantile, cam_floor, bg_sure, crf_sure, ignore_index, return_q,
                                     &meanfield_cpu);
   });
   return result;

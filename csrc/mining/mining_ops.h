@@ -8,6 +8,7 @@
 #include <tuple>
 
 #include "crf/crf.h"
+#include "crf/crf_ops.h"
 #include "lattice/lattice.h"
 #include "mining/mining.h"
 
@@ -23,13 +24,13 @@ using MeanfieldRunner = void (*)(const MiningUnary& unary, const crf::MeanfieldP
 // Refuses cls_labels on neither the CPU nor cams' device.
 void check_cls_labels_device(const at::Tensor& cls_labels, const at::Tensor& cams);
 
-// The op rrm_ops::reliable_region_labels for a device with its mean-field runner. Returns
-// labels int64 [B, H, W], sure bool [B, H, W] and q float32 [2, B, C+1, H, W] (Q_low, Q_high),
-// or [2, B, 0, H, W] without return_q.
+// The op rrm_ops::reliable_region_labels for a device with its mean-field runner; both CRFs
+// run with the parameters `crf_params`. Returns labels int64 [B, H, W], sure bool [B, H, W] and q
+// float32 [2, B, C+1, H, W] (Q_low, Q_high), or [2, B, 0, H, W] without return_q.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> reliable_region_labels(
     const at::Tensor& cams, const at::Tensor& cls_labels, const at::Tensor& images, double alpha_low,
-    double alpha_high, double cam_alpha, double fg_quantile, double cam_floor, double bg_sure, double crf_sure,
-    int64_t ignore_index, bool return_q, MeanfieldRunner run);
+    double alpha_high, const crf::Params& crf_params, double cam_alpha, double fg_quantile, double cam_floor,
+    double bg_sure, double crf_sure, int64_t ignore_index, bool return_q, MeanfieldRunner run);
 
 }  // namespace mining
 }  // namespace rrm

@@ -3,6 +3,7 @@
 #include <c10/cuda/CUDAStream.h>
 
 #include "common/checks.h"
+#include "common/cuda_errors.h"
 #include "common/cuda_scratch.h"
 #include "common/library.h"
 #include "prune/prune_cuda.h"
@@ -46,7 +47,7 @@ std::tuple<at::Tensor, at::Tensor> prune_reliable_labels_cuda(const at::Tensor& 
       inputs.row_labels_data(),
       static_cast<int32_t>(inputs.q_low.size(1)), batch, static_cast<int32_t>(cams.size(1)), pixels, params,
       labels.data_ptr<int64_t>(), sure.data_ptr<bool>(), scratch.allocator(), c10::cuda::getCurrentCUDAStream());
-  TORCH_CHECK(error == nullptr, "prune_reliable_labels failed on the GPU: ", error == nullptr ? "" : error);
+  check_launch(error, "prune_reliable_labels");
   return {labels, sure};
 }
 

@@ -16,16 +16,6 @@ from rrm.data import IGNORE_INDEX
 from rrm.utils.cli import positive_int_arg, scales_arg
 from rrm.utils.devices import DEVICE_CHOICES
 
-# RRM's inference-time dense CRF (its infer script): Gaussian (sxy 3, compat 3) and
-# bilateral (sxy 83, srgb 5, compat 4) kernels, 10 mean-field iterations.
-CRF_INFERENCE_PARAMS: dict[str, int | float] = {
-    "n_iter": 10,
-    "gaussian_sxy": 3.0,
-    "gaussian_compat": 3.0,
-    "bilateral_sxy": 83.0,
-    "bilateral_srgb": 5.0,
-    "bilateral_compat": 4.0,
-}
 # Pseudo labels give every pixel a class by default: the CRF already settles the object
 # boundaries where the network is unsure; a threshold trades coverage for precision.
 DEFAULT_IGNORE_BELOW = 0.0
@@ -85,10 +75,10 @@ def segmentation_probabilities(
 
 
 def refine_with_crf(probabilities: torch.Tensor, images_uint8: torch.Tensor) -> torch.Tensor:
-    """RRM's inference-time dense CRF (:data:`CRF_INFERENCE_PARAMS`) on probabilities
+    """RRM's inference-time dense CRF (:data:`rrm_ops.INFERENCE_CRF`) on probabilities
     float32 ``[B, L, H, W]`` and images uint8 ``[B, 3, H, W]``; returns the mean-field
     marginals float32 ``[B, L, H, W]``."""
-    return rrm_ops.dense_crf(probabilities, images_uint8, **CRF_INFERENCE_PARAMS)
+    return rrm_ops.dense_crf(probabilities, images_uint8, **rrm_ops.INFERENCE_CRF.as_kwargs())
 
 
 def predict_batch(network: nn.Module, images: torch.Tensor, images_uint8: torch.Tensor,

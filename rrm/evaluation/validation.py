@@ -109,7 +109,7 @@ def validate_segmentation(model: torch.nn.Module, dataset, ctx: Context, panel_p
 def validate_with_crf(model: torch.nn.Module, dataset, ctx: Context, scales: Sequence[float]) -> float:
     """mIoU of the segmentation branch under RRM's inference protocol: probabilities averaged
     over ``scales`` and their mirror images, refined by the inference dense CRF
-    (:data:`rrm.evaluation.prediction.CRF_INFERENCE_PARAMS`). Images are split over the
+    (:data:`rrm_ops.INFERENCE_CRF`). Images are split over the
     processes."""
     scores = ConfusionMatrix(model.num_classes + 1)
     with evaluation_mode(model):

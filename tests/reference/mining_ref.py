@@ -38,7 +38,7 @@ def normalized_cams(cams: np.ndarray, cls_labels: np.ndarray) -> np.ndarray:
 
 
 def _crf_with_alpha(
-    cams: np.ndarray, present: np.ndarray, image_hwc: np.ndarray, alpha: float
+    cams: np.ndarray, present: np.ndarray, image_hwc: np.ndarray, alpha: float, crf: dict
 ) -> np.ndarray:
     """Step 3 for one alpha: Q float32 [C+1, H, W], zeros on absent classes.
 
@@ -46,7 +46,7 @@ def _crf_with_alpha(
     """
     background = np.power(F32(1.0) - cams.max(axis=0), F32(alpha))[None]
     scores = np.concatenate([background, cams[present]], axis=0)
-    q_present = pydensecrf_inference(scores, image_hwc, **TRAIN_CRF)
+    q_present = pydensecrf_inference(scores, image_hwc, **crf)
     labels = np.concatenate([[0], np.flatnonzero(present) + 1])
     q = np.zeros((cams.shape[0] + 1,) + cams.shape[1:], F32)
     q[labels] = q_present
@@ -90,6 +90,7 @@ def reliable_region_labels_ref(
     crf_sure: float = 0.8,
     ignore_index: int = 255,
     return_details: bool = False,
+    crf: dict | None = None,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Reliable-region labels of one image.
 
@@ -97,6 +98,7 @@ def reliable_region_labels_ref(
         cams: [C, H, W] class activation maps (>= 0) at image size.
         cls_labels: [C] image-level labels in {0, 1}.
         image_hwc: uint8 [H, W, 3].
+        crf: keyword arguments of pydensecrf_inference for both CRFs; TRAIN_CRF by default.
         return_details: also return Q_low, Q_high (float32 [C+1, H, W]) and the sure CAM
             region (bool [H, W]).
 
@@ -110,8 +112,9 @@ def reliable_region_labels_ref(
     cam_all = np.concatenate([background, cams], axis=0)  # step 2
 
     image_hwc = np.ascontiguousarray(image_hwc, dtype=np.uint8)
-    q_low = _crf_with_alpha(cams, present, image_hwc, alpha_low)
-    q_high = _crf_with_alpha(cams, present, image_hwc, alpha_high)
+    crf = TRAIN_CRF if crf is None else crf
+    q_low = _crf_with_alpha(cams, present, image_hwc, alpha_low, crf)
+    q_high = _crf_with_alpha(cams, present, image_hwc, alpha_high, crf)
     low = np.argmax(q_low, axis=0)
     high = np.argmax(q_high, axis=0)
 
