@@ -29,7 +29,7 @@ void define_ops(torch::Library& m) {
       "reliable_region_labels(Tensor cams, Tensor cls_labels, Tensor images, float alpha_low, float alpha_high, "
       "int n_iter, float gaussian_sxy, float gaussian_compat, float bilateral_sxy, float bilateral_srgb, "
       "float bilateral_compat, float cam_alpha, float fg_quantile, float cam_floor, float bg_sure, float crf_sure, "
-      "int ignore_index, bool? compact_labels, bool return_q) -> (Tensor labels, Tensor sure, Tensor q)");
+      "int ignore_index, bool return_q) -> (Tensor labels, Tensor sure, Tensor q)");
 }
 
 }  // namespace rrm

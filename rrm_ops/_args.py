@@ -33,8 +33,3 @@ def integer(value: object, name: str) -> int:
         raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
     return int(value)
 
-
-def optional_flag(value: object, name: str) -> bool | None:
-    if value is None or isinstance(value, bool):
-        return value
-    raise TypeError(f"{name} must be True, False or None, got {type(value).__name__}")

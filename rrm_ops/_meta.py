@@ -328,7 +328,6 @@ def _reliable_region_labels_fake(
     bg_sure: float,
     crf_sure: float,
     ignore_index: int,
-    compact_labels: bool | None,
     return_q: bool,
 ) -> tuple[Tensor, Tensor, Tensor]:
     # check_mining_arguments (csrc/mining/mining_common.cpp).

@@ -8,6 +8,7 @@ CPU and CUDA kernels); :func:`reliable_region_labels` is its typed Python face.
 
 from __future__ import annotations
 
+import warnings
 from typing import NamedTuple
 
 from torch import Tensor
@@ -56,10 +57,9 @@ def reliable_region_labels(
         fg_quantile, cam_floor, bg_sure, crf_sure: pruning thresholds (docs/design.md#reliable-region-mining).
         ignore_index: the label of unreliable pixels; not a label 0..C.
         return_details: also return Q_low, Q_high and the sure-CAM mask.
-        compact_labels: run the CRFs on each image's present labels only, padded to the batch's
-            largest present count (needs that count on the host, free when cls_labels is a CPU
-            tensor), instead of all C+1 labels with the absent ones masked. Both give bitwise
-            the same result; None compacts exactly when cls_labels is on the CPU.
+        compact_labels: deprecated and ignored (a FutureWarning when given): the CRFs always run
+            on each image's present labels only, padded to the batch's largest present count,
+            on every device and with no host read of their own.
 
     The op checks every argument (TypeError for a dtype, ValueError for a shape, device or
     value). The values of cams and cls_labels are checked on the host: always for CPU tensors;
@@ -72,6 +72,13 @@ def reliable_region_labels(
         background label alone, so every pixel whose background CAM score is sure becomes 0.
         Absent classes have Q = 0 (the CRFs run on the present labels only).
     """
+    if compact_labels is not None:
+        warnings.warn(
+            "reliable_region_labels: compact_labels is deprecated and has no effect (the CRFs always run on each "
+            "image's present labels only); it will be removed",
+            FutureWarning,
+            stacklevel=2,
+        )
     if not isinstance(crf, CrfParams):
         raise TypeError(f"crf must be a CrfParams (e.g. rrm_ops.TRAINING_CRF), got {type(crf).__name__}")
     labels, sure, q = ops().reliable_region_labels(
@@ -87,7 +94,6 @@ def reliable_region_labels(
         _args.number(bg_sure, "bg_sure"),
         _args.number(crf_sure, "crf_sure"),
         _args.integer(ignore_index, "ignore_index"),
-        _args.optional_flag(compact_labels, "compact_labels"),
         bool(return_details),
     )
     return MiningDetails(labels, q[0], q[1], sure) if return_details else labels

@@ -10,4 +10,4 @@ DENSE_CRF = dict(unary=None, **TRAINING_CRF.as_kwargs(), label_mask=None)
 # reliable_region_labels' keyword arguments as rrm_ops.reliable_region_labels passes them by
 # default, with Q returned, in the schema's order (some tests pass the values positionally).
 MINING = dict(alpha_low=4.0, alpha_high=32.0, **TRAINING_CRF.as_kwargs(), cam_alpha=32.0, fg_quantile=0.6,
-              cam_floor=0.1, bg_sure=0.8, crf_sure=0.8, ignore_index=255, compact_labels=None, return_q=True)
+              cam_floor=0.1, bg_sure=0.8, crf_sure=0.8, ignore_index=255, return_q=True)

@@ -207,9 +207,6 @@ def _cases() -> dict[str, Case]:
             lambda m: rrm_ops.reliable_region_labels(_cams(), CLS, _images(),
                                                      crf=dataclasses.replace(rrm_ops.TRAINING_CRF, n_iter=2.5)),
             TypeError, "n_iter must be an integer"),
-        "mining: compact_labels 1": Case(
-            lambda m: rrm_ops.reliable_region_labels(_cams(), CLS, _images(), compact_labels=1), TypeError,
-            "compact_labels must be True, False or None"),
         # prune_reliable_labels
         "prune op: NaN cams": Case(lambda m: _prune(m, cams=_with(_prune_inputs()[0], (0, 1, 3), NAN)),
                                    ValueError, "cams must be finite and >= 0"),
@@ -487,8 +484,7 @@ def fuzz_call(spec: dict) -> tuple[Callable[[], Any], Callable[[], Any]]:
     if op == "reliable_region_labels":
         ids = [use(t((b, c, h, w))), use(t((size(b), c), torch.float32, "zeros" if rng.random() < 0.5 else "unit")),
                use(t((b, size(h), w, 3), torch.uint8, "unit"))]
-        extra = {"ignore_index": int(rng.choice([255, -1, 0, c, c + 1])),
-                 "compact_labels": [None, True, False][int(rng.integers(3))]}
+        extra = {"ignore_index": int(rng.choice([255, -1, 0, c, c + 1]))}
 
         def run(ts):
             return OPS.reliable_region_labels(*(ts[i] for i in ids), **{**MINING, **extra})

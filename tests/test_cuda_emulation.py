@@ -195,9 +195,6 @@ def _op_calls():
                                                                     255, None), prune, 0),
         "reliable_region_labels": (lambda: emu.reliable_region_labels(cams, cls_labels, images, **MINING),
                                    plus(twice_build, meanfield(10, False), {"unary_kernel": 1}, prune), 2),
-        "reliable_region_labels (compact)": (lambda: emu.reliable_region_labels(cams, cls_labels, images,
-                                                                                **{**MINING, "compact_labels": True}),
-                                             plus(twice_build, meanfield(10, False), {"unary_kernel": 1}, prune), 3),
     }
 
 
@@ -284,13 +281,29 @@ def test_launches_and_host_reads_of_each_op_call(name):
     """The kernels each op call launches, and its host reads: one per lattice build (the vertex
     count, read with the check that the features are finite), one for the mean field's check
     that the unary is finite (read with the present-label count under a label mask), one for
-    dense_crf's check of its scores, and one more for the compact slot table of mining. No
-    explicit synchronisation, and every emulated allocation is freed."""
+    dense_crf's check of its scores; mining's present-label count rides on its Gaussian lattice
+    build's read. No explicit synchronisation, and every emulated allocation is freed."""
     call, launches, host_reads = _op_calls()[name]
     with emulation.counting() as counts:
         call()
     assert counts.launches == dict(sorted(launches.items()))
     assert (counts.host_reads, counts.synchronizations, counts.live_allocations) == (host_reads, 0, 0)
+
+
+def test_mining_runs_the_present_labels_only_without_a_read_of_its_own():
+    """The device mining's CRFs run in slots for the batch's largest present count (background
+    included) padded to 4 lanes, 4 here instead of the 24 of all 21 labels: the pruning op gets
+    Q over those slots. The count is read with the Gaussian lattice build's vertex count."""
+    images = photos(2, 29, 31)
+    cams = 3 * smooth_maps(2, 20, 29, 31, seed=2)
+    cls_labels = torch.zeros(2, 20, dtype=torch.long)
+    cls_labels[0, 5] = cls_labels[1, [0, 3, 7]] = 1
+    with torch.profiler.profile(record_shapes=True) as profile, emulation.counting() as counts:
+        emu.reliable_region_labels(cams, cls_labels, images, **MINING)
+    prune_inputs = [event.input_shapes for event in profile.events()
+                    if event.name == "rrm_ops_emu::prune_reliable_labels"]
+    assert [shapes[1] for shapes in prune_inputs] == [[2, 4, 29 * 31]]
+    assert counts.host_reads == 2
 
 
 def test_every_kernel_is_launched():

@@ -208,8 +208,8 @@ CORRUPTIONS = {
         "for name in ('offsets', 'neighbours', 'splat_ptr', 'splat_entries'):\n"
         "    t[name] = torch.randint(-2**31, 2**31 - 1, t[name].shape, generator=g, dtype=torch.int32)",
         "ValueError", "lattice: "),
-    "offsets of int64": ("t['offsets'] = t['offsets'].long()", "RuntimeError", "offsets must have dtype"),
-    "weights of float64": ("t['weights'] = t['weights'].double()", "RuntimeError", "weights must have dtype"),
+    "offsets of int64": ("t['offsets'] = t['offsets'].long()", "TypeError", "offsets must have dtype"),
+    "weights of float64": ("t['weights'] = t['weights'].double()", "TypeError", "weights must have dtype"),
     "neighbours of too few vertices": ("t['neighbours'] = t['neighbours'][:, :-1]", "RuntimeError",
                                        "neighbours must be"),
     "splat_entries too short": ("t['splat_entries'] = t['splat_entries'][:-1]", "RuntimeError",

@@ -168,21 +168,35 @@ def test_without_q_the_labels_are_the_same_and_q_is_empty():
     torch.library.opcheck(torch.ops.rrm_ops.reliable_region_labels, (cams, labels, images), without_q)
 
 
-def test_compacted_labels_equal_masked_labels_bitwise():
-    # The batch's largest present count is 3 + background, so compaction keeps 4 of the 5
-    # labels; masked runs all 5 (padded to 8 on the CPU).
+def test_an_image_beside_one_of_more_labels_gives_bitwise_its_labels_alone():
+    # The CRFs run in as many slots as the batch's largest present count needs: 8 here (5
+    # classes and the background), where the first image alone needs 4. Its padding slots have
+    # Q = 0 and add exact zeros, so nothing of it changes.
+    images = np.stack([photo("astronaut", 0, 0, 14, 17), photo("coffee", 0, 0, 14, 17)])
+    cams = np.stack([_cams(14, 17, 5, [2], seed=1)[0], _cams(14, 17, 5, [0, 1, 2, 3, 4], seed=2)[0]])
+    labels = np.array([[0, 0, 1, 0, 0], [1, 1, 1, 1, 1]], np.float32)
+    args = torch.from_numpy(cams), torch.from_numpy(labels), torch.from_numpy(images)
+    batch = rrm_ops.reliable_region_labels(*args, return_details=True)
+    alone = rrm_ops.reliable_region_labels(*(a[:1] for a in args), return_details=True)
+    for got, expected in zip(batch, alone):
+        assert torch.equal(got[:1], expected)
+
+
+@pytest.mark.parametrize("compact_labels", [True, False])
+def test_compact_labels_is_deprecated_and_changes_nothing(compact_labels):
     args = _small_batch()
-    compact = rrm_ops.reliable_region_labels(*args, return_details=True, compact_labels=True)
-    masked = rrm_ops.reliable_region_labels(*args, return_details=True, compact_labels=False)
-    for got, expected in zip(compact, masked):
-        assert torch.equal(got, expected)
+    expected = rrm_ops.reliable_region_labels(*args, return_details=True)
+    with pytest.warns(FutureWarning, match="compact_labels is deprecated and has no effect"):
+        got = rrm_ops.reliable_region_labels(*args, return_details=True, compact_labels=compact_labels)
+    for actual, wanted in zip(got, expected):
+        assert torch.equal(actual, wanted)
 
 
 @pytest.mark.parametrize("crf", [rrm_ops.TRAINING_CRF, dataclasses.replace(rrm_ops.INFERENCE_CRF, n_iter=4)])
 def test_op_equals_two_mean_fields_on_shared_lattices(crf):
     # The two-group mean field equals two separate runs of the CRF family's mean field. The op
-    # computes the unary with logf/powf per pixel, torch with its vectorised log/pow, which may
-    # differ in the last bit; Q then differs by about 1e-7.
+    # computes the unary with the log and pow of common/float_math.h per pixel, torch with its
+    # vectorised log/pow, which may differ in the last bit; Q then differs by about 1e-7.
     cams, labels, images = _small_batch()
     details = rrm_ops.reliable_region_labels(cams, labels, images, crf=crf, return_details=True)
     present = labels.bool()

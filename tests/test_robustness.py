@@ -193,12 +193,11 @@ def _emulated_calls() -> dict[str, tuple]:
         "mining ignore_index 1": (lambda: emu.reliable_region_labels(cams, cls_labels, images,
                                                                        **{**MINING, "ignore_index": 1}),
                                   "ignore_index must not be a label"),
-        "mining compact, NaN cams": (lambda: emu.reliable_region_labels(_nan(cams), cls_labels, images,
-                                                                        **{**MINING, "compact_labels": True}),
-                                     "cams must be finite and >= 0"),
-        "mining compact, cls_labels 7": (lambda: emu.reliable_region_labels(cams, torch.tensor([[7.0, 1.0]]), images,
-                                                                            **{**MINING, "compact_labels": True}),
-                                         "cls_labels must hold only 0 and 1"),
+        "mining values, NaN cams": (lambda: emu.reliable_region_labels(_nan(cams), cls_labels, images, **MINING),
+                                    "cams must be finite and >= 0"),
+        "mining values, cls_labels 7": (lambda: emu.reliable_region_labels(cams, torch.tensor([[7.0, 1.0]]), images,
+                                                                           **MINING),
+                                        "cls_labels must hold only 0 and 1"),
     }
 
 
@@ -209,26 +208,14 @@ def _nan(t: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("name", ["dense_crf n_iter 2**31", "dense_crf_meanfield n_iter -1", "prune ignore_index 0",
-                                  "mining ignore_index 1", "mining compact, NaN cams",
-                                  "mining compact, cls_labels 7"])
+                                  "mining ignore_index 1", "mining values, NaN cams",
+                                  "mining values, cls_labels 7"])
 def test_the_emulated_cuda_glue_refuses_alike(name):
     import rrm_ops.emulation as emulation
 
     call, message = _emulated_calls()[name]
     with emulation.counting() as counts, pytest.raises(ValueError, match=message):
         call()
-    # The scalar checks come before any launch; the value checks ride on the one read that
-    # compacting makes anyway.
-    assert counts.host_reads <= (1 if "compact" in name else 0)
-
-
-def test_emulated_mining_without_compaction_reads_nothing_to_check_values():
-    """On a GPU, the CAMs of a call that does not compact are not read (no host synchronisation
-    for a check): the call runs with only its lattice builds' two reads."""
-    import rrm_ops.emulation as emulation
-
-    cams, images = _nan(2 * smooth_maps(1, 2, 6, 7, seed=1)), photos(1, 6, 7)
-    with emulation.counting() as counts:
-        labels, _, _ = emulation.ops.reliable_region_labels(cams, torch.tensor([[1.0, 1.0]]), images,
-                                                            **{**MINING, "compact_labels": False})
-    assert counts.host_reads == 2 and labels.shape == (1, 6, 7)
+    # The scalar checks come before any launch; the value checks ride on the host reads of the
+    # lattice builds (the Gaussian build's carries them), which the call makes anyway.
+    assert counts.host_reads <= (2 if "values" in name else 0)

@@ -6,6 +6,7 @@
 
 #include <ATen/ATen.h>
 
+#include <utility>
 #include <vector>
 
 #if defined(RRM_EMULATED_CUDA)
@@ -37,14 +38,66 @@ inline at::Tensor to_host(const at::Tensor& t) {
   return t.to(at::kCPU);
 }
 
+inline std::vector<double> scalars_on_host(const std::vector<at::Tensor>& scalars);
+
+// Device scalars a caller needs on the host later in the call, read together with the next host
+// read of the calling thread (scalars_on_host on the same device), which a callee makes anyway,
+// rather than in a read of their own. Mining reads the batch's largest present-label count this
+// way with its Gaussian lattice build's vertex count. Host tensors are read at once (for free).
+// One at a time per thread; values() reads them itself if no read has taken them.
+class DeferredScalars {
+ public:
+  explicit DeferredScalars(std::vector<at::Tensor> scalars) : scalars_(std::move(scalars)) {
+    TORCH_INTERNAL_ASSERT(!scalars_.empty() && pending() == nullptr);
+    if (is_host(scalars_[0].device())) {
+      values_ = scalars_on_host(scalars_);
+    } else {
+      pending() = this;
+    }
+  }
+  DeferredScalars(const DeferredScalars&) = delete;
+  DeferredScalars& operator=(const DeferredScalars&) = delete;
+  ~DeferredScalars() {
+    if (pending() == this) pending() = nullptr;
+  }
+
+  const std::vector<double>& values() {
+    if (pending() == this) {
+      pending() = nullptr;
+      values_ = scalars_on_host(scalars_);
+    }
+    return values_;
+  }
+
+ private:
+  friend std::vector<double> scalars_on_host(const std::vector<at::Tensor>& scalars);
+
+  // This thread's scalars waiting for a read, if any.
+  static DeferredScalars*& pending() {
+    static thread_local DeferredScalars* waiting = nullptr;
+    return waiting;
+  }
+
+  std::vector<at::Tensor> scalars_;
+  std::vector<double> values_;
+};
+
 // The values of one-element tensors on one device, as doubles (exact for integers up to 2^53),
-// in one host read.
+// in one host read, which also takes this thread's DeferredScalars on that device.
 inline std::vector<double> scalars_on_host(const std::vector<at::Tensor>& scalars) {
+  DeferredScalars* deferred = DeferredScalars::pending();
+  if (deferred != nullptr && deferred->scalars_[0].device() != scalars.at(0).device()) deferred = nullptr;
+  if (deferred != nullptr) DeferredScalars::pending() = nullptr;
   std::vector<at::Tensor> doubles;
   for (const at::Tensor& scalar : scalars) doubles.push_back(scalar.reshape({}).to(at::kDouble));
+  if (deferred != nullptr) {
+    for (const at::Tensor& scalar : deferred->scalars_) doubles.push_back(scalar.reshape({}).to(at::kDouble));
+  }
   const at::Tensor read = to_host(at::stack(doubles));
   const double* values = read.const_data_ptr<double>();
-  return {values, values + read.numel()};
+  const size_t own = scalars.size();
+  if (deferred != nullptr) deferred->values_.assign(values + own, values + read.numel());
+  return {values, values + own};
 }
 
 }  // namespace rrm

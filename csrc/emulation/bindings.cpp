@@ -38,6 +38,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("radix_sort_pairs", &emulation::radix_sort_pairs, py::arg("keys"), py::arg("values"),
         py::arg("unsigned_keys"), py::arg("begin_bit"), py::arg("end_bit"), py::arg("allocated_extra") = 0,
         py::arg("passed_extra") = 0);
+  m.def("float_log", &emulation::float_log, py::arg("x"));
+  m.def("float_pow", &emulation::float_pow, py::arg("x"), py::arg("y"));
   m.def("radix_sort_keys", &emulation::radix_sort_keys, py::arg("keys"), py::arg("begin_bit"), py::arg("end_bit"),
         py::arg("allocated_extra") = 0, py::arg("passed_extra") = 0);
 }

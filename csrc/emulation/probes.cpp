@@ -4,6 +4,7 @@
 
 #include "common/checks.h"
 #include "common/cuda_launch.cuh"
+#include "common/float_math.h"
 #include "emulation/cub.h"
 
 namespace rrm {
@@ -106,6 +107,36 @@ at::Tensor radix_sort_keys(const at::Tensor& keys, int64_t begin_bit, int64_t en
                             static_cast<int>(begin_bit), static_cast<int>(end_bit));
                       });
   return sorted;
+}
+
+namespace {
+
+at::Tensor checked_floats(const at::Tensor& x, const char* name) {
+  TORCH_CHECK(x.scalar_type() == at::kFloat && x.device().is_cpu(), name, " must be a float32 CPU tensor");
+  return x.contiguous();
+}
+
+}  // namespace
+
+at::Tensor float_log(const at::Tensor& x_in) {
+  const at::Tensor x = checked_floats(x_in, "x");
+  at::Tensor out = at::empty_like(x);
+  const float* in = x.const_data_ptr<float>();
+  float* result = out.data_ptr<float>();
+  for (int64_t i = 0; i < x.numel(); ++i) result[i] = float_math::log_float(in[i]);
+  return out;
+}
+
+at::Tensor float_pow(const at::Tensor& x_in, const at::Tensor& y_in) {
+  const at::Tensor x = checked_floats(x_in, "x");
+  const at::Tensor y = checked_floats(y_in, "y");
+  TORCH_CHECK(x.sizes() == y.sizes(), "x and y must have one shape");
+  at::Tensor out = at::empty_like(x);
+  const float* base = x.const_data_ptr<float>();
+  const float* power = y.const_data_ptr<float>();
+  float* result = out.data_ptr<float>();
+  for (int64_t i = 0; i < x.numel(); ++i) result[i] = float_math::pow_float(base[i], power[i]);
+  return out;
 }
 
 }  // namespace emulation

@@ -26,5 +26,10 @@ std::tuple<at::Tensor, at::Tensor> radix_sort_pairs(const at::Tensor& keys, cons
 at::Tensor radix_sort_keys(const at::Tensor& keys, int64_t begin_bit, int64_t end_bit, int64_t allocated_extra,
                            int64_t passed_extra);
 
+// log_float, and pow_float of x and y of one shape, of common/float_math.h elementwise on float32
+// tensors: the functions the kernels use, for the tests of their rounding.
+at::Tensor float_log(const at::Tensor& x);
+at::Tensor float_pow(const at::Tensor& x, const at::Tensor& y);
+
 }  // namespace emulation
 }  // namespace rrm

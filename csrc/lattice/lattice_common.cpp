@@ -77,8 +77,8 @@ at::Tensor checked_features(const at::Tensor& features, int64_t point_block) {
               features.size(0) * padded * (d + 1), " entries, at most ", kMaxEntries - 1);
   if (is_host(features.device()) && features.numel() > 0) {
     const Extremes extremes = extremes_of(features);
-    TORCH_CHECK(std::isfinite(extremes.minimum) && std::isfinite(extremes.maximum),
-                "features contains NaN or infinite values");
+    TORCH_CHECK_VALUE(std::isfinite(extremes.minimum) && std::isfinite(extremes.maximum),
+                      "features contains NaN or infinite values");
     check_feature_magnitude(std::max(-extremes.minimum, extremes.maximum), static_cast<int>(d));
   }
   return features.contiguous();

@@ -11,6 +11,7 @@
 #include <math.h>
 #include <stdint.h>
 
+#include "common/float_math.h"
 #include "common/macros.h"
 #include "crf/crf.h"
 
@@ -25,10 +26,11 @@ struct MiningUnary {
   float alpha[kCrfGroups];      // background power of each group: alpha_low, alpha_high
 };
 
-// pydensecrf's unary_from_softmax: -log(clip(score, 1e-5, 1)).
+// pydensecrf's unary_from_softmax: -log(clip(score, 1e-5, 1)), with the log of
+// common/float_math.h, the same bits on every device.
 RRM_HOST_DEVICE inline float unary_of_score(float score) {
   const float clipped = score < 1e-5f ? 1e-5f : (score > 1.f ? 1.f : score);
-  return -logf(clipped);
+  return -float_math::log_float(clipped);
 }
 
 // The slot unaries of pixel `pixel` (a global index b*P + p) for both groups; padding slots get
@@ -41,15 +43,12 @@ RRM_HOST_DEVICE inline void mining_unary_pixel(const MiningUnary& unary, const c
   const float* cams = unary.cams + image * (problem.labels - 1) * problem.points + p;
   const float not_object = 1.f - unary.max_cam[pixel];
   const int64_t channels = crf::slot_channels(problem);
-  for (int g = 0; g < kCrfGroups; ++g) {
-    for (int64_t s = 0; s < problem.slots; ++s) {
-      const int32_t label = labels[s];
-      float value = INFINITY;
-      if (label == 0) {
-        value = unary_of_score(powf(not_object, unary.alpha[g]));
-      } else if (label > 0) {
-        value = unary_of_score(cams[(label - 1) * problem.points]);
-      }
+  for (int64_t s = 0; s < problem.slots; ++s) {
+    const int32_t label = labels[s];
+    // Only the background differs between the groups; a class's log is taken once for both.
+    const float shared = label > 0 ? unary_of_score(cams[(label - 1) * problem.points]) : INFINITY;
+    for (int g = 0; g < kCrfGroups; ++g) {
+      const float value = label == 0 ? unary_of_score(float_math::pow_float(not_object, unary.alpha[g])) : shared;
       unary_slots[crf::unary_index(pixel, g * problem.slots + s, channels)] = value;
     }
   }

@@ -33,54 +33,56 @@ at::Tensor contiguous_float_cams(const at::Tensor& cams) {
   return floats.reshape({cams.size(0), cams.size(1), cams.size(2) * cams.size(3)});
 }
 
-// The data checks of cams (finite and >= 0 once in float32) and cls_labels (only 0 and 1), with
-// the slot count of the label table (the batch's largest present count when compacting) in the
-// same host read. Data on the host is always checked; data on a device only when the count is
-// read from that device anyway (compacting with cls_labels beside cams): a check must not add a
-// host synchronisation per call (docs/error-policy.md#value-checks-on-cuda).
-int64_t checked_slot_count(const at::Tensor& float_cams, const at::Tensor& cls_labels, const at::Tensor& label_mask,
-                           bool compact) {
-  const bool cls_on_host = is_host(cls_labels.device());
-  // When the cams are checked, cls_labels share their device (check_cls_labels_device), so
-  // every scalar below is read in one go.
-  const bool check_cams = (is_host(float_cams.device()) || (compact && !cls_on_host)) && float_cams.numel() > 0;
-  const bool check_cls = cls_on_host || compact;
-  std::vector<at::Tensor> wanted;
-  if (compact) wanted.push_back(label_mask.sum(1).max());
-  if (check_cls) wanted.push_back(cls_labels.ne(0).logical_and(cls_labels.ne(1)).any());
-  if (check_cams) {
-    const auto [minimum, maximum] = at::aminmax(float_cams);
-    wanted.push_back(minimum);
-    wanted.push_back(maximum);
-  }
-  if (wanted.empty()) return label_mask.size(1);
-  const std::vector<double> read = scalars_on_host(wanted);
-  size_t next = compact ? 1 : 0;
-  if (check_cls) {
-    TORCH_CHECK_VALUE(read[next] == 0, "cls_labels must hold only 0 and 1");
-    ++next;
-  }
-  if (check_cams) {
-    const double minimum = read[next], maximum = read[next + 1];
-    TORCH_CHECK_VALUE(std::isfinite(minimum) && std::isfinite(maximum) && minimum >= 0,
-                      "cams must be finite and >= 0 (in float32), got range [", minimum, ", ", maximum, "]");
-  }
-  return compact ? static_cast<int64_t>(read[0]) : label_mask.size(1);
+// cls_labels must hold only 0 and 1; read at once, so for CPU cls_labels only (free there).
+void check_cls_values_on_host(const at::Tensor& cls_labels) {
+  if (!is_host(cls_labels.device()) || cls_labels.numel() == 0) return;
+  const std::vector<double> bad = scalars_on_host({cls_labels.ne(0).logical_and(cls_labels.ne(1)).any()});
+  TORCH_CHECK_VALUE(bad[0] == 0, "cls_labels must hold only 0 and 1");
 }
+
+// The batch's largest present-label count, which sizes the slot table, read with the data checks
+// of cls_labels (only 0 and 1) and, where they share its device, of cams (finite and >= 0 once
+// in float32). On the host they are read at once, for free; on a device they ride on the next
+// host read, the Gaussian lattice build's (DeferredScalars), so neither compacting nor checking
+// adds a host synchronisation (docs/error-policy.md#value-checks-on-cuda). Device cams beside
+// CPU cls_labels are therefore not checked.
+class CheckedLabelCount {
+ public:
+  CheckedLabelCount(const at::Tensor& float_cams, const at::Tensor& cls_labels, const at::Tensor& label_mask)
+      : check_cams_(float_cams.device() == cls_labels.device() && float_cams.numel() > 0),
+        scalars_(wanted(float_cams, cls_labels, label_mask)) {}
+
+  // The count; throws if a check fails.
+  int64_t value() {
+    const std::vector<double>& read = scalars_.values();
+    TORCH_CHECK_VALUE(read[1] == 0, "cls_labels must hold only 0 and 1");
+    if (check_cams_) {
+      TORCH_CHECK_VALUE(std::isfinite(read[2]) && std::isfinite(read[3]) && read[2] >= 0,
+                        "cams must be finite and >= 0 (in float32), got range [", read[2], ", ", read[3], "]");
+    }
+    return static_cast<int64_t>(read[0]);
+  }
+
+ private:
+  std::vector<at::Tensor> wanted(const at::Tensor& float_cams, const at::Tensor& cls_labels,
+                                 const at::Tensor& label_mask) const {
+    std::vector<at::Tensor> scalars{label_mask.sum(1).max(), cls_labels.ne(0).logical_and(cls_labels.ne(1)).any()};
+    if (check_cams_) {
+      const auto [minimum, maximum] = at::aminmax(float_cams);
+      scalars.push_back(minimum);
+      scalars.push_back(maximum);
+    }
+    return scalars;
+  }
+
+  const bool check_cams_;
+  DeferredScalars scalars_;
+};
 
 // bool [B, C+1] on cls_labels' device: the background, then the present classes.
 at::Tensor label_mask_of(const at::Tensor& cls_labels) {
   const at::Tensor present = cls_labels.ne(0);
   return at::cat({at::ones({present.size(0), 1}, present.options()), present}, 1);
-}
-
-// int32 [B, S] slot table on `device`, with S the padded `needed` slots. Compact: S covers the
-// batch's largest present count (checked_slot_count reads it on the host, free when cls_labels
-// is a CPU tensor). Otherwise S covers all C+1 labels and absent ones are masked: no host
-// synchronisation. Both give the same Q (padding slots have Q = 0 and add exact zeros to every
-// sum).
-at::Tensor slot_table(const at::Tensor& label_mask, int64_t needed, const at::Device& device) {
-  return crf::slot_labels_of(label_mask, crf::padded_slot_count(needed)).to(device);
 }
 
 // Q [G, B, S, P] over the slots of slot_labels [B, S] spread over all `labels` labels:
@@ -126,28 +128,29 @@ MiningShape check_mining_arguments(const at::Tensor& cams, const at::Tensor& cls
 std::tuple<at::Tensor, at::Tensor, at::Tensor> reliable_region_labels(
     const at::Tensor& cams, const at::Tensor& cls_labels, const at::Tensor& images, double alpha_low,
     double alpha_high, const crf::Params& crf_params, double cam_alpha, double fg_quantile, double cam_floor,
-    double bg_sure, double crf_sure, int64_t ignore_index, std::optional<bool> compact_labels, bool return_q,
-    MeanfieldRunner run) {
+    double bg_sure, double crf_sure, int64_t ignore_index, bool return_q, MeanfieldRunner run) {
   const MiningShape shape = check_mining_arguments(cams, cls_labels, images, alpha_low, alpha_high, crf_params,
                                                    cam_alpha, fg_quantile, cam_floor, bg_sure, crf_sure,
                                                    ignore_index);
   const int64_t batch = shape.batch, classes = shape.classes, height = shape.height, width = shape.width;
   const int64_t pixels = height * width;
   const at::Tensor rgb = crf::image_channels_last(images, "images", cams, "cams");
-  const bool compact = compact_labels.value_or(is_host(cls_labels.device()));
 
   const at::TensorOptions floats = cams.options().dtype(at::kFloat);
   if (batch * pixels == 0) {
-    if (is_host(cls_labels.device())) checked_slot_count(cams, cls_labels, label_mask_of(cls_labels), false);
+    check_cls_values_on_host(cls_labels);
     return {at::empty({batch, height, width}, floats.dtype(at::kLong)),
             at::empty({batch, height, width}, floats.dtype(at::kBool)),
             at::empty({kCrfGroups, batch, return_q ? classes + 1 : 0, height, width}, floats)};
   }
 
+  // The CRFs run on each image's present labels only, in S slots: the batch's largest present
+  // count, padded (crf::padded_slot_count); the slot table is built on cls_labels' device.
   const at::Tensor float_cams = contiguous_float_cams(cams);
   const at::Tensor label_mask = label_mask_of(cls_labels);
-  const at::Tensor slot_labels =
-      slot_table(label_mask, checked_slot_count(float_cams, cls_labels, label_mask, compact), cams.device());
+  CheckedLabelCount present_labels(float_cams, cls_labels, label_mask);
+  // Host data is checked before any work; device data with the lattice build's read below.
+  if (is_host(cls_labels.device())) present_labels.value();
 
   // Step 1: absent classes zeroed, each map divided by (its max + 1e-5), in float32. Dividing
   // an absent class by +inf zeroes it (CAMs are finite and >= 0) in the same pass.
@@ -158,6 +161,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> reliable_region_labels(
   const at::Tensor max_cam = normalised.amax(1).contiguous();
 
   const auto [gaussian_built, bilateral_built] = crf::crf_lattices(rgb, crf_params);
+  const int64_t needed = present_labels.value();
+  const at::Tensor slot_labels =
+      crf::slot_labels_of(label_mask, crf::padded_slot_count(needed)).to(cams.device());
   const lattice::LatticeTuple gaussian_tensors = lattice::contiguous_lattice(gaussian_built);
   const lattice::LatticeTuple bilateral_tensors = lattice::contiguous_lattice(bilateral_built);
   const lattice::LatticeView gaussian = lattice::make_view(gaussian_tensors);

@@ -25,7 +25,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> reliable_region_labels_cpu(
     const at::Tensor& cams, const at::Tensor& cls_labels, const at::Tensor& images, double alpha_low,
     double alpha_high, int64_t n_iter, double gaussian_sxy, double gaussian_compat, double bilateral_sxy,
     double bilateral_srgb, double bilateral_compat, double cam_alpha, double fg_quantile, double cam_floor,
-    double bg_sure, double crf_sure, int64_t ignore_index, std::optional<bool> compact_labels, bool return_q) {
+    double bg_sure, double crf_sure, int64_t ignore_index, bool return_q) {
   const crf::Params crf_params{n_iter, gaussian_sxy, gaussian_compat, bilateral_sxy, bilateral_srgb, bilateral_compat};
   // The team's size grows with n_iter: checked before it is sized.
   crf::check_iterations(n_iter);
@@ -34,8 +34,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> reliable_region_labels_cpu(
   // field's size: every class of every pixel in both groups.
   with_team(crf::meanfield_threads(cams.numel() * kCrfGroups, n_iter), [&] {
     result = reliable_region_labels(cams, cls_labels, images, alpha_low, alpha_high, crf_params, cam_alpha,
-                                    fg_quantile, cam_floor, bg_sure, crf_sure, ignore_index, compact_labels,
-                                    return_q, &meanfield_cpu);
+                                    fg_quantile, cam_floor, bg_sure, crf_sure, ignore_index, return_q,
+                                    &meanfield_cpu);
   });
   return result;
 }

@@ -24,13 +24,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> reliable_region_labels_cuda(
     const at::Tensor& cams, const at::Tensor& cls_labels, const at::Tensor& images, double alpha_low,
     double alpha_high, int64_t n_iter, double gaussian_sxy, double gaussian_compat, double bilateral_sxy,
     double bilateral_srgb, double bilateral_compat, double cam_alpha, double fg_quantile, double cam_floor,
-    double bg_sure, double crf_sure, int64_t ignore_index, std::optional<bool> compact_labels, bool return_q) {
+    double bg_sure, double crf_sure, int64_t ignore_index, bool return_q) {
   check_one_device({{cams, "cams"}, {images, "images"}});
   check_cls_labels_device(cls_labels, cams);
   const c10::cuda::CUDAGuard guard(cams.device());
   const crf::Params crf_params{n_iter, gaussian_sxy, gaussian_compat, bilateral_sxy, bilateral_srgb, bilateral_compat};
   return reliable_region_labels(cams, cls_labels, images, alpha_low, alpha_high, crf_params, cam_alpha, fg_quantile,
-                                cam_floor, bg_sure, crf_sure, ignore_index, compact_labels, return_q,
+                                cam_floor, bg_sure, crf_sure, ignore_index, return_q,
                                 &meanfield_cuda);
 }
 

@@ -5,7 +5,6 @@
 
 #include <ATen/ATen.h>
 
-#include <optional>
 #include <tuple>
 
 #include "crf/crf.h"
@@ -45,8 +44,7 @@ MiningShape check_mining_arguments(const at::Tensor& cams, const at::Tensor& cls
 std::tuple<at::Tensor, at::Tensor, at::Tensor> reliable_region_labels(
     const at::Tensor& cams, const at::Tensor& cls_labels, const at::Tensor& images, double alpha_low,
     double alpha_high, const crf::Params& crf_params, double cam_alpha, double fg_quantile, double cam_floor,
-    double bg_sure, double crf_sure, int64_t ignore_index, std::optional<bool> compact_labels, bool return_q,
-    MeanfieldRunner run);
+    double bg_sure, double crf_sure, int64_t ignore_index, bool return_q, MeanfieldRunner run);
 
 }  // namespace mining
 }  // namespace rrm

@@ -22,6 +22,7 @@
 #include <math.h>
 #include <stdint.h>
 
+#include "common/float_math.h"
 #include "common/macros.h"
 
 namespace rrm {
@@ -67,7 +68,8 @@ RRM_HOST_DEVICE inline PixelSummary summarise_pixel(const float* cams, const flo
   // classes >= 1 (checked by the launchers).
   const int32_t best_class = argmax_strided(cams + p, classes, pixels);
   const float max_cam = cams[best_class * pixels + p];
-  const float background = powf(1.f - max_cam, cam_alpha);
+  // The power of common/float_math.h, as mining's unary: the same bits on every device.
+  const float background = float_math::pow_float(1.f - max_cam, cam_alpha);
   // Background is channel 0 of cam_all, so it wins ties with the classes.
   if (background >= max_cam) {
     s.cam_arg = 0;
