@@ -10,7 +10,10 @@
 // thread; phase p + 1 opens once every chunk of phase p has finished and plan.finish(stream, p)
 // has run (on the thread that finished the last chunk). Threads claim chunks one at a time from
 // an open phase, their own stream first and then any other, so a late thread holds up only the
-// one chunk it is running, and a stream never waits for a thread, only for chunks. A plan whose
+// one chunk it is running, and a stream never waits for a thread, only for chunks. Each thread
+// claims from its own share of a phase's chunks (the t-th of `threads` runs of consecutive
+// chunks) before it takes from the others', so that on a quiet machine consecutive phases give
+// a thread the same runs, whose data it still holds in its cache. A plan whose
 // chunks compute results that do not depend on which thread runs them, or when, gives the same
 // bits for any thread count.
 //
@@ -68,7 +71,12 @@ void run_shares(int threads, c10::function_ref<void(int)> work);
 template <typename Plan>
 class PhaseRun {
  public:
-  PhaseRun(Plan& plan, int64_t streams) : plan_(plan), streams_(streams), state_(new StreamState[streams]) {
+  PhaseRun(Plan& plan, int64_t streams, int threads)
+      : plan_(plan),
+        streams_(streams),
+        threads_(threads),
+        state_(new StreamState[streams]),
+        shares_(new Share[streams * threads]) {
     for (int64_t s = 0; s < streams_; ++s) open_next(s, -1);
   }
 
@@ -78,7 +86,7 @@ class PhaseRun {
     while (true) {
       const uint32_t seen = epoch_.load(std::memory_order_acquire);
       bool ran = false;
-      for (int64_t i = 0; i < streams_ && !ran; ++i) ran = run_one((home + i) % streams_, thread);
+      for (int64_t i = 0; i < streams_ && !ran; ++i) ran = run_one((home + i) % streams_, thread % threads_);
       if (ran) continue;
       if (done_.load(std::memory_order_acquire) == streams_) return;
       wait_for_progress(epoch_, seen);
@@ -93,24 +101,23 @@ class PhaseRun {
   static constexpr int kChunkBits = 32;
   static constexpr uint64_t kChunkMask = (uint64_t{1} << kChunkBits) - 1;
 
-  // cursor: the open phase (high bits) and the next chunk of it to hand out (low bits).
   struct alignas(64) StreamState {
-    std::atomic<uint64_t> cursor{0};
     std::atomic<int64_t> finished{0};  // chunks of the open phase that have finished
   };
+  // One thread's share of a stream's open phase. cursor: the phase (high bits) and how many
+  // chunks of the share have been handed out (low bits).
+  struct alignas(64) Share {
+    std::atomic<uint64_t> cursor{0};
+  };
 
-  // Claims one chunk of stream s's open phase and runs it; false if none is left to claim.
-  bool run_one(int64_t s, int thread) {
+  // Claims one chunk of stream s's open phase, from share `home` first, and runs it; false if
+  // none is left to claim.
+  bool run_one(int64_t s, int home) {
+    int64_t phase = 0, chunk = -1;
+    for (int i = 0; i < threads_ && chunk < 0; ++i) chunk = claim(s, (home + i) % threads_, phase);
+    if (chunk < 0) return false;
     StreamState& state = state_[s];
-    uint64_t cursor = state.cursor.load(std::memory_order_acquire);
-    int64_t phase, chunk;
-    do {
-      phase = static_cast<int64_t>(cursor >> kChunkBits);
-      chunk = static_cast<int64_t>(cursor & kChunkMask);
-      if (phase >= plan_.phases() || chunk >= plan_.chunks(s, phase)) return false;
-    } while (!state.cursor.compare_exchange_weak(cursor, cursor + 1, std::memory_order_acq_rel,
-                                                 std::memory_order_acquire));
-    guarded([&] { plan_.run(s, phase, chunk, thread); });
+    guarded([&] { plan_.run(s, phase, chunk, home); });
     if (state.finished.fetch_add(1, std::memory_order_acq_rel) + 1 == plan_.chunks(s, phase)) {
       state.finished.store(0, std::memory_order_relaxed);
       guarded([&] { plan_.finish(s, phase); });
@@ -119,12 +126,31 @@ class PhaseRun {
     return true;
   }
 
+  // Claims the next chunk of share `share` of stream s's open phase (setting `phase`); -1 if
+  // the share has none left.
+  int64_t claim(int64_t s, int share, int64_t& phase) {
+    std::atomic<uint64_t>& cursor = shares_[s * threads_ + share].cursor;
+    uint64_t seen = cursor.load(std::memory_order_acquire);
+    int64_t chunk;
+    do {
+      phase = static_cast<int64_t>(seen >> kChunkBits);
+      if (phase >= plan_.phases()) return -1;
+      const int64_t chunks = plan_.chunks(s, phase);
+      chunk = chunks * share / threads_ + static_cast<int64_t>(seen & kChunkMask);
+      if (chunk >= chunks * (share + 1) / threads_) return -1;
+    } while (!cursor.compare_exchange_weak(seen, seen + 1, std::memory_order_acq_rel, std::memory_order_acquire));
+    return chunk;
+  }
+
   // Opens the first phase with chunks after `phase` (finishing the empty ones on the way).
   void open_next(int64_t s, int64_t phase) {
     for (++phase; phase < plan_.phases() && plan_.chunks(s, phase) == 0; ++phase) {
       guarded([&] { plan_.finish(s, phase); });
     }
-    state_[s].cursor.store(static_cast<uint64_t>(phase) << kChunkBits, std::memory_order_release);
+    for (int share = 0; share < threads_; ++share) {
+      shares_[s * threads_ + share].cursor.store(static_cast<uint64_t>(phase) << kChunkBits,
+                                                 std::memory_order_release);
+    }
     if (phase >= plan_.phases()) done_.fetch_add(1, std::memory_order_acq_rel);
     signal_progress(epoch_);
   }
@@ -145,7 +171,9 @@ class PhaseRun {
 
   Plan& plan_;
   const int64_t streams_;
+  const int threads_;
   std::unique_ptr<StreamState[]> state_;
+  std::unique_ptr<Share[]> shares_;  // [streams, threads]
   alignas(64) std::atomic<uint32_t> epoch_{0};  // bumped whenever a phase opens
   std::atomic<int64_t> done_{0};                // streams past their last phase
   std::atomic<bool> failed_{false};
@@ -159,7 +187,7 @@ class PhaseRun {
 // thread, on the calling thread alone, stream by stream in order.
 template <typename Plan>
 void run_phases(Plan& plan, int64_t streams, int threads) {
-  detail::PhaseRun<Plan> run(plan, streams);
+  detail::PhaseRun<Plan> run(plan, streams, threads);
   detail::run_shares(threads, [&](int thread) { run.work(thread, threads); });
   run.rethrow();
 }

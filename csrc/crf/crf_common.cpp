@@ -248,15 +248,42 @@ at::Tensor image_channels_last(const at::Tensor& image, const char* image_name, 
 
 namespace {
 
-// The bilateral features [B, P, 5] of rgb [B, H, W, 3], ((x, y) / sxy, rgb / srgb) from the
-// positions xy [1, P, 2]. A CPU result lives in this thread's scratch (see scratch_buffer).
-at::Tensor bilateral_features_of(const at::Tensor& rgb, const at::Tensor& xy, double sxy, double srgb) {
-  const int64_t batch = rgb.size(0), pixels = xy.size(1);
-  at::Tensor features = is_host(rgb.device())
-                            ? scratch_buffer(Scratch::kCrfFeatures, batch * pixels * 5, at::kFloat)
-                            : at::empty({batch * pixels * 5}, rgb.options().dtype(at::kFloat));
-  features = features.view({batch, pixels, 5});
-  features.narrow(2, 0, 2).copy_((xy / sxy).expand({batch, pixels, 2}));
+// The CPU bilateral features of uint8 rgb [B, H, W, 3] into features [B, P, 5], in one pass
+// with the arithmetic of the tensor expressions below (each float divided by the sigma as a
+// float); those are five passes, which inside the op's team run on one thread.
+void fill_bilateral_features(const at::Tensor& rgb, float sxy, float srgb, float* features) {
+  const at::Tensor pixels_rgb = rgb.contiguous();
+  const uint8_t* in = pixels_rgb.data_ptr<uint8_t>();
+  const int64_t height = rgb.size(1), width = rgb.size(2);
+  for (int64_t point = 0; point < rgb.size(0) * height * width; ++point) {
+    const int64_t pixel = point % (height * width);
+    float* out = features + point * 5;
+    out[0] = static_cast<float>(pixel % width) / sxy;
+    out[1] = static_cast<float>(pixel / width) / sxy;
+    for (int c = 0; c < 3; ++c) out[2 + c] = static_cast<float>(in[point * 3 + c]) / srgb;
+  }
+}
+
+// The pixel positions (x, y) of rgb [B, H, W, 3] as float [1, P, 2] on its device.
+at::Tensor pixel_positions(const at::Tensor& rgb) {
+  const int64_t height = rgb.size(1), width = rgb.size(2);
+  const at::TensorOptions floats = rgb.options().dtype(at::kFloat);
+  const at::Tensor xs = at::arange(width, floats).view({1, width}).expand({height, width});
+  const at::Tensor ys = at::arange(height, floats).view({height, 1}).expand({height, width});
+  return at::stack({xs, ys}, -1).reshape({1, height * width, 2});
+}
+
+// The bilateral features [B, P, 5] of rgb [B, H, W, 3], ((x, y) / sxy, rgb / srgb). A CPU
+// result lives in this thread's scratch (see scratch_buffer).
+at::Tensor bilateral_features_of(const at::Tensor& rgb, double sxy, double srgb) {
+  const int64_t batch = rgb.size(0), pixels = rgb.size(1) * rgb.size(2);
+  if (is_host(rgb.device())) {
+    at::Tensor features = scratch_buffer(Scratch::kCrfFeatures, batch * pixels * 5, at::kFloat);
+    fill_bilateral_features(rgb, static_cast<float>(sxy), static_cast<float>(srgb), features.data_ptr<float>());
+    return features.view({batch, pixels, 5});
+  }
+  at::Tensor features = at::empty({batch, pixels, 5}, rgb.options().dtype(at::kFloat));
+  features.narrow(2, 0, 2).copy_((pixel_positions(rgb) / sxy).expand({batch, pixels, 2}));
   features.narrow(2, 2, 3).copy_(rgb.reshape({batch, pixels, 3})).div_(srgb);
   return features;
 }
@@ -265,13 +292,10 @@ at::Tensor bilateral_features_of(const at::Tensor& rgb, const at::Tensor& xy, do
 
 std::pair<lattice::LatticeTuple, lattice::LatticeTuple> crf_lattices(const at::Tensor& rgb, const Params& params) {
   const int64_t batch = rgb.size(0), height = rgb.size(1), width = rgb.size(2);
-  const int64_t pixels = height * width;
-  const at::TensorOptions floats = rgb.options().dtype(at::kFloat);
-  const at::Tensor xs = at::arange(width, floats).view({1, width}).expand({height, width});
-  const at::Tensor ys = at::arange(height, floats).view({height, 1}).expand({height, width});
-  const at::Tensor xy = at::stack({xs, ys}, -1).reshape({1, pixels, 2});
-  const at::Tensor bilateral_features = bilateral_features_of(rgb, xy, params.bilateral_sxy, params.bilateral_srgb);
-  const auto build_gaussian = [&] { return tile_lattice(build_crf_lattice(xy / params.gaussian_sxy), batch); };
+  const at::Tensor bilateral_features = bilateral_features_of(rgb, params.bilateral_sxy, params.bilateral_srgb);
+  const auto build_gaussian = [&] {
+    return tile_lattice(build_crf_lattice(pixel_positions(rgb) / params.gaussian_sxy), batch);
+  };
   if (!is_host(rgb.device())) return {build_gaussian(), build_crf_lattice(bilateral_features)};
   // Only CPU lattices are cached: a GPU build is quick, and a lattice built on one CUDA stream
   // and read on another would need synchronising. The CPU bilateral lattice is used once, by

@@ -306,13 +306,17 @@ void update_pixels(const MeanfieldProblem& problem_in, const MeanfieldStep& step
 }
 
 // A mean field run's phases (phase_runner.h), each image a stream:
-//   prepare            the unaries, each lattice's normalisation factors, and the vertices
-//                      each stripe (see crf.h) splats into;
+//   prepare            the unaries, each lattice's normalisation factors (with the blur by
+//                      axes, over this and the next phases, see prepare_phases), and the
+//                      vertices each stripe (see crf.h) splats into;
 //   then per iteration
 //     update           every pixel's update (Q = softmax(-U) the first time), and the splat of
-//                      the new Q into each stripe's partial sums (zeroed first), see below;
-//     blur             each lattice's partial sums added and blurred, whole or per range of
-//                      channels (blur_parts);
+//                      the new Q into each stripe's partial sums, see below;
+//     blur             each lattice's partial sums added (and zeroed for the next splat;
+//                      prepare zeroes them for the first) and blurred: each lattice whole, on
+//                      one thread, where there are at least as many images as threads;
+//                      otherwise shared by vertex ranges, a phase for the sums and one per
+//                      axis (see vertex_chunks);
 //   and a last update, which writes q.
 // While there are no more threads than stripes (of all images), update and splat run together,
 // stripe by stripe, in chunks whose Q rows stay in the thread's L1 cache between the two (the Q
@@ -340,7 +344,8 @@ class MeanfieldPlan {
         channels_(slot_channels(problem)),
         stripes_(pixel_stripes(problem.points)),
         together_(threads <= problem.batch * stripes_),
-        blur_parts_(blur_parts(problem, gaussian, bilateral, threads)),
+        blur_by_axes_(problem.batch < threads),
+        blur_axes_(std::max(gaussian.d1, bilateral.d1)),
         lattices_{{{gaussian, ws.gaussian_vertex_a, ws.gaussian_vertex_b, ws.gaussian_norm, ws.gaussian_partials},
                    {bilateral, ws.bilateral_vertex_a, ws.bilateral_vertex_b, ws.bilateral_norm,
                     ws.bilateral_partials}}},
@@ -359,19 +364,25 @@ class MeanfieldPlan {
     }
   }
 
-  int64_t phases() const { return 2 + phases_per_iteration() * n_iter_; }
+  int64_t phases() const { return prepare_phases() + phases_per_iteration() * n_iter_ + 1; }
 
   int64_t chunks(int64_t image, int64_t phase) const {
     const Phase p = decode(phase);
     switch (p.kind) {
       case kPrepare:
-        return kLattices * (1 + stripes_) + chunks_of(problem_.points, kUnaryChunk);
+        return norm_chunks(image) + kLattices * stripes_ + chunks_of(problem_.points, kUnaryChunk);
+      case kNormAxis:
+        return vertex_chunks(image, 0, p.axis) + vertex_chunks(image, 1, p.axis);
+      case kNormSlice:
+        return kLattices * chunks_of(problem_.points, kUnaryChunk);
       case kUpdate:
         return splats_with_update(p.iteration) ? fused_chunks(image) : update_chunks(image);
       case kSplat:
         return kLattices * stripes_;
       case kBlur:
-        return kLattices * blur_parts_;
+        return blur_by_axes_ ? vertex_chunks(image, 0, -1) + vertex_chunks(image, 1, -1) : kLattices;
+      case kBlurAxis:
+        return vertex_chunks(image, 0, p.axis) + vertex_chunks(image, 1, p.axis);
     }
     return 0;
   }
@@ -381,6 +392,10 @@ class MeanfieldPlan {
     switch (p.kind) {
       case kPrepare:
         return prepare(image, chunk);
+      case kNormAxis:
+        return blur_vertex_chunk(image, chunk, p.axis, 1);
+      case kNormSlice:
+        return slice_norms(image, chunk);
       case kUpdate:
         if (splats_with_update(p.iteration)) {
           return stripe_chunks_.run(image, thread % stripes_, [&](int64_t stripe, int64_t stripe_chunk) {
@@ -391,14 +406,10 @@ class MeanfieldPlan {
       case kSplat:
         // The bilateral lattice, with twice the entries, first.
         return splat(image, lattice_of(chunk, stripes_), chunk % stripes_, p.iteration);
-      case kBlur: {
-        const Lattice& lattice = lattices_[lattice_of(chunk, blur_parts_)];
-        lattice::sum_and_blur(lattice.view, lattice.spans[image], lattice.partials,
-                              lattice.ranges.data() + image * stripes_, stripes_, channels_,
-                              lattice::channel_part(channels_, blur_parts_, chunk % blur_parts_), lattice.vertex_a,
-                              lattice.vertex_b);
-        return;
-      }
+      case kBlur:
+        return blur_by_axes_ ? sum_vertex_chunk(image, chunk) : sum_and_blur(image, lattice_of(chunk, 1));
+      case kBlurAxis:
+        return blur_vertex_chunk(image, chunk, p.axis, channels_);
     }
   }
 
@@ -412,10 +423,14 @@ class MeanfieldPlan {
   // Pixels per chunk of the unaries; the updates' chunks are those of kChunkPixels.
   static constexpr int64_t kUnaryChunk = 4096;
 
-  enum Kind { kPrepare, kUpdate, kSplat, kBlur };
+  // Vertices per chunk of a blur shared by vertex ranges.
+  static constexpr int32_t kBlurVertexChunk = 1024;
+
+  enum Kind { kPrepare, kNormAxis, kNormSlice, kUpdate, kSplat, kBlur, kBlurAxis };
   struct Phase {
     Kind kind;
     int64_t iteration;
+    int axis = -1;  // kNormAxis, kBlurAxis: the axis (step) of the blur
   };
 
   struct Lattice {
@@ -502,29 +517,97 @@ class MeanfieldPlan {
     std::unique_ptr<Stripe[]> stripe_state_;
   };
 
-  // The blur's chunks per lattice (see the top). Whole lattices where there are as many images
-  // as threads, or where the larger lattice's blur (vertices times axes) is at most twice the
-  // smaller's, so that a thread idles for at most a third of the blur: a lattice on one thread
-  // adds its stripes' sums as it reads them and blurs its rows in place, whereas threads
-  // blurring ranges of channels of the same rows copy them to and from scratch and write the
-  // same cache lines (at 321 x 321 and 21 labels, 11 % more CPU samples per call at 2 threads).
-  // Channel ranges otherwise (161 x 161: the bilateral lattice's blur is 3 times the gaussian's).
-  static int64_t blur_parts(const MeanfieldProblem& problem, const lattice::LatticeView& gaussian,
-                            const lattice::LatticeView& bilateral, int threads) {
-    const int64_t gaussian_work = int64_t{gaussian.num_vertices} * gaussian.d1;
-    const int64_t bilateral_work = int64_t{bilateral.num_vertices} * bilateral.d1;
-    const bool balanced = std::max(gaussian_work, bilateral_work) <= 2 * std::min(gaussian_work, bilateral_work);
-    if (problem.batch >= threads || balanced) return 1;
-    return lattice::channel_parts(slot_channels(problem), threads);
+  // A blur shared by vertex ranges (blur_by_axes_). A lattice blurred whole on one thread
+  // leaves the other threads idle for the difference between the lattices' blurs, which at one
+  // image of 321 x 321 is most of the blur: the bilateral lattice's, whose neighbours lie
+  // scattered in memory, takes 4 to 5 times the gaussian's. Ranges of channels cannot share the
+  // 4 channels of up to 3 labels, and cost copies. Vertex ranges can, at the cost of a wait after
+  // the sums and after each axis: kBlur sums the partial sums of vertex ranges of both lattices,
+  // then kBlurAxis k blurs vertex ranges of the lattices that have an axis k. axis -1: the sums.
+  int64_t vertex_chunks(int64_t image, int index, int axis) const {
+    const Lattice& lattice = lattices_[index];
+    if (axis >= lattice.view.d1) return 0;
+    const lattice::ItemSpan& span = lattice.spans[image];
+    return chunks_of(span.vertex_end - span.vertex_begin, kBlurVertexChunk);
   }
 
-  int64_t phases_per_iteration() const { return together_ ? 2 : 3; }
+  // The lattice and vertex range of chunk `chunk` of such a phase, the bilateral lattice's first.
+  std::pair<int, lattice::VertexRange> vertex_chunk(int64_t image, int64_t chunk, int axis) const {
+    const int64_t bilateral_chunks = vertex_chunks(image, 1, axis);
+    const int index = chunk < bilateral_chunks ? 1 : 0;
+    const int64_t first = chunk < bilateral_chunks ? chunk : chunk - bilateral_chunks;
+    const lattice::ItemSpan& span = lattices_[index].spans[image];
+    const int32_t begin = span.vertex_begin + static_cast<int32_t>(first) * kBlurVertexChunk;
+    return {index, {begin, std::min(span.vertex_end, begin + kBlurVertexChunk)}};
+  }
+
+  void sum_and_blur(int64_t image, int index) {
+    Lattice& lattice = lattices_[index];
+    lattice::sum_and_blur(lattice.view, lattice.spans[image], lattice.partials, lattice.ranges.data() + image * stripes_,
+                          stripes_, channels_, lattice.vertex_a, lattice.vertex_b);
+  }
+
+  void sum_vertex_chunk(int64_t image, int64_t chunk) {
+    const auto [index, range] = vertex_chunk(image, chunk, -1);
+    Lattice& lattice = lattices_[index];
+    lattice::sum_partials(lattice.view, lattice.partials, lattice.ranges.data() + image * stripes_, stripes_,
+                          channels_, range.begin, range.end, lattice.vertex_a, lattice.vertex_b);
+  }
+
+  // Blurs channels [0, width) of the chunk's vertex range along `axis`.
+  void blur_vertex_chunk(int64_t image, int64_t chunk, int axis, int64_t width) {
+    const auto [index, range] = vertex_chunk(image, chunk, axis);
+    Lattice& lattice = lattices_[index];
+    lattice::blur_step(lattice.view, range.begin, range.end, channels_, {0, width}, axis, lattice.vertex_a,
+                       lattice.vertex_b);
+  }
+
+  // The normalisation factors: with the blur by axes, the filter of ones is shared the same way
+  // (its splat by vertex ranges in kPrepare, its blur in kNormAxis phases, its slice by runs of
+  // pixels in kNormSlice); otherwise each lattice's is one chunk of kPrepare.
+  int64_t prepare_phases() const { return blur_by_axes_ ? 2 + blur_axes_ : 1; }
+  int64_t norm_chunks(int64_t image) const {
+    return blur_by_axes_ ? vertex_chunks(image, 0, -1) + vertex_chunks(image, 1, -1) : kLattices;
+  }
+
+  // Norms are filtered in channel 0 of the image's vertex rows: images may be at different
+  // phases, and the rows are the only part of the buffers that is the image's alone.
+  void filter_norms(int64_t image, int64_t chunk) {
+    if (blur_by_axes_) {
+      const auto [index, range] = vertex_chunk(image, chunk, -1);
+      Lattice& lattice = lattices_[index];
+      lattice::splat_ones(lattice.view, range.begin, range.end, channels_, lattice.vertex_a, lattice.vertex_b);
+      return;
+    }
+    Lattice& lattice = lattices_[lattice_of(chunk, 1)];
+    const lattice::ItemSpan& span = lattice.spans[image];
+    lattice::filter_ones(lattice.view, span, channels_, lattice.vertex_a, lattice.vertex_b, lattice.norm);
+    for (int64_t p = span.point_begin; p < span.point_end; ++p) lattice.norm[p] = symmetric_norm(lattice.norm[p]);
+  }
+
+  void slice_norms(int64_t image, int64_t chunk) {
+    const int64_t pixel_chunks = chunks_of(problem_.points, kUnaryChunk);
+    Lattice& lattice = lattices_[lattice_of(chunk, pixel_chunks)];
+    const int64_t first = image * problem_.points + (chunk % pixel_chunks) * kUnaryChunk;
+    const int64_t end = std::min(first + kUnaryChunk, (image + 1) * problem_.points);
+    lattice::slice_ones(lattice.view, first, end, channels_, lattice.vertex_a, lattice.norm);
+    for (int64_t p = first; p < end; ++p) lattice.norm[p] = symmetric_norm(lattice.norm[p]);
+  }
+
+  int64_t update_phases() const { return together_ ? 1 : 2; }
+  int64_t phases_per_iteration() const { return update_phases() + (blur_by_axes_ ? 1 + blur_axes_ : 1); }
 
   Phase decode(int64_t phase) const {
     if (phase == 0) return {kPrepare, 0};
-    const int64_t iteration = (phase - 1) / phases_per_iteration(), step = (phase - 1) % phases_per_iteration();
+    if (phase < prepare_phases()) {
+      return phase <= blur_axes_ ? Phase{kNormAxis, 0, static_cast<int>(phase - 1)} : Phase{kNormSlice, 0};
+    }
+    const int64_t iteration = (phase - prepare_phases()) / phases_per_iteration();
+    const int64_t step = (phase - prepare_phases()) % phases_per_iteration();
     if (step == 0) return {kUpdate, iteration};
-    return {step == 1 && !together_ ? kSplat : kBlur, iteration};
+    if (step < update_phases()) return {kSplat, iteration};
+    const int64_t blur_step = step - update_phases();
+    return blur_step == 0 ? Phase{kBlur, iteration} : Phase{kBlurAxis, iteration, static_cast<int>(blur_step - 1)};
   }
 
   bool splats_with_update(int64_t iteration) const { return together_ && iteration < n_iter_; }
@@ -568,8 +651,7 @@ class MeanfieldPlan {
   }
 
   // Zeroes the stripe's partial sums of one lattice over the vertices it splats into, before
-  // its splat: here rather than as the blur reads them, where the threads blurring different
-  // channels of a row would write the same cache lines.
+  // the first splat; the blur's sums zero what they read for the next (lattice::sum_partials).
   void zero_partial(int index, int64_t image, int64_t stripe) const {
     const Lattice& lattice = lattices_[index];
     const lattice::VertexRange& range = lattice.ranges[image * stripes_ + stripe];
@@ -597,22 +679,14 @@ class MeanfieldPlan {
   }
 
   void prepare(int64_t image, int64_t chunk) {
-    if (chunk < kLattices) {
-      // Norms are filtered in channel 0 of the image's vertex rows: images may be at different
-      // phases, and the rows are the only part of the buffers that is the image's alone.
-      Lattice& lattice = lattices_[lattice_of(chunk, 1)];
-      const lattice::ItemSpan& span = lattice.spans[image];
-      lattice::filter_ones(lattice.view, span, channels_, lattice.vertex_a, lattice.vertex_b, lattice.norm);
-      for (int64_t p = span.point_begin; p < span.point_end; ++p) lattice.norm[p] = symmetric_norm(lattice.norm[p]);
-      return;
-    }
-    chunk -= kLattices;
+    if (chunk < norm_chunks(image)) return filter_norms(image, chunk);
+    chunk -= norm_chunks(image);
     if (chunk < kLattices * stripes_) {
       Lattice& lattice = lattices_[lattice_of(chunk, stripes_)];
       const int64_t stripe = chunk % stripes_;
       lattice.ranges[image * stripes_ + stripe] =
           lattice::touched_vertices(lattice.view, stripe_pixel(image, stripe), stripe_pixel(image, stripe + 1));
-      return;
+      return zero_partial(lattice_of(chunk, stripes_), image, stripe);
     }
     chunk -= kLattices * stripes_;
     const int64_t first = image * problem_.points + chunk * kUnaryChunk;
@@ -631,10 +705,6 @@ class MeanfieldPlan {
   }
 
   void update_and_splat(int64_t image, int64_t stripe, int64_t chunk, int64_t iteration, int thread) {
-    if (chunk == 0) {
-      zero_partial(0, image, stripe);
-      zero_partial(1, image, stripe);
-    }
     const auto [begin, end] = stripe_chunk(image, stripe, chunk);
     MeanfieldStep step = step_of(iteration);
     step.q_slots = thread_rows(thread);
@@ -647,7 +717,6 @@ class MeanfieldPlan {
   }
 
   void splat(int64_t image, int index, int64_t stripe, int64_t iteration) {
-    zero_partial(index, image, stripe);
     const MeanfieldStep step = step_of(iteration);
     const Lattice& lattice = lattices_[index];
     const int64_t begin = stripe_pixel(image, stripe), end = stripe_pixel(image, stripe + 1);
@@ -669,7 +738,8 @@ class MeanfieldPlan {
   const int64_t channels_;
   const int64_t stripes_;
   const bool together_;
-  const int64_t blur_parts_;
+  const bool blur_by_axes_;
+  const int blur_axes_;  // the larger d + 1 of the two lattices
   std::array<Lattice, kLattices> lattices_;
   std::vector<std::vector<float>> rows_;  // per thread
   StripeChunks stripe_chunks_;

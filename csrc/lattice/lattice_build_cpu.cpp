@@ -33,7 +33,9 @@ constexpr int64_t kBlockPoints = 2048;
 constexpr int64_t kVertexChunk = 256;
 constexpr int64_t kEntryChunk = 16384;
 constexpr int64_t kTableChunk = 65536;
-// Entries per chunk of the splat CSR's counting sort, at least.
+// Entries per chunk of the splat CSR's counting sort, at least. There are at most as many
+// chunks as threads: every further chunk splits each vertex's list once more, and the lists'
+// cache lines are then written by several chunks at different times, each write a miss.
 constexpr int64_t kCsrChunkEntries = 32768;
 
 // The blocks of a build: each batch item's points, with its padding points after them (see
@@ -393,7 +395,7 @@ class BuildPlan {
         splat_entries_(entry_arrays[2].data_ptr<int32_t>()),
         splat_weights_(entry_arrays[3].data_ptr<float>()),
         entries_(entry_arrays[2].numel()),
-        csr_chunks_(std::clamp<int64_t>(entries_ / kCsrChunkEntries, 1, 4 * threads)),
+        csr_chunks_(std::clamp<int64_t>(entries_ / kCsrChunkEntries, 1, threads)),
         block_first_(blocks.count + 1, 0),
         keys_(threads) {
     const int64_t ids = blocks_.count * blocks_.capacity;

@@ -44,14 +44,29 @@ VertexRange touched_vertices(const LatticeView& lat, int64_t point_begin, int64_
 // using channel 0 of the span's rows of `stride` floats in buffer_a and buffer_b.
 void filter_ones(const LatticeView& lat, const ItemSpan& span, int64_t stride, float* buffer_a, float* buffer_b,
                  float* out);
+// filter_ones in pieces, for threads that share it by ranges: the splat of vertices
+// [vertex_begin, vertex_end) into the buffer the blur starts from, the blur's steps over
+// channel {0, 1} (blur_step), and the slice of points [point_begin, point_end).
+void splat_ones(const LatticeView& lat, int32_t vertex_begin, int32_t vertex_end, int64_t stride, float* buffer_a,
+                float* buffer_b);
+void slice_ones(const LatticeView& lat, int64_t point_begin, int64_t point_end, int64_t stride, const float* buffer_a,
+                float* out);
 
-// Channels `range` of the span's rows of `stride` floats in buffer_a: the sum of the `partials`
-// arrays [partials, M, stride] at partial_sums, added in array order to zero, blurred as the
-// filter blurs (using buffer_b, or for part of the channels the calling thread's scratch). Array
-// k is read over its `ranges[k]` only (it must be zero outside) and left as it is: the caller
-// zeroes it before the next splat.
+// The span's rows of `stride` floats in buffer_a: the sum of the `partials` arrays
+// [partials, M, stride] at partial_sums, added in array order to zero, blurred as the filter
+// blurs (using buffer_b). Array k is read over its `ranges[k]` only (it must be zero outside)
+// and zeroed as it is read, ready for the next splat.
 void sum_and_blur(const LatticeView& lat, const ItemSpan& span, float* partial_sums, const VertexRange* ranges,
-                  int64_t partials, int64_t stride, ChannelRange range, float* buffer_a, float* buffer_b);
+                  int64_t partials, int64_t stride, float* buffer_a, float* buffer_b);
+
+// sum_and_blur in pieces, for threads that share one lattice's blur by vertex ranges: the sums
+// of vertices [vertex_begin, vertex_end) into the buffer the blur starts from, then each step
+// (axis) of the blur over such ranges (channels `range`), every range of a step after every
+// range of the one before; after step d, the values sum_and_blur leaves in buffer_a.
+void sum_partials(const LatticeView& lat, float* partial_sums, const VertexRange* ranges, int64_t partials,
+                  int64_t stride, int32_t vertex_begin, int32_t vertex_end, float* buffer_a, float* buffer_b);
+void blur_step(const LatticeView& lat, int32_t vertex_begin, int32_t vertex_end, int64_t stride, ChannelRange range,
+               int step, float* buffer_a, float* buffer_b);
 
 }  // namespace lattice
 }  // namespace rrm

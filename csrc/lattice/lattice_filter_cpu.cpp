@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "common/buffers.h"
@@ -123,33 +124,46 @@ T* blur_start(int d1, T* buffer_a, T* buffer_b) {
   return d1 % 2 == 0 ? buffer_a : buffer_b;
 }
 
+// The buffers that step `step` of such a blur reads and writes.
+template <typename T>
+std::pair<T*, T*> blur_step_buffers(int d1, int step, T* buffer_a, T* buffer_b) {
+  T* start = blur_start(d1, buffer_a, buffer_b);
+  T* other = start == buffer_a ? buffer_b : buffer_a;
+  return step % 2 == 0 ? std::pair<T*, T*>{start, other} : std::pair<T*, T*>{other, start};
+}
+
+// Blurs channels `range` of the vertex rows [vertex_begin, vertex_end) of `stride` values in
+// src along `axis` into the same rows of dst.
+template <typename scalar_t>
+void blur_axis_range(const LatticeView& lat, int32_t vertex_begin, int32_t vertex_end, int64_t stride,
+                     ChannelRange range, int axis, const scalar_t* src, scalar_t* dst) {
+  const int64_t width = range.end - range.begin;
+  with_constant<1, 4, 8, 12, 16, 20, 24, 32, 48>(width, [&](auto constant_width) {
+    constexpr int W = decltype(constant_width)::value;
+    for (int32_t v = vertex_begin; v < vertex_end; ++v) {
+      // With a constant width of whole vectors a vertex is one block: its neighbours are
+      // looked up once. Other widths (21) run faster in blocks of 8, 4 and 1.
+      if constexpr (W > 0 && W % 4 == 0) {
+        blur_vertex<scalar_t, W>(lat, v, axis, src, stride, range.begin, dst);
+      } else {
+        for_channel_blocks(width, [&](auto block, int64_t c) {
+          blur_vertex<scalar_t, decltype(block)::value>(lat, v, axis, src, stride, range.begin + c, dst);
+        });
+      }
+    }
+  });
+}
+
 // Blurs channels `range` of the vertex rows [vertex_begin, vertex_end) of `stride` values in
 // blur_start(d1, buffer_a, buffer_b) along the d+1 axes (in reverse order if reverse),
 // ping-ponging with the other buffer, which leaves the result in buffer_a.
 template <typename scalar_t>
 void blur_range(const LatticeView& lat, int32_t vertex_begin, int32_t vertex_end, int64_t stride, ChannelRange range,
                 bool reverse, scalar_t* buffer_a, scalar_t* buffer_b) {
-  const int64_t width = range.end - range.begin;
-  scalar_t* src = blur_start(lat.d1, buffer_a, buffer_b);
-  scalar_t* dst = src == buffer_a ? buffer_b : buffer_a;
-  with_constant<1, 4, 8, 12, 16, 20, 24, 32, 48>(width, [&](auto constant_width) {
-    constexpr int W = decltype(constant_width)::value;
-    for (int step = 0; step < lat.d1; ++step) {
-      const int axis = reverse ? lat.d1 - 1 - step : step;
-      for (int32_t v = vertex_begin; v < vertex_end; ++v) {
-        // With a constant width of whole vectors a vertex is one block: its neighbours are
-        // looked up once. Other widths (21) run faster in blocks of 8, 4 and 1.
-        if constexpr (W > 0 && W % 4 == 0) {
-          blur_vertex<scalar_t, W>(lat, v, axis, src, stride, range.begin, dst);
-        } else {
-          for_channel_blocks(width, [&](auto block, int64_t c) {
-            blur_vertex<scalar_t, decltype(block)::value>(lat, v, axis, src, stride, range.begin + c, dst);
-          });
-        }
-      }
-      std::swap(src, dst);
-    }
-  });
+  for (int step = 0; step < lat.d1; ++step) {
+    const auto [src, dst] = blur_step_buffers(lat.d1, step, buffer_a, buffer_b);
+    blur_axis_range(lat, vertex_begin, vertex_end, stride, range, reverse ? lat.d1 - 1 - step : step, src, dst);
+  }
 }
 
 // Blurs channels `range` of the span's vertices as blur_range does, in compact rows of only
@@ -330,49 +344,70 @@ VertexRange touched_vertices(const LatticeView& lat, int64_t point_begin, int64_
   return lowest <= highest ? VertexRange{lowest, highest + 1} : VertexRange{0, 0};
 }
 
-void filter_ones(const LatticeView& lat, const ItemSpan& span, int64_t stride, float* buffer_a, float* buffer_b,
-                 float* out) {
+void splat_ones(const LatticeView& lat, int32_t vertex_begin, int32_t vertex_end, int64_t stride, float* buffer_a,
+                float* buffer_b) {
   // Every point reads the same 1 (a layout with no stride), and w * 1 is w, as for stored ones.
   static constexpr float kOne = 1.f;
-  const Values<const float, true> ones{&kOne, {0, 0, 0}};
-  splat_by_scatter(lat, span, ones, Channels<1>{1}, stride, span.vertex_begin, span.vertex_end,
-                   blur_start(lat.d1, buffer_a, buffer_b));
-  blur_range(lat, span.vertex_begin, span.vertex_end, stride, {0, 1}, false, buffer_a, buffer_b);
+  float* start = blur_start(lat.d1, buffer_a, buffer_b);
+  for (int32_t v = vertex_begin; v < vertex_end; ++v) {
+    splat_vertex<float, 1>(lat, v, &kOne, ValueLayout{0, 0, 0}, nullptr, stride, 0, start);
+  }
+}
+
+void slice_ones(const LatticeView& lat, int64_t point_begin, int64_t point_end, int64_t stride, const float* buffer_a,
+                float* out) {
   const float alpha = slice_scale<float>(lat.d1 - 1);
-  for (int64_t p = span.point_begin; p < span.point_end; ++p) {
-    slice_sums<float, 1>(lat, p, buffer_a, stride, 0, alpha, out + p);
+  for (int64_t p = point_begin; p < point_end; ++p) slice_sums<float, 1>(lat, p, buffer_a, stride, 0, alpha, out + p);
+}
+
+void filter_ones(const LatticeView& lat, const ItemSpan& span, int64_t stride, float* buffer_a, float* buffer_b,
+                 float* out) {
+  splat_ones(lat, span.vertex_begin, span.vertex_end, stride, buffer_a, buffer_b);
+  blur_range(lat, span.vertex_begin, span.vertex_end, stride, {0, 1}, false, buffer_a, buffer_b);
+  slice_ones(lat, span.point_begin, span.point_end, stride, buffer_a, out);
+}
+
+void sum_partials(const LatticeView& lat, float* partial_sums, const VertexRange* ranges, int64_t partials,
+                  int64_t stride, int32_t vertex_begin, int32_t vertex_end, float* buffer_a, float* buffer_b) {
+  const int64_t partial_stride = static_cast<int64_t>(lat.num_vertices) * stride;
+  float* RRM_RESTRICT sum = blur_start(lat.d1, buffer_a, buffer_b);
+  const int64_t begin = vertex_begin * stride, end = vertex_end * stride;
+  if (partials == 0) std::fill(sum + begin, sum + end, 0.f);
+  for (int64_t part = 0; part < partials; ++part) {
+    // Array `part` over its range, cut to [vertex_begin, vertex_end), as whole rows.
+    const int64_t first = std::clamp<int64_t>(ranges[part].begin * stride, begin, end);
+    const int64_t last = std::clamp<int64_t>(ranges[part].end * stride, first, end);
+    float* RRM_RESTRICT partial = partial_sums + part * partial_stride;
+    if (part == 0) {
+      // The first array is added to zero as it is read, rather than to rows zeroed first: one
+      // pass less, and the same sums (0 + x, also for x = -0).
+      std::fill(sum + begin, sum + first, 0.f);
+      std::fill(sum + last, sum + end, 0.f);
+      RRM_SIMD
+      for (int64_t i = first; i < last; ++i) {
+        sum[i] = 0.f + partial[i];
+        partial[i] = 0.f;
+      }
+    } else {
+      RRM_SIMD
+      for (int64_t i = first; i < last; ++i) {
+        sum[i] = sum[i] + partial[i];
+        partial[i] = 0.f;
+      }
+    }
   }
 }
 
 void sum_and_blur(const LatticeView& lat, const ItemSpan& span, float* partial_sums, const VertexRange* ranges,
-                  int64_t partials, int64_t stride, ChannelRange range, float* buffer_a, float* buffer_b) {
-  const int64_t width = range.end - range.begin;
-  const int64_t partial_stride = static_cast<int64_t>(lat.num_vertices) * stride;
-  // The arrays are added in order to zero: the first as it is read, rather than to a row zeroed
-  // first (the same sums: 0 + x, also for x = -0). They are only read: threads summing
-  // different channels of the same rows share those cache lines, which writes would bounce.
-  const auto load = [&](int32_t v, float* RRM_RESTRICT row) {
-    if (partials == 0 || v < ranges[0].begin || v >= ranges[0].end) {
-      std::fill(row, row + width, 0.f);
-    } else {
-      const float* RRM_RESTRICT partial = partial_sums + v * stride + range.begin;
-      RRM_SIMD
-      for (int64_t c = 0; c < width; ++c) row[c] = 0.f + partial[c];
-    }
-    for (int64_t part = 1; part < partials; ++part) {
-      if (v < ranges[part].begin || v >= ranges[part].end) continue;
-      const float* RRM_RESTRICT partial = partial_sums + part * partial_stride + v * stride + range.begin;
-      RRM_SIMD
-      for (int64_t c = 0; c < width; ++c) row[c] = row[c] + partial[c];
-    }
-  };
-  if (width < stride) {
-    blur_compact(lat, span, range, false, load, stride, buffer_a);
-    return;
-  }
-  float* start = blur_start(lat.d1, buffer_a, buffer_b);
-  for (int32_t v = span.vertex_begin; v < span.vertex_end; ++v) load(v, start + v * stride);
-  blur_range(lat, span.vertex_begin, span.vertex_end, stride, range, false, buffer_a, buffer_b);
+                  int64_t partials, int64_t stride, float* buffer_a, float* buffer_b) {
+  sum_partials(lat, partial_sums, ranges, partials, stride, span.vertex_begin, span.vertex_end, buffer_a, buffer_b);
+  blur_range(lat, span.vertex_begin, span.vertex_end, stride, {0, stride}, false, buffer_a, buffer_b);
+}
+
+void blur_step(const LatticeView& lat, int32_t vertex_begin, int32_t vertex_end, int64_t stride, ChannelRange range,
+               int step, float* buffer_a, float* buffer_b) {
+  const auto [src, dst] = blur_step_buffers(lat.d1, step, buffer_a, buffer_b);
+  blur_axis_range<float>(lat, vertex_begin, vertex_end, stride, range, step, src, dst);
 }
 
 at::Tensor filter_cpu(const LatticeTuple& lattice_in, const at::Tensor& values_in, bool reverse) {

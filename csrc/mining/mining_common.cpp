@@ -33,11 +33,20 @@ at::Tensor contiguous_float_cams(const at::Tensor& cams) {
   return floats.reshape({cams.size(0), cams.size(1), cams.size(2) * cams.size(3)});
 }
 
-// cls_labels must hold only 0 and 1; read at once, so for CPU cls_labels only (free there).
+// cls_labels must hold only 0 and 1: a bool scalar on its device, true where it does not, and
+// the check of its value once read.
+at::Tensor cls_labels_not_binary(const at::Tensor& cls_labels) {
+  return cls_labels.ne(0).logical_and(cls_labels.ne(1)).any();
+}
+
+void check_cls_labels_binary(double not_binary) {
+  TORCH_CHECK_VALUE(not_binary == 0, "cls_labels must hold only 0 and 1");
+}
+
+// The check read at once, so for CPU cls_labels only (free there).
 void check_cls_values_on_host(const at::Tensor& cls_labels) {
   if (!is_host(cls_labels.device()) || cls_labels.numel() == 0) return;
-  const std::vector<double> bad = scalars_on_host({cls_labels.ne(0).logical_and(cls_labels.ne(1)).any()});
-  TORCH_CHECK_VALUE(bad[0] == 0, "cls_labels must hold only 0 and 1");
+  check_cls_labels_binary(scalars_on_host({cls_labels_not_binary(cls_labels)})[0]);
 }
 
 // The batch's largest present-label count, which sizes the slot table, read with the data checks
@@ -55,7 +64,7 @@ class CheckedLabelCount {
   // The count; throws if a check fails.
   int64_t value() {
     const std::vector<double>& read = scalars_.values();
-    TORCH_CHECK_VALUE(read[1] == 0, "cls_labels must hold only 0 and 1");
+    check_cls_labels_binary(read[1]);
     if (check_cams_) {
       TORCH_CHECK_VALUE(std::isfinite(read[2]) && std::isfinite(read[3]) && read[2] >= 0,
                         "cams must be finite and >= 0 (in float32), got range [", read[2], ", ", read[3], "]");
@@ -66,7 +75,7 @@ class CheckedLabelCount {
  private:
   std::vector<at::Tensor> wanted(const at::Tensor& float_cams, const at::Tensor& cls_labels,
                                  const at::Tensor& label_mask) const {
-    std::vector<at::Tensor> scalars{label_mask.sum(1).max(), cls_labels.ne(0).logical_and(cls_labels.ne(1)).any()};
+    std::vector<at::Tensor> scalars{label_mask.sum(1).max(), cls_labels_not_binary(cls_labels)};
     if (check_cams_) {
       const auto [minimum, maximum] = at::aminmax(float_cams);
       scalars.push_back(minimum);
