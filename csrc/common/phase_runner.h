@@ -81,12 +81,12 @@ class PhaseRun {
   }
 
   // One thread's share: claims and runs chunks until every stream has run all its phases.
-  void work(int thread, int threads) {
-    const int64_t home = static_cast<int64_t>(thread) * streams_ / threads;
+  void work(int thread) {
+    const int64_t home = static_cast<int64_t>(thread) * streams_ / threads_;
     while (true) {
       const uint32_t seen = epoch_.load(std::memory_order_acquire);
       bool ran = false;
-      for (int64_t i = 0; i < streams_ && !ran; ++i) ran = run_one((home + i) % streams_, thread % threads_);
+      for (int64_t i = 0; i < streams_ && !ran; ++i) ran = run_one((home + i) % streams_, thread);
       if (ran) continue;
       if (done_.load(std::memory_order_acquire) == streams_) return;
       wait_for_progress(epoch_, seen);
@@ -188,7 +188,7 @@ class PhaseRun {
 template <typename Plan>
 void run_phases(Plan& plan, int64_t streams, int threads) {
   detail::PhaseRun<Plan> run(plan, streams, threads);
-  detail::run_shares(threads, [&](int thread) { run.work(thread, threads); });
+  detail::run_shares(threads, [&](int thread) { run.work(thread); });
   run.rethrow();
 }
 

@@ -167,8 +167,6 @@ GaussianLatticeCache& gaussian_lattices() {
   return cache;
 }
 
-// pydensecrf's unary_from_softmax: -log(clip(s, 1e-5, 1)) in the precision of scores. A CPU
-// result lives in this thread's scratch (see scratch_buffer) until the call returns.
 // The unary of scores into out, both contiguous, over fixed runs of values shared by the
 // op's team: ATen operators called inside the team run on one thread, and at 21 labels of a
 // 321 x 321 image this took 3 to 4 ms there. Each run calls ATen's clamp and log on its values,
@@ -193,6 +191,8 @@ class UnaryPlan {
   const at::Tensor out_;
 };
 
+// pydensecrf's unary_from_softmax: -log(clip(s, 1e-5, 1)) in the precision of scores. A CPU
+// result lives in this thread's scratch (see scratch_buffer) until the call returns.
 at::Tensor unary_from_scores(const at::Tensor& scores) {
   if (!is_host(scores.device())) {
     at::Tensor out = at::empty_like(scores, at::MemoryFormat::Contiguous);

@@ -26,11 +26,6 @@ struct ChannelRange {
   int64_t end;
 };
 
-// A blur's channels are independent, so `threads` threads can blur `channels` channels as
-// channel_parts ranges, each through all the axes with no wait in between: ranges of whole
-// vectors of 4 channels, as many as there are threads or vectors.
-int64_t channel_parts(int64_t channels, int threads);
-ChannelRange channel_part(int64_t channels, int64_t parts, int64_t part);
 
 // The vertices [begin, end) by id that the entries of points [point_begin, point_end) lie in
 // ({0, 0} if none).

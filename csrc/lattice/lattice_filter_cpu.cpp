@@ -118,6 +118,18 @@ int32_t scatter_part_begin(const LatticeView& lat, const ItemSpan& span, int64_t
   return static_cast<int32_t>(std::lower_bound(ptr_begin, ptr_end, target) - lat.splat_ptr);
 }
 
+// A blur's channels are independent, so `threads` threads can blur `channels` channels as
+// channel_parts ranges, each through all the axes with no wait in between: ranges of whole
+// vectors of 4 channels, as many as there are threads or vectors.
+int64_t channel_parts(int64_t channels, int threads) {
+  return std::clamp<int64_t>(std::min<int64_t>(threads, chunks_of(channels, 4)), 1, threads);
+}
+
+ChannelRange channel_part(int64_t channels, int64_t parts, int64_t part) {
+  const int64_t width = chunks_of(chunks_of(channels, 4), parts) * 4;
+  return {std::min(channels, part * width), std::min(channels, (part + 1) * width)};
+}
+
 // The buffer, a or b, that a blur of d1 axes must start from to leave its result in buffer_a.
 template <typename T>
 T* blur_start(int d1, T* buffer_a, T* buffer_b) {
@@ -322,15 +334,6 @@ void run_filter(const LatticeView& lat, int64_t points, int64_t items, const sca
 }  // namespace
 
 int filter_threads(const at::Tensor& values) { return phase_threads(values.numel(), kValuesPerThread); }
-
-int64_t channel_parts(int64_t channels, int threads) {
-  return std::clamp<int64_t>(std::min<int64_t>(threads, chunks_of(channels, 4)), 1, threads);
-}
-
-ChannelRange channel_part(int64_t channels, int64_t parts, int64_t part) {
-  const int64_t width = chunks_of(chunks_of(channels, 4), parts) * 4;
-  return {std::min(channels, part * width), std::min(channels, (part + 1) * width)};
-}
 
 VertexRange touched_vertices(const LatticeView& lat, int64_t point_begin, int64_t point_end) {
   const int32_t* offsets = lat.offsets + point_begin * lat.d1;
